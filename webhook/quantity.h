@@ -1,0 +1,50 @@
+// Kubernetes resource.Quantity: exact parsing, comparison and canonical formatting
+// with the semantics of k8s.io/apimachinery/pkg/api/resource.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sizeguard {
+
+class Quantity {
+ public:
+  // How the value is written back: the suffix family the apiserver keeps from the input.
+  enum class Format { DecimalSI, BinarySI, DecimalExponent };
+
+  Quantity() = default;  // zero, DecimalSI
+
+  // Parses every form the apiserver accepts ("500m", ".5", "+1", "1Gi", "1e3", "1.5Mi" ...).
+  // On failure returns nullopt and, if `error` is given, says what was wrong.
+  static std::optional<Quantity> parse(std::string_view text, std::string* error = nullptr);
+
+  static Quantity from_milli(int64_t milli, Format format = Format::DecimalSI);
+  static Quantity from_int(int64_t value, Format format = Format::DecimalSI);
+
+  // Canonical form as the apiserver would serialise it ("2000m" -> "2", "1024Mi" -> "1Gi").
+  std::string to_string() const;
+
+  // Rounded up to an integer number of milli-units / units, as k8s MilliValue()/Value().
+  int64_t milli_value() const;
+  int64_t value() const;
+  double as_double() const;  // for statistics only, never for decisions
+
+  Format format() const { return format_; }
+  bool is_zero() const { return unscaled_ == 0; }
+  bool is_negative() const { return unscaled_ < 0; }
+
+  // Exact comparison of the values (format is ignored).
+  std::strong_ordering operator<=>(const Quantity& other) const;
+  bool operator==(const Quantity& other) const { return (*this <=> other) == 0; }
+
+ private:
+  // value = unscaled_ * 10^scale_; exact for every representable quantity.
+  __int128 unscaled_ = 0;
+  int32_t scale_ = 0;
+  Format format_ = Format::DecimalSI;
+};
+
+}  // namespace sizeguard
