@@ -3,6 +3,7 @@
 // reference to whoever records (no global registry).
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>

@@ -1,1 +1,41 @@
-namespace sizeguard {}
+#include "fixtures.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace sizeguard::test {
+
+std::filesystem::path shared_admission_fixture_dir() {
+  return std::filesystem::path(SIZEGUARD_SHARED_DIR) / "fixtures" / "admission-apiserver-1.28";
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read fixture " + path.string());
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string load_shared_fixture(std::string_view name) {
+  std::filesystem::path relative(name);
+  if (relative.has_parent_path()) return read_file(std::filesystem::path(SIZEGUARD_SHARED_DIR) / "fixtures" / relative);
+  return read_file(shared_admission_fixture_dir() / relative);
+}
+
+std::vector<std::filesystem::path> shared_admission_fixtures() {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(shared_admission_fixture_dir())) {
+    if (entry.is_regular_file() && entry.path().extension() == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string load_test_fixture(std::string_view relative_path) {
+  return read_file(std::filesystem::path(SIZEGUARD_TEST_FIXTURES) / relative_path);
+}
+
+}  // namespace sizeguard::test

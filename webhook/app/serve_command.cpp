@@ -1,15 +1,186 @@
-#include "webhook/app/commands.h"
+// `sizeguard serve`: the admission server wired to the mutate/validate handlers.
+#include <pthread.h>
+#include <signal.h>
 
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "webhook/app/commands.h"
+#include "webhook/app/handlers.h"
+#include "webhook/app/runtime.h"
+#include "webhook/devcerts.h"
+#include "webhook/logging.h"
+#include "webhook/server.h"
 
 namespace sizeguard {
+namespace {
+
+struct ServeFlags {
+  ServerOptions server;
+  RuntimeOptions runtime;
+  bool dev = false;
+  std::string dev_cert_dir;
+  std::string read_timeout = "10s", write_timeout = "10s", idle_timeout = "120s", drain_timeout = "30s";
+  std::string log_format = "text", log_level = "info";
+};
+
+// "250ms", "10s", "2m" or a bare number of seconds.
+std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
+  double scale = unit.empty() || unit == "s" ? 1000 : unit == "ms" ? 1 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000 : -1;
+  if (text.empty() || ec != std::errc() || scale < 0 || value <= 0) {
+    throw std::invalid_argument(flag + ": '" + text + "' is not a positive duration (e.g. 500ms, 10s, 2m)");
+  }
+  return std::chrono::milliseconds(static_cast<long long>(value * scale + 0.5));
+}
+
+// Blocks the shutdown signals in this thread and every thread started after, so that
+// sigwait() below is the one place they arrive.
+sigset_t block_shutdown_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigset_t with_pipe = signals;
+  sigaddset(&with_pipe, SIGPIPE);  // a peer closing mid-write must not kill the process
+  pthread_sigmask(SIG_BLOCK, &with_pipe, nullptr);
+  return signals;
+}
+
+int run_serve(ServeFlags flags) {
+  std::shared_ptr<spdlog::logger> logger;
+  try {
+    logger = make_logger("sizeguard", parse_log_format(flags.log_format));
+    logger->set_level(parse_log_level(flags.log_level));
+    flags.server.read_timeout = parse_duration("--read-timeout", flags.read_timeout);
+    flags.server.write_timeout = parse_duration("--write-timeout", flags.write_timeout);
+    flags.server.idle_timeout = parse_duration("--idle-timeout", flags.idle_timeout);
+    flags.server.drain_timeout = parse_duration("--drain-timeout", flags.drain_timeout);
+    parse_listen_address(flags.server.listen);
+    parse_listen_address(flags.server.metrics_listen);
+    if (flags.server.workers == 0) throw std::invalid_argument("--workers must be at least 1");
+    if (flags.server.max_body_bytes == 0) throw std::invalid_argument("--max-body-bytes must be at least 1");
+  } catch (const std::exception& e) {
+    std::cerr << "sizeguard serve: " << e.what() << "\n";
+    return 2;
+  }
+  spdlog::set_default_logger(logger);
+
+  // Dev certificates when asked for and no cert given; a temp dir we made is removed at exit.
+  std::optional<std::filesystem::path> temp_cert_dir;
+  struct RemoveDir {
+    std::optional<std::filesystem::path>& dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      if (dir) std::filesystem::remove_all(*dir, ec);
+    }
+  } remove_temp_cert_dir{temp_cert_dir};
+  if (flags.server.tls_cert.empty() != flags.server.tls_key.empty()) {
+    std::cerr << "sizeguard serve: --tls-cert and --tls-key must be given together\n";
+    return 2;
+  }
+  if (flags.server.tls_cert.empty()) {
+    if (!flags.dev) {
+      std::cerr << "sizeguard serve: --tls-cert and --tls-key are required (or --dev for throwaway dev certificates)\n";
+      return 2;
+    }
+    try {
+      std::filesystem::path dir = flags.dev_cert_dir;
+      if (dir.empty()) dir = *(temp_cert_dir = make_private_temp_directory("sizeguard-dev-certs"));
+      DevCertificates certs = make_dev_certificates(std::filesystem::absolute(dir));
+      flags.server.tls_cert = certs.server_cert.string();
+      flags.server.tls_key = certs.server_key.string();
+      std::cout << "sizeguard: dev CA certificate (trust this for TLS): " << certs.ca_cert.string() << std::endl;
+      log_event(*logger, spdlog::level::info, "dev certificates written",
+                {{"ca", certs.ca_cert.string()}, {"cert", flags.server.tls_cert}, {"key", flags.server.tls_key}});
+    } catch (const std::exception& e) {
+      std::cerr << "sizeguard serve: " << e.what() << "\n";
+      return 2;
+    }
+  }
+
+  sigset_t shutdown_signals = block_shutdown_signals();
+  Metrics metrics;
+  Readiness readiness;
+  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<AdmissionServer> server;
+  try {
+    runtime = make_runtime(flags.runtime, metrics);
+    AdmissionContext& context = runtime->context;
+    AdmissionHandlers handlers{
+        [&context](const AdmissionRequest& request) { return mutate(request, context); },
+        [&context](const AdmissionRequest& request) { return validate(request, context); }};
+    server = std::make_unique<AdmissionServer>(flags.server, std::move(handlers), metrics, readiness, logger);
+  } catch (const std::exception& e) {
+    std::cerr << "sizeguard serve: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    server->start();
+  } catch (const std::exception& e) {
+    std::cerr << "sizeguard serve: " << e.what() << "\n";
+    return 1;
+  }
+
+  int signal_number = 0;
+  sigwait(&shutdown_signals, &signal_number);
+  log_event(*logger, spdlog::level::info, "shutting down",
+            {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
+             {"drain_timeout", flags.drain_timeout}});
+  if (!server->shutdown()) {
+    // Busy connections past the drain timeout: exit now rather than wait on them.
+    logger->flush();
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
+  logger->flush();
+  return 0;
+}
+
+}  // namespace
 
 void add_serve_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("serve", "(not built yet)");
-  cmd->callback([&exit_code] {
-    std::cerr << "sizeguard serve: not implemented yet\n";
-    exit_code = 2;
-  });
+  auto flags = std::make_shared<ServeFlags>();
+  auto* cmd = app.add_subcommand("serve", "Serve the admission webhook over HTTPS (POST /mutate, POST /validate)");
+  cmd->add_option("--listen", flags->server.listen, "HTTPS address for the webhook: HOST:PORT, :PORT or [IPV6]:PORT")
+      ->capture_default_str();
+  cmd->add_option("--metrics-listen", flags->server.metrics_listen,
+                  "plain-HTTP address for /healthz, /readyz and /metrics")
+      ->capture_default_str();
+  cmd->add_option("--tls-cert", flags->server.tls_cert, "PEM certificate chain file for the webhook listener");
+  cmd->add_option("--tls-key", flags->server.tls_key, "PEM private key file for the webhook listener");
+  cmd->add_flag("--dev", flags->dev,
+                "without --tls-cert/--tls-key: make a throwaway CA and a cert for localhost/127.0.0.1/::1");
+  cmd->add_option("--dev-cert-dir", flags->dev_cert_dir,
+                  "where --dev writes ca.crt, tls.crt, tls.key (default: a temp dir removed at exit)");
+  cmd->add_option("--max-body-bytes", flags->server.max_body_bytes, "largest accepted request body; larger gets 413")
+      ->capture_default_str();
+  cmd->add_option("--read-timeout", flags->read_timeout,
+                  "limit for the TLS handshake and for reading each whole request")
+      ->capture_default_str();
+  cmd->add_option("--write-timeout", flags->write_timeout, "limit for writing each response")->capture_default_str();
+  cmd->add_option("--idle-timeout", flags->idle_timeout, "close keep-alive connections idle this long")
+      ->capture_default_str();
+  cmd->add_option("--drain-timeout", flags->drain_timeout,
+                  "on SIGTERM/SIGINT, how long to wait for accepted requests before exiting")
+      ->capture_default_str();
+  cmd->add_option("--workers", flags->server.workers,
+                  "worker threads for the webhook listener (each open connection holds one)")
+      ->capture_default_str();
+  cmd->add_option("--log-format", flags->log_format, "text or json")->capture_default_str();
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
+  add_runtime_options(*cmd, flags->runtime);
+  cmd->callback([flags, &exit_code] { exit_code = run_serve(*flags); });
 }
 
 }  // namespace sizeguard

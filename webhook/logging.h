@@ -1,0 +1,44 @@
+// Process logs through spdlog in one of two line formats:
+//   text: 2026-11-22T13:55:05.123Z info admission decision uid=... kind=Pod decision=allowed
+//   json: {"time":"2026-11-22T13:55:05.123Z","level":"info","msg":"admission decision","uid":...}
+// Plain spdlog calls (spdlog::info("...")) render in the same format; log_event adds
+// structured key/value fields.
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <spdlog/common.h>
+
+#include "webhook/server.h"
+
+namespace sizeguard {
+
+enum class LogFormat { Text, Json };
+
+// "text" or "json"; throws std::invalid_argument naming the accepted values.
+LogFormat parse_log_format(std::string_view text);
+// "trace", "debug", "info", "warn", "error", "critical", "off"; throws std::invalid_argument.
+spdlog::level::level_enum parse_log_level(std::string_view text);
+
+// A logger writing to `sink` (stderr when null) in the given format.
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, LogFormat format,
+                                            spdlog::sink_ptr sink = nullptr);
+
+struct LogField {
+  std::string_view key;
+  std::string value;
+  bool number = false;  // rendered unquoted in JSON (value must be a JSON number)
+};
+
+// One line: the message plus fields, rendered by the logger's format.
+void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view message,
+               std::initializer_list<LogField> fields);
+
+// One line per decision: webhook, uid, kind, namespace, name (or generateName), operation,
+// username, decision, reason, dry_run, latency_ms; invalid bodies log at warn with the error.
+void log_decision(spdlog::logger& logger, const DecisionRecord& record);
+
+}  // namespace sizeguard
