@@ -15,6 +15,9 @@ std::string escape_pointer_token(std::string_view token);
 // Joins escaped tokens into a pointer: {"metadata","annotations","a/b"} -> /metadata/annotations/a~1b
 std::string make_pointer(const std::vector<std::string>& tokens);
 
+// The inverse of make_pointer: "/spec/containers/0" -> {"spec","containers","0"}, unescaped.
+std::vector<std::string> split_pointer(std::string_view pointer);
+
 class PatchBuilder {
  public:
   explicit PatchBuilder(const Json& original);
