@@ -17,7 +17,9 @@ class Quantity {
 
   Quantity() = default;  // zero, DecimalSI
 
-  // Parses every form the apiserver accepts ("500m", ".5", "+1", "1Gi", "1e3", "1.5Mi" ...).
+  // Parses every form the apiserver accepts ("500m", ".5", "+1", "1Gi", "1e3", "1.5Mi" ...)
+  // with its rounding: finer than 1n rounds away from zero to 1n, beyond 2^63-1 is capped.
+  // Exponents that do not fit in 32 bits are rejected (the apiserver silently wraps them).
   // On failure returns nullopt and, if `error` is given, says what was wrong.
   static std::optional<Quantity> parse(std::string_view text, std::string* error = nullptr);
 
@@ -33,17 +35,24 @@ class Quantity {
   double as_double() const;  // for statistics only, never for decisions
 
   Format format() const { return format_; }
-  bool is_zero() const { return unscaled_ == 0; }
-  bool is_negative() const { return unscaled_ < 0; }
+  bool is_zero() const { return nano_ == 0; }
+  bool is_negative() const { return nano_ < 0; }
+
+  // Exact arithmetic, saturating at the apiserver's bounds (+/- 2^63-1 units). The result
+  // keeps this quantity's format.
+  Quantity operator+(const Quantity& other) const;
+  Quantity operator-(const Quantity& other) const;
+  Quantity operator*(int64_t factor) const;
 
   // Exact comparison of the values (format is ignored).
   std::strong_ordering operator<=>(const Quantity& other) const;
   bool operator==(const Quantity& other) const { return (*this <=> other) == 0; }
 
  private:
-  // value = unscaled_ * 10^scale_; exact for every representable quantity.
-  __int128 unscaled_ = 0;
-  int32_t scale_ = 0;
+  static Quantity from_nano(__int128 nano, Format format);
+  // The value in nano-units. Every quantity the apiserver accepts is a whole number of
+  // nano-units (it rounds finer values up) within +/- (2^63-1) units, so this is exact.
+  __int128 nano_ = 0;
   Format format_ = Format::DecimalSI;
 };
 
