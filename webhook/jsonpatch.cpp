@@ -132,4 +132,19 @@ void PatchBuilder::remove(const std::vector<std::string>& tokens) {
   }
 }
 
+std::string field_path(std::string_view pointer) {
+  std::string out;
+  for (const auto& token : split_pointer(pointer)) {
+    const bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+    if (index) {
+      out += "[" + token + "]";
+    } else if (token.find_first_of("./") != std::string::npos || token.empty()) {
+      out += "[" + token + "]";
+    } else {
+      out += (out.empty() ? "" : ".") + token;
+    }
+  }
+  return out;
+}
+
 }  // namespace sizeguard

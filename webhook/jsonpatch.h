@@ -18,6 +18,10 @@ std::string make_pointer(const std::vector<std::string>& tokens);
 // The inverse of make_pointer: "/spec/containers/0" -> {"spec","containers","0"}, unescaped.
 std::vector<std::string> split_pointer(std::string_view pointer);
 
+// A pointer as Kubernetes writes field paths in messages and status causes:
+// "/spec/containers/0/resources/limits/nvidia.com~1gpu" -> spec.containers[0].resources.limits[nvidia.com/gpu]
+std::string field_path(std::string_view pointer);
+
 class PatchBuilder {
  public:
   explicit PatchBuilder(const Json& original);

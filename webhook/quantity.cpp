@@ -7,7 +7,7 @@
 namespace sizeguard {
 namespace {
 
-using i128 = __int128;
+using i128 = Int128;
 
 constexpr int64_t kMaxUnits = std::numeric_limits<int64_t>::max();  // the apiserver's cap
 constexpr i128 kNanoPerUnit = 1'000'000'000;
@@ -189,7 +189,7 @@ std::optional<Quantity> Quantity::parse(std::string_view text, std::string* erro
   return from_nano(negative ? -magnitude : magnitude, suffix->format);
 }
 
-Quantity Quantity::from_nano(__int128 nano, Format format) {
+Quantity Quantity::from_nano(Int128 nano, Format format) {
   Quantity q;
   q.nano_ = saturate(nano);
   q.format_ = format;

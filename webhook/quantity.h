@@ -10,6 +10,9 @@
 
 namespace sizeguard {
 
+// Exact nano-unit arithmetic needs more than 64 bits (2^63 units x 10^9).
+__extension__ typedef __int128 Int128;
+
 class Quantity {
  public:
   // How the value is written back: the suffix family the apiserver keeps from the input.
@@ -49,10 +52,10 @@ class Quantity {
   bool operator==(const Quantity& other) const { return (*this <=> other) == 0; }
 
  private:
-  static Quantity from_nano(__int128 nano, Format format);
+  static Quantity from_nano(Int128 nano, Format format);
   // The value in nano-units. Every quantity the apiserver accepts is a whole number of
   // nano-units (it rounds finer values up) within +/- (2^63-1) units, so this is exact.
-  __int128 nano_ = 0;
+  Int128 nano_ = 0;
   Format format_ = Format::DecimalSI;
 };
 

@@ -595,7 +595,9 @@ Readiness::Report Readiness::report() const {
   report.ready = !components_.empty();
   for (const auto& [name, state] : components_) {
     report.ready = report.ready && state.ready;
-    report.text += name + (state.ready ? ": ok" : ": not ready: " + (state.reason.empty() ? "starting" : state.reason));
+    // A ready component may still carry a reason: it is serving but degraded.
+    if (state.ready) report.text += name + (state.reason.empty() ? ": ok" : ": ok (degraded: " + state.reason + ")");
+    else report.text += name + ": not ready: " + (state.reason.empty() ? "starting" : state.reason);
     report.text += '\n';
   }
   if (components_.empty()) report.text = "not ready: nothing registered yet\n";

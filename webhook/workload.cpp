@@ -61,6 +61,25 @@ WorkloadKind workload_kind_from(std::string_view kind) {
   return WorkloadKind::Other;
 }
 
+WorkloadKind workload_kind_from_resource(std::string_view resource) {
+  static constexpr std::array<std::pair<std::string_view, WorkloadKind>, 10> resources{{
+      {"pods", WorkloadKind::Pod},
+      {"deployments", WorkloadKind::Deployment},
+      {"statefulsets", WorkloadKind::StatefulSet},
+      {"daemonsets", WorkloadKind::DaemonSet},
+      {"replicasets", WorkloadKind::ReplicaSet},
+      {"replicationcontrollers", WorkloadKind::ReplicationController},
+      {"jobs", WorkloadKind::Job},
+      {"cronjobs", WorkloadKind::CronJob},
+      {"horizontalpodautoscalers", WorkloadKind::HorizontalPodAutoscaler},
+      {"scales", WorkloadKind::Scale},
+  }};
+  for (const auto& [name, value] : resources) {
+    if (name == resource) return value;
+  }
+  return WorkloadKind::Other;
+}
+
 std::string_view to_string(WorkloadKind kind) {
   switch (kind) {
     case WorkloadKind::Pod: return "Pod";

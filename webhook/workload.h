@@ -19,6 +19,9 @@ enum class WorkloadKind {
 
 WorkloadKind workload_kind_from(std::string_view kind);
 std::string_view to_string(WorkloadKind kind);
+// The kind behind a resource name, for subresource requests such as deployments/scale
+// ("deployments" -> Deployment); Other when unknown.
+WorkloadKind workload_kind_from_resource(std::string_view resource);
 
 enum class ContainerType {
   Regular,    // spec.containers

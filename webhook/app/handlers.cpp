@@ -1,6 +1,76 @@
 #include "webhook/app/handlers.h"
 
+#include <algorithm>
+
 namespace sizeguard {
+namespace {
+
+std::string subject_description(const AdmissionRequest& request) {
+  std::string kind = request.sub_resource.empty() ? request.kind.kind
+                                                  : request.resource.resource + "/" + request.sub_resource;
+  std::string name = request.display_name().empty() ? "(unnamed)" : request.display_name();
+  return kind + " " + (request.namespace_.empty() ? "" : request.namespace_ + "/") + name;
+}
+
+// Audit annotation keys must be qualified names of at most 63 characters.
+std::string audit_key(const Finding& finding) {
+  std::string key = finding.rule + "-" + finding.policy;
+  if (key.size() > 63) key.resize(63);
+  while (!key.empty() && !std::isalnum(static_cast<unsigned char>(key.back()))) key.pop_back();
+  return key;
+}
+
+Json findings_json(const Decision& decision) {
+  Json out = Json::array();
+  for (const auto& f : decision.findings) {
+    out.push_back({{"policy", f.policy},
+                   {"rule", f.rule},
+                   {"mode", to_string(f.mode)},
+                   {"reason", f.cause.reason},
+                   {"message", f.cause.message},
+                   {"field", f.cause.field},
+                   {"denies", f.denies}});
+  }
+  return out;
+}
+
+}  // namespace
+
+void describe_handler_metrics(Metrics& metrics) {
+  metrics.describe("sizeguard_policy_decisions_total", MetricType::Counter,
+                   "Policy rule evaluations by policy, rule, effective mode and result "
+                   "(pass, deny, warn, audit, error).");
+}
+
+AdmissionResponse to_admission_response(const AdmissionRequest& request, const Decision& decision) {
+  AdmissionResponse response;
+  response.uid = request.uid;
+  std::vector<const Finding*> denials;
+  for (const auto& f : decision.findings) {
+    if (f.denies) {
+      denials.push_back(&f);
+    } else if (f.mode == Mode::Audit) {
+      response.audit_annotations[audit_key(f)] = f.cause.reason + ": " + f.cause.message;
+    } else {
+      response.warnings.push_back("sizeguard: " + std::string(f.mode == Mode::Warn ? "[warn] " : "") +
+                                  f.cause.reason + ": " + f.cause.message);
+    }
+  }
+  for (const auto& note : decision.notes) response.warnings.push_back("sizeguard: " + note);
+  if (!denials.empty()) {
+    response.allowed = false;
+    Status status;
+    status.code = 403;
+    status.reason = "Forbidden";
+    status.message = "sizeguard denied " + subject_description(request) + ": ";
+    for (size_t i = 0; i < denials.size(); ++i) {
+      status.message += (i ? "; " : "") + denials[i]->cause.message;
+      status.causes.push_back(denials[i]->cause);
+    }
+    response.status = std::move(status);
+  }
+  return response;
+}
 
 AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext&) {
   AdmissionResponse response;
@@ -8,9 +78,31 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext&) {
   return response;
 }
 
-AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext&) {
-  AdmissionResponse response;
-  response.uid = request.uid;
+AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& context) {
+  if (!context.policies || !context.cluster_state) {
+    AdmissionResponse response;
+    response.uid = request.uid;
+    return response;
+  }
+  const auto policies = context.policies();
+  const Decision decision = evaluate_policies(request, *policies, *context.cluster_state, context.evaluation);
+  AdmissionResponse response = to_admission_response(request, decision);
+  if (context.metrics) {
+    for (const auto& o : decision.outcomes) {
+      context.metrics->increment("sizeguard_policy_decisions_total",
+                                 {{"policy", o.policy}, {"rule", o.rule}, {"mode", std::string(to_string(o.mode))},
+                                  {"result", o.result}});
+    }
+  }
+  if (context.audit && context.audit->enabled()) {
+    Json record = audit_record_base(request, "validate");
+    record["allowed"] = response.allowed;
+    record["policies"] = policies->policies.size();
+    record["findings"] = findings_json(decision);
+    record["warnings"] = response.warnings;
+    if (response.status) record["message"] = response.status->message;
+    context.audit->write(record);
+  }
   return response;
 }
 

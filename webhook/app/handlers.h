@@ -2,15 +2,37 @@
 // recommendations, cluster state, clock) so that `serve`, `review` and tests share them.
 #pragma once
 
+#include <functional>
+#include <memory>
+
+#include "policies/cluster_state.h"
+#include "policies/engine.h"
+#include "policies/policy.h"
+#include "webhook/audit.h"
+#include "webhook/metrics.h"
 #include "webhook/review.h"
 
 namespace sizeguard {
 
-// Everything a decision reads besides the request. Later issues add the policy snapshot,
-// the recommendations snapshot, cluster state, clock, metrics and audit sink.
-struct AdmissionContext {};
+// Everything a decision reads besides the request. Pointers may be null: no policies,
+// no metrics, no audit log. Cluster state is required when there are policies.
+struct AdmissionContext {
+  std::function<std::shared_ptr<const PolicySet>()> policies;
+  ClusterState* cluster_state = nullptr;
+  EvaluationOptions evaluation;
+  Metrics* metrics = nullptr;
+  AuditLog* audit = nullptr;
+};
+
+// Declares the metric families the handlers record (call once per Metrics).
+void describe_handler_metrics(Metrics& metrics);
 
 AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& context);
 AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& context);
+
+// How a policy decision reads as an admission answer: enforce findings deny with causes,
+// warn findings and notes become "sizeguard: ..." warnings, audit findings become audit
+// annotations.
+AdmissionResponse to_admission_response(const AdmissionRequest& request, const Decision& decision);
 
 }  // namespace sizeguard

@@ -1,14 +1,34 @@
-#include "webhook/app/commands.h"
-
+// `sizeguard policy lint PATH...`: every error of every policy file, with positions.
 #include <iostream>
+
+#include "policies/loader.h"
+#include "webhook/app/commands.h"
 
 namespace sizeguard {
 
 void add_policy_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("policy", "(not built yet)");
-  cmd->callback([&exit_code] {
-    std::cerr << "sizeguard policy: not implemented yet\n";
-    exit_code = 2;
+  auto* cmd = app.add_subcommand("policy", "Work with policy files");
+  cmd->require_subcommand(1);
+  auto paths = std::make_shared<std::vector<std::string>>();
+  auto* lint = cmd->add_subcommand(
+      "lint", "Check policy files or directories; print every error (file[document] field: problem); exit 0 if none, 1 otherwise");
+  lint->add_option("paths", *paths, "policy files or directories")->required();
+  lint->callback([paths, &exit_code] {
+    size_t policies = 0, files = 0, errors = 0;
+    for (const auto& path : *paths) {
+      PolicyLoad load = load_policies(path);
+      for (const auto& error : load.errors) std::cout << error << "\n";
+      policies += load.policies.size();
+      files += load.files.size();
+      errors += load.errors.size();
+    }
+    if (errors == 0) {
+      std::cout << "ok: " << policies << " policies in " << files << " files\n";
+      exit_code = 0;
+    } else {
+      std::cout << errors << " error(s); " << policies << " valid policies in " << files << " files\n";
+      exit_code = 1;
+    }
   });
 }
 

@@ -1,11 +1,95 @@
 #include "webhook/app/runtime.h"
 
+#include <charconv>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "policies/file_cluster_state.h"
+
 namespace sizeguard {
 
-void add_runtime_options(CLI::App&, RuntimeOptions&) {}
+std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
+  const double scale = unit.empty() || unit == "s" ? 1000
+                       : unit == "ms"              ? 1
+                       : unit == "m"               ? 60'000
+                       : unit == "h"               ? 3'600'000
+                                                   : -1;
+  if (text.empty() || ec != std::errc() || scale < 0 || value <= 0) {
+    throw std::invalid_argument(flag + ": '" + text + "' is not a positive duration (e.g. 500ms, 10s, 2m)");
+  }
+  return std::chrono::milliseconds(static_cast<long long>(value * scale + 0.5));
+}
 
-std::unique_ptr<Runtime> make_runtime(const RuntimeOptions&, Metrics&) {
-  return std::make_unique<Runtime>();
+void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
+  command.add_option("--policies", options.policies,
+                     "policy file or directory (a mounted ConfigMap); '' for none")
+      ->capture_default_str();
+  command.add_option("--mode", options.mode,
+                     "default mode for policies without spec.mode: enforce, warn or audit "
+                     "(namespace label sizeguard.io/mode overrides both)")
+      ->capture_default_str();
+  command.add_option("--audit-log", options.audit_log, "where audit lines go: a file, '-' for stdout, '' for none")
+      ->capture_default_str();
+  command.add_option("--kubeconfig", options.kubeconfig, "cluster access through this kubeconfig");
+  command.add_option("--context", options.kube_context, "kubeconfig context (default: current-context)");
+  command.add_flag("--in-cluster", options.in_cluster,
+                   "cluster access through the pod's service account (automatic when KUBERNETES_SERVICE_HOST is set)");
+  command.add_option("--cluster-state", options.cluster_state,
+                     "offline: manifests (Namespaces, Pods, workloads) standing in for the cluster");
+  command.add_option("--cluster-cache-ttl", options.cluster_cache_ttl,
+                     "how long namespace labels and parent objects read from the API are reused")
+      ->capture_default_str();
+  if (options.watch_policies) {
+    command.add_option("--policy-poll-interval", options.policy_poll_interval,
+                       "how often the policy directory is checked for changes")
+        ->capture_default_str();
+  }
+}
+
+std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& metrics, Readiness* readiness,
+                                      bool require_policies) {
+  auto runtime = std::make_unique<Runtime>();
+  auto mode = mode_from(options.mode);
+  if (!mode) throw std::runtime_error("--mode: expected enforce, warn or audit, got '" + options.mode + "'");
+  const auto poll = parse_duration("--policy-poll-interval", options.policy_poll_interval);
+  parse_duration("--cluster-cache-ttl", options.cluster_cache_ttl);
+
+  describe_handler_metrics(metrics);
+  runtime->audit = std::make_unique<AuditLog>(options.audit_log);
+
+  // Cluster state: a file offline, otherwise none until the API client is configured.
+  const int sources = !options.cluster_state.empty() + !options.kubeconfig.empty() + options.in_cluster;
+  if (sources > 1) throw std::runtime_error("--cluster-state, --kubeconfig and --in-cluster are alternatives: pick one");
+  if (!options.cluster_state.empty()) {
+    runtime->cluster_state = std::make_unique<FileClusterState>(options.cluster_state);
+  } else {
+    runtime->cluster_state = std::make_unique<UnavailableClusterState>(
+        "no cluster access configured (use --kubeconfig, --in-cluster or, offline, --cluster-state FILE)");
+  }
+
+  PolicyStore::StatusCallback on_status;
+  if (readiness) {
+    on_status = [readiness](bool ready, const std::string& reason) { readiness->set("policies", ready, reason); };
+  }
+  runtime->policies = std::make_unique<PolicyStore>(options.policies, metrics, on_status);
+  auto errors = runtime->policies->reload();
+  if (!errors.empty() && require_policies) {
+    std::string message = "policies did not load:";
+    for (const auto& e : errors) message += "\n  " + e;
+    throw std::runtime_error(message);
+  }
+  if (options.watch_policies) runtime->policies->start(poll);
+
+  runtime->context.policies = [store = runtime->policies.get()] { return store->current(); };
+  runtime->context.cluster_state = runtime->cluster_state.get();
+  runtime->context.evaluation.default_mode = *mode;
+  runtime->context.metrics = &metrics;
+  runtime->context.audit = runtime->audit.get();
+  return runtime;
 }
 
 }  // namespace sizeguard

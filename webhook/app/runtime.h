@@ -1,27 +1,56 @@
-// Options shared by `serve` and `review` (where policies, recommendations and the model
+// Options shared by `serve` and `review` (where policies, cluster state and the model
 // come from) and the runtime built from them: the AdmissionContext plus whatever keeps
-// it fresh (hot reloaders). Later issues add fields.
+// it fresh (hot reloaders).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "policies/store.h"
 #include "webhook/app/handlers.h"
+#include "webhook/audit.h"
 #include "webhook/metrics.h"
+#include "webhook/server.h"
 
 namespace sizeguard {
 
-struct RuntimeOptions {};
+struct RuntimeOptions {
+  std::string policies = "/etc/sizeguard/policies";  // "" = no policies
+  std::string policy_poll_interval = "2s";
+  std::string mode = "enforce";
+  std::string audit_log;        // "-" = stdout, "" = off
+  std::string kubeconfig;       // cluster access from a kubeconfig ...
+  std::string kube_context;
+  bool in_cluster = false;      // ... or the pod's service account
+  std::string cluster_state;    // ... or, offline, manifests standing in for the cluster
+  std::string cluster_cache_ttl = "10s";
+  bool watch_policies = true;   // serve polls for changes; review loads once
+};
 
+// `serve` and `review` differ only in defaults: serve audits to stdout and expects the
+// mounted ConfigMap; review audits nowhere unless asked.
 void add_runtime_options(CLI::App& command, RuntimeOptions& options);
+
+// "250ms", "10s", "2m", "1h" or a bare number of seconds; throws std::invalid_argument
+// naming the flag.
+std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text);
 
 struct Runtime {
   AdmissionContext context;
+  std::unique_ptr<PolicyStore> policies;
+  std::unique_ptr<ClusterState> cluster_state;
+  std::unique_ptr<AuditLog> audit;
+  std::shared_ptr<void> keep_alive;  // clients the cluster state uses
 };
 
-// Builds the runtime; throws std::runtime_error with a clear message on bad configuration.
-std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& metrics);
+// Builds the runtime; throws std::runtime_error with a clear message on bad
+// configuration. With `readiness`, policy load status is reported as component
+// "policies". The first policy load happens here; its errors throw only if
+// `require_policies` (review, lint) — serve starts not-ready instead.
+std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& metrics, Readiness* readiness = nullptr,
+                                      bool require_policies = false);
 
 }  // namespace sizeguard

@@ -32,18 +32,6 @@ struct ServeFlags {
   std::string log_format = "text", log_level = "info";
 };
 
-// "250ms", "10s", "2m" or a bare number of seconds.
-std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text) {
-  double value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
-  double scale = unit.empty() || unit == "s" ? 1000 : unit == "ms" ? 1 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000 : -1;
-  if (text.empty() || ec != std::errc() || scale < 0 || value <= 0) {
-    throw std::invalid_argument(flag + ": '" + text + "' is not a positive duration (e.g. 500ms, 10s, 2m)");
-  }
-  return std::chrono::milliseconds(static_cast<long long>(value * scale + 0.5));
-}
-
 // Blocks the shutdown signals in this thread and every thread started after, so that
 // sigwait() below is the one place they arrive.
 sigset_t block_shutdown_signals() {
@@ -109,13 +97,21 @@ int run_serve(ServeFlags flags) {
     }
   }
 
+  // A dev machine has no mounted ConfigMap: without --policies, run with none.
+  if (flags.dev && flags.runtime.policies == RuntimeOptions{}.policies &&
+      !std::filesystem::exists(flags.runtime.policies)) {
+    log_event(*logger, spdlog::level::warn, "no policies: --policies not given and the default is missing",
+              {{"path", flags.runtime.policies}});
+    flags.runtime.policies.clear();
+  }
+
   sigset_t shutdown_signals = block_shutdown_signals();
   Metrics metrics;
   Readiness readiness;
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<AdmissionServer> server;
   try {
-    runtime = make_runtime(flags.runtime, metrics);
+    runtime = make_runtime(flags.runtime, metrics, &readiness);
     AdmissionContext& context = runtime->context;
     AdmissionHandlers handlers{
         [&context](const AdmissionRequest& request) { return mutate(request, context); },
@@ -179,6 +175,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--log-format", flags->log_format, "text or json")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
+  flags->runtime.audit_log = "-";
   add_runtime_options(*cmd, flags->runtime);
   cmd->callback([flags, &exit_code] { exit_code = run_serve(*flags); });
 }

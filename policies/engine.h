@@ -1,0 +1,67 @@
+// Policy evaluation: a pure function of the request, the policy set, cluster state and
+// the global default mode. It says which rules of which policies applied, what each
+// found, and in which effective mode; the webhook turns that into an answer.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "policies/cluster_state.h"
+#include "policies/policy.h"
+#include "webhook/review.h"
+
+namespace sizeguard {
+
+// The namespace label that overrides every policy's mode in that namespace.
+inline constexpr const char* kModeLabel = "sizeguard.io/mode";
+
+struct EvaluationOptions {
+  Mode default_mode = Mode::Enforce;  // --mode; a policy's spec.mode and the label override it
+};
+
+// One rule of one policy that did not pass: a violation, or a rule that could not be
+// evaluated because cluster state was unavailable.
+struct Finding {
+  std::string policy;
+  std::string rule;      // "replicas", "gpu", "resources", "match"
+  Mode mode = Mode::Enforce;
+  StatusCause cause;     // reason code, message (naming the policy), field path
+  bool denies = false;   // enforce-mode violations, and state errors with onClusterStateError: deny
+};
+
+// Every (policy, rule) that applied to the request, for metrics and audit.
+// result: "pass", "deny", "warn", "audit" or "error" (not evaluated, allowed).
+struct RuleOutcome {
+  std::string policy;
+  std::string rule;
+  Mode mode = Mode::Enforce;
+  std::string result;
+};
+
+struct Decision {
+  std::vector<Finding> findings;
+  std::vector<RuleOutcome> outcomes;
+  std::vector<std::string> notes;  // things worth a warning that are not findings
+  bool allowed() const;
+};
+
+Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies,
+                           ClusterState& state, const EvaluationOptions& options);
+
+// Cluster state for offline use with no cluster: every lookup fails with `reason`, so
+// rules that need state are reported as not evaluated instead of silently passing.
+class UnavailableClusterState : public ClusterState {
+ public:
+  explicit UnavailableClusterState(std::string reason) : reason_(std::move(reason)) {}
+  StateResult<Json> namespace_labels(std::string_view) override { return ClusterStateError{reason_}; }
+  StateResult<Json> get_object(std::string_view, std::string_view, std::string_view, std::string_view,
+                               std::string_view) override {
+    return ClusterStateError{reason_};
+  }
+  StateResult<std::vector<Json>> active_pods(std::string_view) override { return ClusterStateError{reason_}; }
+
+ private:
+  std::string reason_;
+};
+
+}  // namespace sizeguard
