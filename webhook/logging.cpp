@@ -192,7 +192,7 @@ spdlog::level::level_enum parse_log_level(std::string_view text) {
     auto name = spdlog::level::to_string_view(static_cast<spdlog::level::level_enum>(level));
     if (text == std::string_view(name.data(), name.size())) return static_cast<spdlog::level::level_enum>(level);
   }
-  if (text == "warning") return spdlog::level::warn;
+  if (text == "warn" || text == "warning") return spdlog::level::warn;
   throw std::invalid_argument("unknown log level '" + std::string(text) +
                               "': expected trace, debug, info, warn, error, critical or off");
 }

@@ -361,6 +361,12 @@ class ConnectionServer final : public httplib::Server {
     // Only for the Keep-Alive header httplib writes; the loop below enforces both.
     set_keep_alive_timeout(std::max<time_t>(1, std::chrono::duration_cast<std::chrono::seconds>(limits.idle_timeout).count()));
     set_keep_alive_max_count(kMaxRequestsPerConnection);
+    // httplib's default adds SO_REUSEPORT, which lets a second process bind the same port
+    // and silently share its traffic; a busy port must be a startup error instead.
+    set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     metrics_.set(kWorkers, {{"listener", listener_}}, static_cast<double>(limits.workers));
     metrics_.set(kOpenConnections, {{"listener", listener_}}, 0);
   }

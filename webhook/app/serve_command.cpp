@@ -9,7 +9,11 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -30,6 +34,7 @@ struct ServeFlags {
   std::string dev_cert_dir;
   std::string read_timeout = "10s", write_timeout = "10s", idle_timeout = "120s", drain_timeout = "30s";
   std::string log_format = "text", log_level = "info";
+  std::string tls_reload_interval = "30s";
 };
 
 // Blocks the shutdown signals in this thread and every thread started after, so that
@@ -39,6 +44,7 @@ sigset_t block_shutdown_signals() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // reload the serving certificate
   sigset_t with_pipe = signals;
   sigaddset(&with_pipe, SIGPIPE);  // a peer closing mid-write must not kill the process
   pthread_sigmask(SIG_BLOCK, &with_pipe, nullptr);
@@ -47,6 +53,7 @@ sigset_t block_shutdown_signals() {
 
 int run_serve(ServeFlags flags) {
   std::shared_ptr<spdlog::logger> logger;
+  std::chrono::milliseconds tls_reload_interval{};
   try {
     logger = make_logger("sizeguard", parse_log_format(flags.log_format));
     logger->set_level(parse_log_level(flags.log_level));
@@ -54,6 +61,7 @@ int run_serve(ServeFlags flags) {
     flags.server.write_timeout = parse_duration("--write-timeout", flags.write_timeout);
     flags.server.idle_timeout = parse_duration("--idle-timeout", flags.idle_timeout);
     flags.server.drain_timeout = parse_duration("--drain-timeout", flags.drain_timeout);
+    tls_reload_interval = parse_duration("--tls-reload-interval", flags.tls_reload_interval);
     parse_listen_address(flags.server.listen);
     parse_listen_address(flags.server.metrics_listen);
     if (flags.server.workers == 0) throw std::invalid_argument("--workers must be at least 1");
@@ -128,8 +136,55 @@ int run_serve(ServeFlags flags) {
     return 1;
   }
 
+  // cert-manager and `make-certs.sh --rotate-ca` replace the Secret's files in place:
+  // poll their modification times (cheap) and reload; SIGHUP reloads at once.
+  auto reload_certificate = [&](const char* why) {
+    try {
+      server->reload_tls();
+      log_event(*logger, spdlog::level::info, "serving certificate reloaded", {{"trigger", why}});
+    } catch (const std::exception& e) {
+      log_event(*logger, spdlog::level::err, "serving certificate reload failed, keeping the previous one",
+                {{"error", e.what()}});
+    }
+  };
+  auto cert_stamp = [&flags] {
+    std::error_code ec;
+    std::string stamp;
+    for (const auto& path : {flags.server.tls_cert, flags.server.tls_key}) {
+      auto time = std::filesystem::last_write_time(path, ec);
+      stamp += std::to_string(ec ? 0 : time.time_since_epoch().count()) + "/" +
+               std::to_string(ec ? 0 : std::filesystem::file_size(path, ec)) + ";";
+    }
+    return stamp;
+  };
+  std::mutex watcher_mutex;
+  std::condition_variable watcher_wake;
+  bool stopping = false;
+  std::thread cert_watcher([&] {
+    std::string last = cert_stamp();
+    std::unique_lock lock(watcher_mutex);
+    while (!watcher_wake.wait_for(lock, tls_reload_interval, [&] { return stopping; })) {
+      std::string now = cert_stamp();
+      if (now != last) {
+        last = now;
+        reload_certificate("file change");
+      }
+    }
+  });
+  auto stop_watcher = [&] {
+    {
+      std::lock_guard lock(watcher_mutex);
+      stopping = true;
+    }
+    watcher_wake.notify_all();
+    cert_watcher.join();
+  };
+
   int signal_number = 0;
-  sigwait(&shutdown_signals, &signal_number);
+  while (sigwait(&shutdown_signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    reload_certificate("SIGHUP");
+  }
+  stop_watcher();
   log_event(*logger, spdlog::level::info, "shutting down",
             {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
              {"drain_timeout", flags.drain_timeout}});
@@ -172,6 +227,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--workers", flags->server.workers,
                   "worker threads for the webhook listener (each open connection holds one)")
+      ->capture_default_str();
+  cmd->add_option("--tls-reload-interval", flags->tls_reload_interval,
+                  "how often the cert/key files are checked for changes (SIGHUP reloads at once)")
       ->capture_default_str();
   cmd->add_option("--log-format", flags->log_format, "text or json")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
