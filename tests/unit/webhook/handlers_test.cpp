@@ -1,0 +1,143 @@
+// The validating handler end to end without HTTP: policies + cluster state -> the
+// AdmissionResponse, the decision metrics and the audit line.
+#include "webhook/app/handlers.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "policies/file_cluster_state.h"
+#include "policies/loader.h"
+#include "support/fixtures.h"
+#include "webhook/devcerts.h"
+
+namespace sizeguard {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::shared_ptr<const PolicySet> policy_set(const std::string& yaml) {
+  PolicyLoad load = parse_policies(yaml, "h.yaml");
+  EXPECT_TRUE(load.ok()) << ::testing::PrintToString(load.errors);
+  auto set = std::make_shared<PolicySet>();
+  set->policies = std::move(load.policies);
+  return set;
+}
+
+const char* kPolicies = R"(
+apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: require-cpu}
+spec:
+  resources: {required: {requests: [cpu]}}
+---
+apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: floor}
+spec:
+  mode: warn
+  replicas: {min: 3}
+---
+apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: cap}
+spec:
+  mode: audit
+  replicas: {max: 1}
+)";
+
+class Handlers : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    describe_handler_metrics(metrics_);
+    context_.policies = [set = policy_set(kPolicies)] { return set; };
+    context_.cluster_state = &state_;
+    context_.metrics = &metrics_;
+    context_.audit = &audit_;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  AdmissionRequest fixture(const std::string& name) {
+    auto decoded = decode_admission_review(test::load_shared_fixture(name));
+    return std::get<AdmissionRequest>(decoded);
+  }
+
+  std::filesystem::path dir_ = make_private_temp_directory("sizeguard-handlers");
+  FileClusterState state_{std::vector<Json>{
+      {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "webhook-test"}}}}}};
+  Metrics metrics_;
+  AuditLog audit_{(dir_ / "audit.log").string()};
+  AdmissionContext context_;
+};
+
+TEST_F(Handlers, EnforceDeniesWarnWarnsAuditAnnotates) {
+  // The real Deployment CREATE: 2 replicas, one container without requests.
+  const AdmissionRequest request = fixture("deployment-create.json");
+  AdmissionResponse response = validate(request, context_);
+  EXPECT_EQ(response.uid, request.uid);
+  EXPECT_FALSE(response.allowed);
+  ASSERT_TRUE(response.status);
+  EXPECT_EQ(response.status->code, 403);
+  EXPECT_EQ(response.status->reason, "Forbidden");
+  EXPECT_EQ(response.status->message,
+            "sizeguard denied Deployment webhook-test/demo: container app has no cpu request (policy require-cpu)");
+  ASSERT_EQ(response.status->causes.size(), 1u);
+  EXPECT_EQ(response.status->causes[0].reason, "MissingRequest");
+  EXPECT_EQ(response.status->causes[0].field, "spec.template.spec.containers[0].resources.requests.cpu");
+  EXPECT_THAT(response.warnings,
+              ElementsAre("sizeguard: [warn] ReplicasBelowMin: spec.replicas is 2, below the minimum of 3 (policy floor)"));
+  ASSERT_EQ(response.audit_annotations.count("replicas-cap"), 1u);
+  EXPECT_EQ(response.audit_annotations.at("replicas-cap"),
+            "ReplicasAboveMax: spec.replicas is 2, above the maximum of 1 (policy cap)");
+
+  // The wire form carries the causes and warnings.
+  Json wire = Json::parse(encode_admission_review(response, request.api_version));
+  EXPECT_EQ(wire["response"]["status"]["details"]["causes"][0]["reason"], "MissingRequest");
+  EXPECT_EQ(wire["response"]["warnings"].size(), 1u);
+
+  const std::string rendered = metrics_.render();
+  EXPECT_THAT(rendered, HasSubstr("sizeguard_policy_decisions_total{policy=\"require-cpu\",rule=\"resources\",mode=\"enforce\",result=\"deny\"} 1"));
+  EXPECT_THAT(rendered, HasSubstr("sizeguard_policy_decisions_total{policy=\"floor\",rule=\"replicas\",mode=\"warn\",result=\"warn\"} 1"));
+  EXPECT_THAT(rendered, HasSubstr("sizeguard_policy_decisions_total{policy=\"cap\",rule=\"replicas\",mode=\"audit\",result=\"audit\"} 1"));
+
+  std::ifstream log(dir_ / "audit.log");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  Json record = Json::parse(line);
+  EXPECT_EQ(record["webhook"], "validate");
+  EXPECT_EQ(record["uid"], request.uid);
+  EXPECT_EQ(record["allowed"], false);
+  EXPECT_EQ(record["user"], "kubernetes-admin");
+  ASSERT_EQ(record["findings"].size(), 3u);
+  EXPECT_EQ(record["findings"][0]["reason"], "MissingRequest");
+  EXPECT_EQ(record["findings"][0]["denies"], true);
+  EXPECT_EQ(record["findings"][2]["mode"], "audit");
+  EXPECT_FALSE(std::getline(log, line)) << "one line per decision";
+}
+
+TEST_F(Handlers, DeleteAndUnmatchedRequestsPassQuietly) {
+  AdmissionResponse response = validate(fixture("pod-delete-kubectl.json"), context_);
+  EXPECT_TRUE(response.allowed);
+  EXPECT_FALSE(response.status);
+  EXPECT_TRUE(response.warnings.empty());
+  EXPECT_TRUE(response.audit_annotations.empty());
+}
+
+TEST_F(Handlers, WithoutPoliciesEverythingIsAllowed) {
+  AdmissionContext empty;
+  AdmissionResponse response = validate(fixture("deployment-create.json"), empty);
+  EXPECT_TRUE(response.allowed);
+  EXPECT_FALSE(response.status);
+}
+
+TEST(AuditLog, RejectsAnUnwritableDestination) {
+  EXPECT_THROW(AuditLog("/nonexistent-dir/audit.log"), std::runtime_error);
+  AuditLog off("");
+  EXPECT_FALSE(off.enabled());
+}
+
+}  // namespace
+}  // namespace sizeguard
