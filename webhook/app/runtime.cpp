@@ -1,11 +1,14 @@
 #include "webhook/app/runtime.h"
 
 #include <charconv>
+#include <cstdlib>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
 
+#include "policies/api_cluster_state.h"
 #include "policies/file_cluster_state.h"
+#include "webhook/kubeapi.h"
 
 namespace sizeguard {
 
@@ -56,16 +59,25 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
   auto mode = mode_from(options.mode);
   if (!mode) throw std::runtime_error("--mode: expected enforce, warn or audit, got '" + options.mode + "'");
   const auto poll = parse_duration("--policy-poll-interval", options.policy_poll_interval);
-  parse_duration("--cluster-cache-ttl", options.cluster_cache_ttl);
+  const auto cache_ttl = parse_duration("--cluster-cache-ttl", options.cluster_cache_ttl);
 
   describe_handler_metrics(metrics);
   runtime->audit = std::make_unique<AuditLog>(options.audit_log);
 
-  // Cluster state: a file offline, otherwise none until the API client is configured.
+  // Cluster state: manifests offline, else the API (kubeconfig, or the service account
+  // when asked or when running in a pod), else none: rules needing it report so.
+  const bool in_pod = std::getenv("KUBERNETES_SERVICE_HOST") != nullptr;
   const int sources = !options.cluster_state.empty() + !options.kubeconfig.empty() + options.in_cluster;
   if (sources > 1) throw std::runtime_error("--cluster-state, --kubeconfig and --in-cluster are alternatives: pick one");
   if (!options.cluster_state.empty()) {
     runtime->cluster_state = std::make_unique<FileClusterState>(options.cluster_state);
+  } else if (!options.kubeconfig.empty() || options.in_cluster || (in_pod && options.auto_in_cluster)) {
+    auto config = options.kubeconfig.empty() ? in_cluster_config() : kubeconfig_config(options.kubeconfig, options.kube_context);
+    if (auto* error = std::get_if<std::string>(&config)) throw std::runtime_error("cluster access: " + *error);
+    auto client = std::make_shared<KubeClient>(std::get<KubeConfig>(config));
+    runtime->cluster_state = std::make_unique<ApiClusterState>(*client, cache_ttl);
+    spdlog::info("cluster state from the Kubernetes API ({}), cache TTL {} ms", client->config().source, cache_ttl.count());
+    runtime->keep_alive = client;
   } else {
     runtime->cluster_state = std::make_unique<UnavailableClusterState>(
         "no cluster access configured (use --kubeconfig, --in-cluster or, offline, --cluster-state FILE)");

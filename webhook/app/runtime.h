@@ -28,6 +28,7 @@ struct RuntimeOptions {
   std::string cluster_state;    // ... or, offline, manifests standing in for the cluster
   std::string cluster_cache_ttl = "10s";
   bool watch_policies = true;   // serve polls for changes; review loads once
+  bool auto_in_cluster = false; // serve: use the service account when running in a pod
 };
 
 // `serve` and `review` differ only in defaults: serve audits to stdout and expects the
@@ -39,11 +40,12 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options);
 std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text);
 
 struct Runtime {
+  // Declared before cluster_state so it is destroyed after it: the API client it uses.
+  std::shared_ptr<void> keep_alive;
   AdmissionContext context;
   std::unique_ptr<PolicyStore> policies;
   std::unique_ptr<ClusterState> cluster_state;
   std::unique_ptr<AuditLog> audit;
-  std::shared_ptr<void> keep_alive;  // clients the cluster state uses
 };
 
 // Builds the runtime; throws std::runtime_error with a clear message on bad
