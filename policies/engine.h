@@ -3,6 +3,8 @@
 // found, and in which effective mode; the webhook turns that into an answer.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,8 +17,12 @@ namespace sizeguard {
 // The namespace label that overrides every policy's mode in that namespace.
 inline constexpr const char* kModeLabel = "sizeguard.io/mode";
 
+// The annotations automation rules read on the object.
+inline constexpr const char* kBreakGlassAnnotation = "sizeguard.io/break-glass";
+
 struct EvaluationOptions {
   Mode default_mode = Mode::Enforce;  // --mode; a policy's spec.mode and the label override it
+  std::chrono::system_clock::time_point now;  // freeze windows and budgets; injected, never read here
 };
 
 // One rule of one policy that did not pass: a violation, or a rule that could not be
@@ -38,10 +44,24 @@ struct RuleOutcome {
   std::string result;
 };
 
+// A change an automation agent makes counts against a budget; the webhook spends it
+// (in the Kubernetes API) only if the whole decision allows the change and it is not a
+// dry run.
+struct BudgetCharge {
+  std::string policy;
+  Mode mode = Mode::Enforce;
+  std::string scope;  // "workload" or "actor"
+  std::string key;    // "team-a/Deployment/web" or the username
+  BudgetLimit limit;
+  bool deny_on_state_error = true;  // the policy's onClusterStateError (default deny)
+};
+
 struct Decision {
   std::vector<Finding> findings;
   std::vector<RuleOutcome> outcomes;
   std::vector<std::string> notes;  // things worth a warning that are not findings
+  std::vector<BudgetCharge> budget_charges;
+  std::map<std::string, std::string> audit_fields;  // e.g. changeReason, breakGlass
   bool allowed() const;
 };
 

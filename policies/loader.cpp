@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include <date/tz.h>
 #include <yaml-cpp/yaml.h>
 
 namespace sizeguard {
@@ -298,6 +299,259 @@ ResourceRule read_resources(const Reader& r, const YAML::Node& node, const std::
   return rule;
 }
 
+// "90s", "30m", "1h", "2d" -> seconds.
+std::optional<int64_t> read_duration(const Reader& r, const YAML::Node& node, const std::string& path) {
+  if (node.IsScalar()) {
+    const std::string& text = node.Scalar();
+    int64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    const std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
+    const int64_t scale = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+    if (ec == std::errc() && scale > 0 && value > 0) return value * scale;
+  }
+  r.error(path, "expected a positive duration such as 90s, 30m, 1h or 1d, got " + describe(node));
+  return std::nullopt;
+}
+
+// "HH:MM" -> minutes after midnight; "24:00" only when `allow_end_of_day`.
+std::optional<int> read_clock(const Reader& r, const YAML::Node& node, const std::string& path, bool allow_end_of_day) {
+  if (node.IsScalar()) {
+    const std::string& t = node.Scalar();
+    if (t.size() == 5 && t[2] == ':' && std::isdigit(static_cast<unsigned char>(t[0])) &&
+        std::isdigit(static_cast<unsigned char>(t[1])) && std::isdigit(static_cast<unsigned char>(t[3])) &&
+        std::isdigit(static_cast<unsigned char>(t[4]))) {
+      const int hours = (t[0] - '0') * 10 + (t[1] - '0');
+      const int minutes = (t[3] - '0') * 10 + (t[4] - '0');
+      if ((hours < 24 && minutes < 60) || (allow_end_of_day && hours == 24 && minutes == 0)) return hours * 60 + minutes;
+    }
+  }
+  r.error(path, std::string("expected a local time HH:MM") + (allow_end_of_day ? " (24:00 for end of day)" : "") +
+                    ", got " + describe(node));
+  return std::nullopt;
+}
+
+// "2026-12-20T08:00" or "2026-12-20T08:00:00" (local, no offset) -> local seconds.
+std::optional<int64_t> read_local_datetime(const Reader& r, const YAML::Node& node, const std::string& path) {
+  if (node.IsScalar()) {
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+    char tail = 0;
+    const std::string& t = node.Scalar();
+    const int n = std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &sec, &tail);
+    const int n_short = n >= 5 ? n : std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d%c", &y, &mo, &d, &h, &mi, &tail);
+    const bool shape = (n == 6) || (n < 6 && n_short == 5);
+    const date::year_month_day ymd{date::year(y) / date::month(static_cast<unsigned>(mo)) / date::day(static_cast<unsigned>(d))};
+    if (shape && ymd.ok() && h < 24 && mi < 60 && sec < 60) {
+      const auto local = date::local_days(ymd) + std::chrono::hours(h) + std::chrono::minutes(mi) + std::chrono::seconds(sec);
+      return local.time_since_epoch().count();
+    }
+  }
+  r.error(path, "expected a local date-time such as 2026-12-20T08:00 (no offset: the window's timezone applies), got " +
+                    describe(node));
+  return std::nullopt;
+}
+
+std::optional<int> day_of_week(std::string name) {
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const char* kDays[] = {"sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"};
+  for (int i = 0; i < 7; ++i) {
+    if (name == kDays[i] || (name.size() == 3 && std::string(kDays[i]).substr(0, 3) == name)) return i;
+  }
+  return std::nullopt;
+}
+
+FreezeWindow read_freeze_window(const Reader& r, const YAML::Node& node, const std::string& path) {
+  FreezeWindow w;
+  if (!expect_map(r, node, path, {"name", "timezone", "days", "start", "end", "from", "to", "allowScaleUp"})) return w;
+  if (node["name"]) w.name = read_string(r, node["name"], path + ".name").value_or("");
+  if (!node["timezone"]) {
+    r.error(path + ".timezone", "required (an IANA name such as Europe/Berlin or UTC)");
+  } else if (auto tz = read_string(r, node["timezone"], path + ".timezone")) {
+    try {
+      date::locate_zone(*tz);
+      w.timezone = *tz;
+    } catch (const std::exception&) {
+      r.error(path + ".timezone", "unknown IANA timezone \"" + *tz + "\"");
+    }
+  }
+  const bool weekly = node["days"] || node["start"] || node["end"];
+  const bool one_off = node["from"] || node["to"];
+  if (weekly == one_off) {
+    r.error(path, "give either days/start/end (weekly) or from/to (one-off)");
+    return w;
+  }
+  if (weekly) {
+    if (!node["days"] || !node["start"] || !node["end"]) {
+      r.error(path, "a weekly window needs days, start and end");
+      return w;
+    }
+    const auto days = read_string_list(r, node["days"], path + ".days");
+    for (size_t i = 0; i < days.size(); ++i) {
+      if (auto day = day_of_week(days[i])) w.days.push_back(*day);
+      else r.error(path + ".days[" + std::to_string(i) + "]", "expected a day such as Mon or Saturday, got \"" + days[i] + "\"");
+    }
+    if (auto start = read_clock(r, node["start"], path + ".start", false)) w.start_minute = *start;
+    if (auto end = read_clock(r, node["end"], path + ".end", true)) w.end_minute = *end;
+  } else {
+    if (!node["from"] || !node["to"]) {
+      r.error(path, "a one-off window needs from and to");
+      return w;
+    }
+    w.from_local = read_local_datetime(r, node["from"], path + ".from");
+    w.to_local = read_local_datetime(r, node["to"], path + ".to");
+    if (w.from_local && w.to_local && *w.from_local >= *w.to_local) r.error(path + ".to", "must be after from");
+  }
+  if (node["allowScaleUp"]) {
+    if (node["allowScaleUp"].IsScalar() && (node["allowScaleUp"].Scalar() == "true" || node["allowScaleUp"].Scalar() == "false")) {
+      w.allow_scale_up = node["allowScaleUp"].Scalar() == "true";
+    } else {
+      r.error(path + ".allowScaleUp", "expected true or false, got " + describe(node["allowScaleUp"]));
+    }
+  }
+  return w;
+}
+
+std::optional<BudgetLimit> read_budget(const Reader& r, const YAML::Node& node, const std::string& path) {
+  if (!expect_map(r, node, path, {"changes", "window"})) return std::nullopt;
+  if (!node["changes"] || !node["window"]) {
+    r.error(path, "needs changes and window (e.g. {changes: 5, window: 1h})");
+    return std::nullopt;
+  }
+  auto changes = read_count(r, node["changes"], path + ".changes");
+  auto window = read_duration(r, node["window"], path + ".window");
+  if (!changes || !window) return std::nullopt;
+  return BudgetLimit{*changes, *window};
+}
+
+AutomationRule read_automation(const Reader& r, const YAML::Node& node, const std::string& path) {
+  AutomationRule rule;
+  if (!expect_map(r, node, path, {"actors", "scaleDown", "resourceCuts", "freezeWindows", "protected", "changeBudget",
+                                  "requireChangeReason"})) {
+    return rule;
+  }
+  const YAML::Node actors = node["actors"];
+  if (!actors) {
+    r.error(path + ".actors", "required: the service accounts, usernames or groups these rules restrict");
+  } else if (expect_map(r, actors, path + ".actors", {"serviceAccounts", "usernames", "groups"})) {
+    if (actors["serviceAccounts"]) {
+      rule.actors.service_accounts = read_string_list(r, actors["serviceAccounts"], path + ".actors.serviceAccounts");
+      for (size_t i = 0; i < rule.actors.service_accounts.size(); ++i) {
+        if (rule.actors.service_accounts[i].find(':') == std::string::npos) {
+          r.error(path + ".actors.serviceAccounts[" + std::to_string(i) + "]",
+                  "expected namespace:name (globs allowed), got \"" + rule.actors.service_accounts[i] + "\"");
+        }
+      }
+    }
+    if (actors["usernames"]) rule.actors.usernames = read_string_list(r, actors["usernames"], path + ".actors.usernames");
+    if (actors["groups"]) rule.actors.groups = read_string_list(r, actors["groups"], path + ".actors.groups");
+    if (rule.actors.service_accounts.empty() && rule.actors.usernames.empty() && rule.actors.groups.empty()) {
+      r.error(path + ".actors", "name at least one service account, username or group");
+    }
+  }
+  if (const YAML::Node sd = node["scaleDown"]) {
+    const std::string at = path + ".scaleDown";
+    if (expect_map(r, sd, at, {"maxStep", "selectPolicy", "floor"})) {
+      ScaleDownRule rule_sd;
+      if (const YAML::Node step = sd["maxStep"]) {
+        if (expect_map(r, step, at + ".maxStep", {"percent", "pods"})) {
+          if (step["percent"]) {
+            rule_sd.max_step_percent = read_count(r, step["percent"], at + ".maxStep.percent");
+            if (rule_sd.max_step_percent && *rule_sd.max_step_percent > 100) {
+              r.error(at + ".maxStep.percent", "expected 0..100, got \"" + step["percent"].Scalar() + "\"");
+            }
+          }
+          if (step["pods"]) rule_sd.max_step_pods = read_count(r, step["pods"], at + ".maxStep.pods");
+          if (!step["percent"] && !step["pods"]) r.error(at + ".maxStep", "set percent, pods or both");
+        }
+      }
+      if (sd["selectPolicy"]) {
+        auto policy = read_string(r, sd["selectPolicy"], at + ".selectPolicy");
+        if (policy && (*policy == "Min" || *policy == "Max")) rule_sd.select_max = *policy == "Max";
+        else if (policy) r.error(at + ".selectPolicy", "expected Min or Max, got \"" + *policy + "\"");
+      }
+      if (sd["floor"]) rule_sd.floor = read_count(r, sd["floor"], at + ".floor");
+      if (!sd["maxStep"] && !sd["floor"]) r.error(at, "set maxStep, floor or both");
+      rule.scale_down = rule_sd;
+    }
+  }
+  if (const YAML::Node cuts = node["resourceCuts"]) {
+    const std::string at = path + ".resourceCuts";
+    if (expect_map(r, cuts, at, {"maxPercent", "resources"})) {
+      ResourceCutRule rc;
+      if (!cuts["maxPercent"]) r.error(at + ".maxPercent", "required (0..100)");
+      else if (auto p = read_count(r, cuts["maxPercent"], at + ".maxPercent")) {
+        if (*p > 100) r.error(at + ".maxPercent", "expected 0..100, got \"" + cuts["maxPercent"].Scalar() + "\"");
+        rc.max_percent = *p;
+      }
+      if (cuts["resources"]) rc.resources = read_string_list(r, cuts["resources"], at + ".resources");
+      rule.resource_cuts = rc;
+    }
+  }
+  if (const YAML::Node windows = node["freezeWindows"]) {
+    if (!windows.IsSequence()) {
+      r.error(path + ".freezeWindows", "expected a list, got " + describe(windows));
+    } else {
+      for (size_t i = 0; i < windows.size(); ++i) {
+        rule.freeze_windows.push_back(read_freeze_window(r, windows[i], path + ".freezeWindows[" + std::to_string(i) + "]"));
+      }
+    }
+  }
+  if (const YAML::Node prot = node["protected"]) {
+    const std::string at = path + ".protected";
+    if (expect_map(r, prot, at, {"selector", "annotations", "forbid"})) {
+      ProtectedRule pr;
+      if (prot["selector"]) pr.selector = read_selector(r, prot["selector"], at + ".selector");
+      if (const YAML::Node ann = prot["annotations"]) {
+        if (!ann.IsMap()) r.error(at + ".annotations", "expected a mapping of annotation keys to values (\"*\" for any), got " + describe(ann));
+        else for (const auto& e : ann) pr.annotations[e.first.as<std::string>()] = e.second.IsScalar() ? e.second.Scalar() : "";
+      }
+      if (!prot["selector"] && !prot["annotations"]) r.error(at, "set selector, annotations or both");
+      if (prot["forbid"]) {
+        pr.forbid = read_string_list(r, prot["forbid"], at + ".forbid");
+        for (size_t i = 0; i < pr.forbid.size(); ++i) {
+          const auto& f = pr.forbid[i];
+          if (f != "delete" && f != "scaleToZero" && f != "resourceChange") {
+            r.error(at + ".forbid[" + std::to_string(i) + "]", "expected delete, scaleToZero or resourceChange, got \"" + f + "\"");
+          }
+        }
+      }
+      rule.protected_workloads = pr;
+    }
+  }
+  if (const YAML::Node budget = node["changeBudget"]) {
+    const std::string at = path + ".changeBudget";
+    if (expect_map(r, budget, at, {"perWorkload", "perActor"})) {
+      if (budget["perWorkload"]) rule.budget_per_workload = read_budget(r, budget["perWorkload"], at + ".perWorkload");
+      if (budget["perActor"]) rule.budget_per_actor = read_budget(r, budget["perActor"], at + ".perActor");
+      if (!budget["perWorkload"] && !budget["perActor"]) r.error(at, "set perWorkload, perActor or both");
+    }
+  }
+  if (const YAML::Node reason = node["requireChangeReason"]) {
+    const std::string at = path + ".requireChangeReason";
+    if (reason.IsScalar() && (reason.Scalar() == "true" || reason.Scalar() == "false")) {
+      if (reason.Scalar() == "true") rule.change_reason_annotation = "sizeguard.io/change-reason";
+    } else if (expect_map(r, reason, at, {"annotation"})) {
+      if (reason["annotation"]) rule.change_reason_annotation = read_string(r, reason["annotation"], at + ".annotation");
+      else r.error(at + ".annotation", "required");
+    }
+  }
+  return rule;
+}
+
+BreakGlass read_break_glass(const Reader& r, const YAML::Node& node, const std::string& path) {
+  BreakGlass bg;
+  if (!expect_map(r, node, path, {"allowed"})) return bg;
+  const YAML::Node allowed = node["allowed"];
+  if (!allowed) {
+    r.error(path + ".allowed", "required: the users and groups who may break glass");
+    return bg;
+  }
+  if (!expect_map(r, allowed, path + ".allowed", {"users", "groups"})) return bg;
+  if (allowed["users"]) bg.users = read_string_list(r, allowed["users"], path + ".allowed.users");
+  if (allowed["groups"]) bg.groups = read_string_list(r, allowed["groups"], path + ".allowed.groups");
+  if (bg.users.empty() && bg.groups.empty()) r.error(path + ".allowed", "name at least one user or group");
+  return bg;
+}
+
 bool valid_policy_name(const std::string& name) {
   // A DNS-1123 subdomain, as Kubernetes object names.
   if (name.empty() || name.size() > 253) return false;
@@ -334,7 +588,8 @@ void read_policy(const Reader& r, const YAML::Node& doc, const std::string& sour
   const YAML::Node spec = doc["spec"];
   if (!spec) {
     r.error("spec", "required");
-  } else if (expect_map(r, spec, "spec", {"mode", "onClusterStateError", "match", "exclude", "replicas", "gpu", "resources"})) {
+  } else if (expect_map(r, spec, "spec", {"mode", "onClusterStateError", "match", "exclude", "replicas", "gpu", "resources",
+                                          "automation", "breakGlass"})) {
     if (spec["mode"]) {
       auto text = read_string(r, spec["mode"], "spec.mode");
       if (text) {
@@ -353,8 +608,10 @@ void read_policy(const Reader& r, const YAML::Node& doc, const std::string& sour
     if (spec["replicas"]) policy.replicas = read_replicas(r, spec["replicas"], "spec.replicas");
     if (spec["gpu"]) policy.gpu = read_gpu(r, spec["gpu"], "spec.gpu");
     if (spec["resources"]) policy.resources = read_resources(r, spec["resources"], "spec.resources");
-    if (!spec["replicas"] && !spec["gpu"] && !spec["resources"]) {
-      r.error("spec", "a policy needs at least one rule: replicas, gpu or resources");
+    if (spec["automation"]) policy.automation = read_automation(r, spec["automation"], "spec.automation");
+    if (spec["breakGlass"]) policy.break_glass = read_break_glass(r, spec["breakGlass"], "spec.breakGlass");
+    if (!spec["replicas"] && !spec["gpu"] && !spec["resources"] && !spec["automation"]) {
+      r.error("spec", "a policy needs at least one rule: replicas, gpu, resources or automation");
     }
   }
   if (r.errors->size() == errors_before) out.policies.push_back(std::move(policy));

@@ -73,6 +73,70 @@ struct ResourceRule {
   std::map<std::string, Quantity> max;
 };
 
+// --- automation guardrails (spec.automation) ------------------------------------------
+
+// Who counts as an automation agent. Service accounts as "namespace:name" globs.
+struct ActorMatch {
+  std::vector<std::string> service_accounts;
+  std::vector<std::string> usernames;
+  std::vector<std::string> groups;
+};
+
+// Scale-down limits in the HPA `behavior` vocabulary: at most `percent` of the current
+// replicas and/or `pods` per change; with both, `select_max` picks the policy allowing the
+// larger step (HPA's selectPolicy: Max), otherwise the smaller (Min, the default here).
+struct ScaleDownRule {
+  std::optional<int64_t> max_step_percent;
+  std::optional<int64_t> max_step_pods;
+  bool select_max = false;
+  std::optional<int64_t> floor;
+};
+
+struct ResourceCutRule {
+  int64_t max_percent = 0;
+  std::vector<std::string> resources{"cpu", "memory"};
+};
+
+// A weekly window (days + local start/end, end <= start means it runs past midnight into
+// the next day) or a one-off range (local date-times), in an IANA timezone.
+struct FreezeWindow {
+  std::string name;
+  std::string timezone;
+  std::vector<int> days;  // 0 = Sunday ... 6 = Saturday; the day the window starts
+  int start_minute = 0;   // minutes after local midnight
+  int end_minute = 0;     // 1440 = midnight at the end of the day
+  std::optional<int64_t> from_local, to_local;  // one-off: local seconds since the epoch
+  bool allow_scale_up = false;
+};
+
+struct ProtectedRule {
+  std::optional<LabelSelector> selector;            // on labels
+  std::map<std::string, std::string> annotations;   // each must be present with this value ("*": any)
+  std::vector<std::string> forbid{"delete", "scaleToZero", "resourceChange"};
+};
+
+struct BudgetLimit {
+  int64_t changes = 0;
+  int64_t window_seconds = 0;
+};
+
+struct AutomationRule {
+  ActorMatch actors;
+  std::optional<ScaleDownRule> scale_down;
+  std::optional<ResourceCutRule> resource_cuts;
+  std::vector<FreezeWindow> freeze_windows;
+  std::optional<ProtectedRule> protected_workloads;
+  std::optional<BudgetLimit> budget_per_workload;
+  std::optional<BudgetLimit> budget_per_actor;
+  std::optional<std::string> change_reason_annotation;  // required on agent changes when set
+};
+
+// People allowed to bypass automation rules with the sizeguard.io/break-glass annotation.
+struct BreakGlass {
+  std::vector<std::string> users;   // globs
+  std::vector<std::string> groups;
+};
+
 enum class OnStateError { Allow, Deny };
 
 struct Policy {
@@ -85,6 +149,8 @@ struct Policy {
   std::optional<ReplicaRule> replicas;
   std::optional<GpuRule> gpu;
   std::optional<ResourceRule> resources;
+  std::optional<AutomationRule> automation;
+  std::optional<BreakGlass> break_glass;
 };
 
 // An immutable set of policies, as loaded from one directory at one moment.

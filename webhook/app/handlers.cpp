@@ -85,7 +85,14 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
     return response;
   }
   const auto policies = context.policies();
-  const Decision decision = evaluate_policies(request, *policies, *context.cluster_state, context.evaluation);
+  EvaluationOptions options = context.evaluation;
+  options.now = context.clock();
+  Decision decision = evaluate_policies(request, *policies, *context.cluster_state, options);
+  if (context.budgets) {
+    spend_budgets(decision, *context.budgets, request, options.now);
+  } else if (!decision.budget_charges.empty()) {
+    decision.notes.push_back("change budgets not evaluated: no cluster access to count changes");
+  }
   AdmissionResponse response = to_admission_response(request, decision);
   if (context.metrics) {
     for (const auto& o : decision.outcomes) {
@@ -99,6 +106,7 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
     record["allowed"] = response.allowed;
     record["policies"] = policies->policies.size();
     record["findings"] = findings_json(decision);
+    for (const auto& [key, value] : decision.audit_fields) record[key] = value;
     record["warnings"] = response.warnings;
     if (response.status) record["message"] = response.status->message;
     context.audit->write(record);

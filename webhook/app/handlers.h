@@ -2,9 +2,11 @@
 // recommendations, cluster state, clock) so that `serve`, `review` and tests share them.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 
+#include "policies/budget.h"
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
 #include "policies/policy.h"
@@ -19,6 +21,8 @@ namespace sizeguard {
 struct AdmissionContext {
   std::function<std::shared_ptr<const PolicySet>()> policies;
   ClusterState* cluster_state = nullptr;
+  BudgetStore* budgets = nullptr;  // null: change budgets are reported as not evaluated
+  std::function<std::chrono::system_clock::time_point()> clock = [] { return std::chrono::system_clock::now(); };
   EvaluationOptions evaluation;
   Metrics* metrics = nullptr;
   AuditLog* audit = nullptr;

@@ -46,6 +46,8 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
   command.add_option("--cluster-cache-ttl", options.cluster_cache_ttl,
                      "how long namespace labels and parent objects read from the API are reused")
       ->capture_default_str();
+  command.add_option("--budget-namespace", options.budget_namespace,
+                     "namespace of the change-budget Leases (default: $POD_NAMESPACE, else sizeguard-system)");
   if (options.watch_policies) {
     command.add_option("--policy-poll-interval", options.policy_poll_interval,
                        "how often the policy directory is checked for changes")
@@ -76,6 +78,9 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
     if (auto* error = std::get_if<std::string>(&config)) throw std::runtime_error("cluster access: " + *error);
     auto client = std::make_shared<KubeClient>(std::get<KubeConfig>(config));
     runtime->cluster_state = std::make_unique<ApiClusterState>(*client, cache_ttl);
+    std::string budget_namespace = options.budget_namespace;
+    if (budget_namespace.empty()) budget_namespace = std::getenv("POD_NAMESPACE") ? std::getenv("POD_NAMESPACE") : "sizeguard-system";
+    runtime->budgets = std::make_unique<LeaseBudgetStore>(*client, budget_namespace);
     spdlog::info("cluster state from the Kubernetes API ({}), cache TTL {} ms", client->config().source, cache_ttl.count());
     runtime->keep_alive = client;
   } else {
@@ -98,6 +103,7 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
 
   runtime->context.policies = [store = runtime->policies.get()] { return store->current(); };
   runtime->context.cluster_state = runtime->cluster_state.get();
+  runtime->context.budgets = runtime->budgets.get();
   runtime->context.evaluation.default_mode = *mode;
   runtime->context.metrics = &metrics;
   runtime->context.audit = runtime->audit.get();

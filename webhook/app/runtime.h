@@ -27,6 +27,7 @@ struct RuntimeOptions {
   bool in_cluster = false;      // ... or the pod's service account
   std::string cluster_state;    // ... or, offline, manifests standing in for the cluster
   std::string cluster_cache_ttl = "10s";
+  std::string budget_namespace;  // where change-budget Leases live; default $POD_NAMESPACE or sizeguard-system
   bool watch_policies = true;   // serve polls for changes; review loads once
   bool auto_in_cluster = false; // serve: use the service account when running in a pod
 };
@@ -45,6 +46,7 @@ struct Runtime {
   AdmissionContext context;
   std::unique_ptr<PolicyStore> policies;
   std::unique_ptr<ClusterState> cluster_state;
+  std::unique_ptr<BudgetStore> budgets;
   std::unique_ptr<AuditLog> audit;
 };
 

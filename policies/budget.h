@@ -1,0 +1,64 @@
+// Change budgets: at most N changes per workload or per actor in a sliding window, counted
+// where every webhook replica sees the same numbers and restarts lose nothing: Leases in
+// the Kubernetes API, updated with optimistic concurrency on resourceVersion.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "policies/cluster_state.h"
+#include "policies/engine.h"
+#include "webhook/review.h"
+
+namespace sizeguard {
+
+class KubeClient;
+
+struct BudgetSpend {
+  bool allowed = true;
+  int64_t used = 0;                 // changes in the window (including this one when allowed)
+  int64_t retry_after_seconds = 0;  // when not allowed: until the oldest change leaves the window
+};
+
+class BudgetStore {
+ public:
+  virtual ~BudgetStore() = default;
+  // If fewer than limit.changes events of (scope, key) lie in the window ending at `now`,
+  // records `event_id` (unless `record` is false, for dry runs) and allows.
+  virtual StateResult<BudgetSpend> try_spend(const std::string& scope, const std::string& key, const BudgetLimit& limit,
+                                             std::chrono::system_clock::time_point now, const std::string& event_id,
+                                             bool record) = 0;
+  // Takes back an event recorded by try_spend (when a later budget of the same change
+  // said no: a denied change spends nothing).
+  virtual std::optional<ClusterStateError> refund(const std::string& scope, const std::string& key,
+                                                  const std::string& event_id) = 0;
+};
+
+// One coordination.k8s.io/v1 Lease per (scope, key) in `namespace_`, named
+// sizeguard-budget-<hash>; its annotations hold the key and the recent events.
+class LeaseBudgetStore : public BudgetStore {
+ public:
+  LeaseBudgetStore(KubeClient& client, std::string namespace_, int max_attempts = 8);
+  StateResult<BudgetSpend> try_spend(const std::string& scope, const std::string& key, const BudgetLimit& limit,
+                                     std::chrono::system_clock::time_point now, const std::string& event_id,
+                                     bool record) override;
+  std::optional<ClusterStateError> refund(const std::string& scope, const std::string& key,
+                                          const std::string& event_id) override;
+  static std::string lease_name(const std::string& scope, const std::string& key);
+
+ private:
+  KubeClient& client_;
+  std::string namespace_;
+  int max_attempts_;
+};
+
+// Spends the decision's budget charges if the decision allows the change; a charge over
+// its budget becomes a ChangeBudgetExceeded finding (denying in enforce mode), and then
+// everything this change already spent is refunded. Dry runs are checked, never spent.
+void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionRequest& request,
+                   std::chrono::system_clock::time_point now);
+
+}  // namespace sizeguard
