@@ -79,7 +79,7 @@ struct Evaluation {
 
 Evaluation evaluate(const AdmissionRequest& request, const PolicySet& set, ClusterState& state,
                     Mode default_mode = Mode::Enforce) {
-  Evaluation e{evaluate_policies(request, set, state, {default_mode}), {}};
+  Evaluation e{evaluate_policies(request, set, state, EvaluationOptions{default_mode, {}}), {}};
   for (const auto& f : e.decision.findings) e.reasons.push_back(f.cause.reason);
   return e;
 }

@@ -1,0 +1,99 @@
+// A fake kube-apiserver for tests: HTTPS on 127.0.0.1 (ephemeral port) with a throwaway
+// CA, bearer-token auth, an in-memory object store and failure injection.
+//
+// Store keys are (api prefix, namespace, resource, name): put("api/v1", "namespaces", "", ns)
+// stores a Namespace, put("apis/apps/v1", "deployments", "prod", deploy) a Deployment.
+// It speaks: GET of one object (/api/v1/namespaces/{name}, /api/v1/namespaces/{ns}/{res}/{name},
+// /apis/{g}/{v}/namespaces/{ns}/{res}/{name}, and cluster-scoped /api/v1/{res}/{name});
+// LIST of a collection with labelSelector (a=b, a==b, a!=b, key, !key, key in (x,y),
+// key notin (x,y)) and fieldSelector (field=x, field!=x; comma = AND; a pod without
+// status.phase is Pending); POST create (409 AlreadyExists), PUT replace (404 when absent,
+// 409 Conflict when metadata.resourceVersion is given and differs from the stored one),
+// DELETE. Every write bumps a global resourceVersion. Errors are metav1.Status bodies.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "webhook/review.h"
+
+namespace httplib {
+class SSLServer;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace sizeguard::test {
+
+class FakeApiServer {
+ public:
+  explicit FakeApiServer(std::string token = "fake-apiserver-token");
+  ~FakeApiServer();
+  FakeApiServer(const FakeApiServer&) = delete;
+  FakeApiServer& operator=(const FakeApiServer&) = delete;
+
+  std::string url() const;  // "https://127.0.0.1:<port>"
+  int port() const { return port_; }
+  const std::string& ca_pem() const { return ca_pem_; }
+  std::filesystem::path ca_file() const;  // the same CA as a file
+  std::string token() const;
+  void set_token(std::string token);  // e.g. to simulate rotation
+
+  // Stores `object` (its metadata.name names it; metadata.namespace is set to `ns`) with
+  // a new resourceVersion, replacing any existing one. Returns the stored object.
+  Json put(const std::string& api_prefix, const std::string& resource, const std::string& ns, Json object);
+  std::optional<Json> get(const std::string& api_prefix, const std::string& resource, const std::string& ns,
+                          const std::string& name) const;
+  bool remove(const std::string& api_prefix, const std::string& resource, const std::string& ns,
+              const std::string& name);
+
+  // Failure injection.
+  void set_delay(std::chrono::milliseconds delay);  // before answering every request
+  // The next `count` requests are answered with a metav1.Status of that code (after auth).
+  void fail_next(int status, int count = 1, std::string message = "");
+  // Close the connection without any answer (the socket is shut down in the handler).
+  void set_drop_connections(bool drop);
+
+  std::size_t request_count() const;
+  std::vector<std::string> requests() const;  // "GET /api/v1/namespaces/prod" (raw target)
+  void clear_requests();
+
+  void stop();
+
+ private:
+  using Key = std::tuple<std::string, std::string, std::string, std::string>;  // prefix, ns, resource, name
+  void handle(const httplib::Request& request, httplib::Response& response);
+  void route(const httplib::Request& request, httplib::Response& response);
+
+  std::filesystem::path directory_;
+  std::string ca_pem_;
+  std::unique_ptr<httplib::SSLServer> server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex mutex_;
+  std::string token_;
+  std::map<Key, Json> objects_;
+  std::uint64_t resource_version_ = 1000;
+  std::chrono::milliseconds delay_{0};
+  int fail_status_ = 0;
+  int fail_count_ = 0;
+  std::string fail_message_;
+  bool drop_ = false;
+  std::vector<std::string> requests_;
+};
+
+// A metav1.Status failure body, as the apiserver sends it.
+Json kube_status(int code, const std::string& reason, const std::string& message);
+
+}  // namespace sizeguard::test
