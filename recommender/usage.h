@@ -42,6 +42,14 @@ struct IngestReport {
   size_t rows_used = 0;
   size_t rows_bad = 0;
   std::vector<std::string> errors;  // first errors, each "file:line: column 'x': bad value 'y' (why)"
+
+  static constexpr size_t kMaxErrors = 50;
+  // Records a message (kept only while errors.size() < kMaxErrors); does not count a row.
+  void note(std::string message);
+  // A rejected row: rows_bad += 1 and note(message).
+  void bad_row(std::string message);
+  // Adds another report's counters and errors (errors still capped at kMaxErrors).
+  void merge(const IngestReport& other);
 };
 
 }  // namespace sizeguard

@@ -1,0 +1,419 @@
+// File ingestion: the documented long CSV (every bad-row kind with its exact message) and the
+// Bitbrains GWA-T-12 traces (hand-computed conversions, gzip, one real shared trace).
+#include "recommender/ingest.h"
+#include "recommender/prometheus.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sizeguard {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "sizeguard-ingest-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  fs::path write(const std::string& name, const std::string& text) const {
+    const fs::path p = path_ / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+  fs::path write_gz(const std::string& name, const std::string& text) const {
+    const fs::path p = path_ / name;
+    gzFile f = gzopen(p.c_str(), "wb");
+    EXPECT_NE(f, nullptr);
+    EXPECT_EQ(gzwrite(f, text.data(), static_cast<unsigned>(text.size())), static_cast<int>(text.size()));
+    gzclose(f);
+    return p;
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no exception";
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long CSV
+
+TEST(UsageCsv, HappyPathWithOptionalColumnsAndRfc3339) {
+  TempDir dir;
+  const auto file = dir.write("usage.csv",
+                              "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,"
+                              "cpu_request,memory_request,cpu_limit,memory_limit\n"
+                              "2024-05-01T12:05:00Z,shop,Deployment,web,app,0.5,104857600,1,268435456,2,536870912\n"
+                              "2024-05-01T12:00:00Z,shop,Deployment,web,app,0.25,52428800,0.5,134217728,,\n"
+                              "1714565100,shop,Deployment,web,sidecar,0.01,1048576,,,,\n"
+                              "2024-05-01T14:10:00+02:00,shop,Deployment,web,app,0.75,157286400,,,,\n"
+                              "\n"
+                              "2024-05-01T12:00:00.250Z,db,StatefulSet,pg,postgres,2,1e9,,,,\n");
+  IngestReport report;
+  const auto series = read_usage_csv(file, report);
+  EXPECT_EQ(report.rows_read, 5u);
+  EXPECT_EQ(report.rows_used, 5u);
+  EXPECT_EQ(report.rows_bad, 0u);
+  EXPECT_TRUE(report.errors.empty());
+  ASSERT_EQ(series.size(), 3u);  // sorted by key
+  EXPECT_EQ(series[0].key.to_string(), "db/StatefulSet/pg/postgres");
+  EXPECT_EQ(series[1].key.to_string(), "shop/Deployment/web/app");
+  EXPECT_EQ(series[2].key.to_string(), "shop/Deployment/web/sidecar");
+
+  const int64_t noon = 1714564800;  // 2024-05-01T12:00:00Z
+  const auto& web = series[1];
+  ASSERT_EQ(web.samples.size(), 3u);
+  EXPECT_EQ(web.samples[0].timestamp, noon);
+  EXPECT_DOUBLE_EQ(web.samples[0].cpu_cores, 0.25);
+  EXPECT_DOUBLE_EQ(web.samples[0].memory_bytes, 52428800);
+  EXPECT_EQ(web.samples[1].timestamp, noon + 300);
+  EXPECT_EQ(web.samples[2].timestamp, noon + 600);  // 14:10 +02:00 = 12:10Z
+  EXPECT_DOUBLE_EQ(web.samples[2].cpu_cores, 0.75);
+  // Latest known spec values: the 12:05 row (the 12:10 row leaves them empty).
+  EXPECT_EQ(web.spec.cpu_request, 1.0);
+  EXPECT_EQ(web.spec.memory_request, 268435456.0);
+  EXPECT_EQ(web.spec.cpu_limit, 2.0);
+  EXPECT_EQ(web.spec.memory_limit, 536870912.0);
+
+  EXPECT_EQ(series[2].samples.at(0).timestamp, noon + 300);
+  EXPECT_FALSE(series[2].spec.cpu_request.has_value());
+  EXPECT_EQ(series[0].samples.at(0).timestamp, noon);  // fraction dropped
+  EXPECT_DOUBLE_EQ(series[0].samples[0].memory_bytes, 1e9);
+}
+
+TEST(UsageCsv, ColumnOrderDoesNotMatter) {
+  TempDir dir;
+  const auto a = dir.write("a.csv",
+                           "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"
+                           "100,ns,Deployment,w,c,0.5,1000\n"
+                           "400,ns,Deployment,w,c,1.5,3000\n");
+  const auto b = dir.write("b.csv",
+                           "memory_bytes, Container ,cpu_cores,workload,TIMESTAMP,workload_kind,namespace\r\n"
+                           "3000,c,1.5,w,400,Deployment,ns\r\n"
+                           "1000,c,0.5,w,100,Deployment,ns\r\n");
+  IngestReport ra, rb;
+  const auto sa = read_usage_csv(a, ra);
+  const auto sb = read_usage_csv(b, rb);
+  ASSERT_EQ(sa.size(), 1u);
+  ASSERT_EQ(sb.size(), 1u);
+  EXPECT_EQ(sa[0].key, sb[0].key);
+  ASSERT_EQ(sb[0].samples.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(sa[0].samples[i].timestamp, sb[0].samples[i].timestamp);
+    EXPECT_EQ(sa[0].samples[i].cpu_cores, sb[0].samples[i].cpu_cores);
+    EXPECT_EQ(sa[0].samples[i].memory_bytes, sb[0].samples[i].memory_bytes);
+  }
+  EXPECT_EQ(rb.rows_bad, 0u);
+}
+
+TEST(UsageCsv, EveryBadRowKindIsCountedAndDescribed) {
+  TempDir dir;
+  const auto file = dir.write("bad.csv",
+                              "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,cpu_request\n"
+                              "100,ns,Deployment,w,c,0.5,1000,1\n"               // 2 ok
+                              "200,ns,Deployment,w,c,abc,1000,1\n"               // 3 bad cpu
+                              "300,ns,Deployment,w,c,0.5,-5,1\n"                 // 4 negative memory
+                              "400,ns,Deployment,w,c,0.5,1000\n"                 // 5 too few columns
+                              "500,ns,Deployment,w,c,0.5,1000,1,extra\n"         // 6 too many columns
+                              "yesterday,ns,Deployment,w,c,0.5,1000,1\n"         // 7 bad timestamp
+                              "2024-02-30T00:00:00Z,ns,Deployment,w,c,0.5,1000,1\n"  // 8 no such day
+                              "1714564800000,ns,Deployment,w,c,0.5,1000,1\n"     // 9 milliseconds
+                              "600,,Deployment,w,c,0.5,1000,1\n"                 // 10 empty namespace
+                              "700,ns,Deployment,w,c,0.5,1000,1k\n"              // 11 bad optional
+                              "800,ns,Deployment,w,c,nan,1000,1\n"               // 12 not finite
+                              "900,ns,Deployment,w,c,0.5,1000,\"1\n"             // 13 quoting
+                              "100,ns,Deployment,w,c,0.7,2000,2\n"               // 14 duplicate of 2: wins
+                              "1000,ns,Deployment,w,c,,1000,1\n");               // 15 empty cpu
+  IngestReport report;
+  const auto series = read_usage_csv(file, report);
+  EXPECT_EQ(report.rows_read, 14u);
+  EXPECT_EQ(report.rows_used, 1u);
+  EXPECT_EQ(report.rows_bad, 13u);
+  const std::string f = file.string();
+  const std::vector<std::string> expected = {
+      f + ":3: column 'cpu_cores': bad value 'abc' (expected a non-negative number)",
+      f + ":4: column 'memory_bytes': bad value '-5' (expected a non-negative number)",
+      f + ":5: wrong column count: expected 8, got 7",
+      f + ":6: wrong column count: expected 8, got 9",
+      f + ":7: column 'timestamp': bad value 'yesterday' (expected epoch seconds or RFC3339 like "
+          "2024-05-01T12:00:00Z)",
+      f + ":8: column 'timestamp': bad value '2024-02-30T00:00:00Z' (expected epoch seconds or RFC3339 like "
+          "2024-05-01T12:00:00Z)",
+      f + ":9: column 'timestamp': bad value '1714564800000' (expected epoch seconds or RFC3339 like "
+          "2024-05-01T12:00:00Z)",
+      f + ":10: column 'namespace': bad value '' (expected a non-empty name)",
+      f + ":11: column 'cpu_request': bad value '1k' (expected a non-negative number)",
+      f + ":12: column 'cpu_cores': bad value 'nan' (expected a non-negative number)",
+      f + ":13: malformed quoting",
+      f + ":15: column 'cpu_cores': bad value '' (expected a non-negative number)",
+      f + ":2: column 'timestamp': duplicate value '100' for ns/Deployment/w/c (superseded by line 14; the last "
+          "row wins)",
+  };
+  EXPECT_EQ(report.errors, expected);
+  ASSERT_EQ(series.size(), 1u);
+  ASSERT_EQ(series[0].samples.size(), 1u);
+  EXPECT_DOUBLE_EQ(series[0].samples[0].cpu_cores, 0.7);
+  EXPECT_EQ(series[0].spec.cpu_request, 2.0);
+}
+
+TEST(UsageCsv, ErrorsAreCappedButEveryBadRowIsCounted) {
+  TempDir dir;
+  std::string text = "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n";
+  for (int i = 0; i < 120; ++i) text += std::to_string(i) + ",ns,Deployment,w,c,x,1\n";
+  text += "5000,ns,Deployment,w,c,1,1\n";
+  const auto file = dir.write("many.csv", text);
+  IngestReport report;
+  EXPECT_EQ(read_usage_csv(file, report).size(), 1u);
+  EXPECT_EQ(report.rows_bad, 120u);
+  EXPECT_EQ(report.errors.size(), IngestReport::kMaxErrors);
+}
+
+TEST(UsageCsv, AllBadFileThrows) {
+  TempDir dir;
+  const auto file = dir.write("allbad.csv",
+                              "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"
+                              "100,ns,Deployment,w,c,abc,1000\n"
+                              "200,ns,Deployment,w,c\n");
+  IngestReport report;
+  const std::string what = message_of([&] { read_usage_csv(file, report); });
+  EXPECT_EQ(what, file.string() + ": no usable row (2 rows read, 2 bad; first error: " + file.string() +
+                      ":2: column 'cpu_cores': bad value 'abc' (expected a non-negative number))");
+  EXPECT_EQ(report.rows_bad, 2u);  // the caller's report still learns why
+}
+
+TEST(UsageCsv, HeaderProblemsThrowOrAreNoted) {
+  TempDir dir;
+  IngestReport report;
+  const auto empty = dir.write("empty.csv", "\n\n");
+  EXPECT_NE(message_of([&] { read_usage_csv(empty, report); }).find("empty file"), std::string::npos);
+  const auto header_only =
+      dir.write("header.csv", "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n");
+  EXPECT_NE(message_of([&] { read_usage_csv(header_only, report); }).find("no usable row (0 rows read"),
+            std::string::npos);
+  const auto missing = dir.write("missing.csv", "timestamp,namespace,workload_kind,workload,cpu_cores,memory_bytes\n");
+  EXPECT_NE(message_of([&] { read_usage_csv(missing, report); }).find(":1: missing column 'container'"),
+            std::string::npos);
+  const auto extra = dir.write("extra.csv",
+                               "node,timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"
+                               "n1,100,ns,Deployment,w,c,1,1\n");
+  IngestReport noted;
+  EXPECT_EQ(read_usage_csv(extra, noted).size(), 1u);
+  EXPECT_EQ(noted.rows_bad, 0u);
+  ASSERT_EQ(noted.errors.size(), 1u);
+  EXPECT_EQ(noted.errors[0], extra.string() + ":1: column 'node' ignored (not part of the schema)");
+  EXPECT_NE(message_of([&] { read_usage_csv(dir.path() / "nope.csv", report); }).find("cannot open"),
+            std::string::npos);
+}
+
+TEST(UsageCsv, ReadsGzipAndQuotedFields) {
+  TempDir dir;
+  const auto file = dir.write_gz("usage.csv.gz",
+                                 "\"timestamp\",namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"
+                                 "100,\"ns\",Deployment,\"we,b\",c,1,2\n");
+  IngestReport report;
+  const auto series = read_usage_csv(file, report);
+  ASSERT_EQ(series.size(), 1u);
+  EXPECT_EQ(series[0].key.name, "we,b");
+}
+
+TEST(Rfc3339, ParsesAndRejects) {
+  EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(parse_rfc3339("2024-02-29T23:59:59Z"), 1709251199);
+  EXPECT_EQ(parse_rfc3339("2024-05-01T12:00:00.999999999Z"), 1714564800);
+  EXPECT_EQ(parse_rfc3339("2024-05-01T07:30:00-04:30"), 1714564800);
+  EXPECT_EQ(parse_rfc3339("2023-02-29T00:00:00Z"), std::nullopt);
+  EXPECT_EQ(parse_rfc3339("2024-05-01T12:00:00"), std::nullopt);  // no zone
+  EXPECT_EQ(parse_rfc3339("2024-05-01T24:00:00Z"), std::nullopt);
+  EXPECT_EQ(parse_rfc3339("2024-05-01T12:00:00Zjunk"), std::nullopt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bitbrains
+
+const char* const kBitbrainsHeader =
+    "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\t"
+    "Memory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\t"
+    "Disk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]\n";
+
+// 4 cores of 2600 MHz = 10400 MHz; 8 GiB = 8388608 KB.
+std::string fake_trace() {
+  return std::string(kBitbrainsHeader) +
+         "1372630104;\t4;\t10400.0;\t1300.0;\t12.5;\t8388608.0;\t1048576.0;\t0.0;\t0.0;\t0.0;\t0.0\n"
+         "1372629804;\t4;\t10400.0;\t5200.0;\t50.0;\t8388608.0;\t2097152.0;\t0.0;\t0.0;\t0.0;\t0.0\n"
+         "1372630404;\t0;\t0.0;\t0.0;\t0.0;\t8388608.0;\t0.0;\t0.0;\t0.0;\t0.0;\t0.0\n"
+         "1372630704;\t4;\t10400.0;\tbad;\t0.0;\t8388608.0;\t0.0;\t0.0;\t0.0;\t0.0;\t0.0\n"
+         "1372631004;\t4;\t10400.0\n"
+         "1372631304;\t2;\t5200.0;\t2600.0;\t50.0;\t4194304.0;\t512.5;\t0.0;\t0.0;\t0.0;\t0.0\n"
+         "1372631304;\t2;\t5200.0;\t650.0;\t12.5;\t4194304.0;\t256.0;\t0.0;\t0.0;\t0.0;\t0.0\n";
+}
+
+void expect_fake_series(const UsageSeries& s, const std::string& name) {
+  EXPECT_EQ(s.key.to_string(), "bitbrains/VM/" + name + "/main");
+  ASSERT_EQ(s.samples.size(), 3u);
+  EXPECT_EQ(s.samples[0].timestamp, 1372629804);
+  EXPECT_DOUBLE_EQ(s.samples[0].cpu_cores, 2.0);                  // 5200 / (10400 / 4)
+  EXPECT_DOUBLE_EQ(s.samples[0].memory_bytes, 2147483648.0);      // 2097152 KB
+  EXPECT_EQ(s.samples[1].timestamp, 1372630104);
+  EXPECT_DOUBLE_EQ(s.samples[1].cpu_cores, 0.5);                  // 1300 / 2600
+  EXPECT_DOUBLE_EQ(s.samples[1].memory_bytes, 1073741824.0);
+  EXPECT_EQ(s.samples[2].timestamp, 1372631304);                  // the last duplicate wins
+  EXPECT_DOUBLE_EQ(s.samples[2].cpu_cores, 0.25);                 // 650 / (5200 / 2)
+  EXPECT_DOUBLE_EQ(s.samples[2].memory_bytes, 262144.0);          // 256 KB
+  // Latest row's provisioning: 2 cores, 4 GiB.
+  EXPECT_EQ(s.spec.cpu_request, 2.0);
+  EXPECT_EQ(s.spec.memory_request, 4294967296.0);
+  EXPECT_FALSE(s.spec.cpu_limit.has_value());
+}
+
+void expect_fake_report(const IngestReport& report, const std::string& f) {
+  EXPECT_EQ(report.rows_read, 7u);
+  EXPECT_EQ(report.rows_used, 3u);
+  EXPECT_EQ(report.rows_bad, 4u);
+  const std::vector<std::string> expected = {
+      f + ":4: column 'CPU cores': bad value '0' (expected a positive number; 0 = no CPU provisioned, e.g. VM off)",
+      f + ":5: column 'CPU usage [MHZ]': bad value 'bad' (expected a non-negative number)",
+      f + ":6: wrong column count: expected 11, got 3",
+      f + ":7: column 'Timestamp [ms]': duplicate value '1372631304' for bitbrains/VM/17/main (superseded by line "
+          "8; the last row wins)",
+  };
+  EXPECT_EQ(report.errors, expected);
+}
+
+TEST(Bitbrains, PlainFileConversions) {
+  TempDir dir;
+  const auto file = dir.write("17.csv", fake_trace());
+  IngestReport report;
+  const auto series = read_bitbrains(file, report);
+  ASSERT_EQ(series.size(), 1u);
+  expect_fake_series(series[0], "17");
+  expect_fake_report(report, file.string());
+}
+
+TEST(Bitbrains, GzipFileConversions) {
+  TempDir dir;
+  const auto file = dir.write_gz("17.csv.gz", fake_trace());
+  IngestReport report;
+  const auto series = read_bitbrains(file, report);
+  ASSERT_EQ(series.size(), 1u);
+  expect_fake_series(series[0], "17");
+  expect_fake_report(report, file.string());
+}
+
+TEST(Bitbrains, DirectoryInNumericOrderWithMaxFilesAndSkippedFiles) {
+  TempDir dir;
+  dir.write_gz("10.csv.gz", fake_trace());
+  dir.write("2.csv", fake_trace());
+  dir.write_gz("1.csv.gz", fake_trace());
+  dir.write("notes.txt", "ignored");
+  dir.write("3.csv", std::string(kBitbrainsHeader) + "1;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0;\t0\n");
+  IngestReport report;
+  const auto all = read_bitbrains(dir.path(), report);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].key.name, "1");
+  EXPECT_EQ(all[1].key.name, "2");
+  EXPECT_EQ(all[2].key.name, "10");
+  EXPECT_EQ(report.rows_read, 22u);
+  EXPECT_EQ(report.rows_bad, 13u);
+  bool skipped = false;
+  for (const auto& e : report.errors) skipped |= e.find("3.csv: no usable row (1 rows read, 1 bad") != std::string::npos;
+  EXPECT_TRUE(skipped);
+
+  IngestReport first_two;
+  const auto two = read_bitbrains(dir.path(), first_two, 2);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1].key.name, "2");
+  EXPECT_EQ(first_two.rows_read, 14u);
+
+  IngestReport single;
+  EXPECT_NE(message_of([&] { read_bitbrains(dir.path() / "3.csv", single); }).find("no usable row"),
+            std::string::npos);
+  EXPECT_NE(message_of([&] { read_bitbrains(dir.path() / "missing", single); }).find("not found"),
+            std::string::npos);
+}
+
+TEST(Bitbrains, RealSharedTrace) {
+  const fs::path file = fs::path(SIZEGUARD_SHARED_DIR) / "data" / "bitbrains-rnd-2013-07" / "1.csv.gz";
+  if (!fs::exists(file)) GTEST_SKIP() << "shared data missing: " << file;
+  IngestReport report;
+  const auto series = read_bitbrains(file, report);
+  ASSERT_EQ(series.size(), 1u);
+  const auto& s = series[0];
+  EXPECT_EQ(s.key.to_string(), "bitbrains/VM/1/main");
+  EXPECT_GT(s.samples.size(), 7000u);  // ~30 days of 5-minute samples
+  EXPECT_EQ(report.rows_used, s.samples.size());
+  EXPECT_EQ(report.rows_read, report.rows_used + report.rows_bad);
+  ASSERT_TRUE(s.spec.cpu_request && s.spec.memory_request);
+  EXPECT_GE(*s.spec.cpu_request, 1);
+  EXPECT_LE(*s.spec.cpu_request, 64);
+  EXPECT_GE(*s.spec.memory_request, 256.0 * 1024 * 1024);
+  EXPECT_LE(*s.spec.memory_request, 1024.0 * 1024 * 1024 * 1024);
+  // July 2013 (30 days from 2013-06-30 22:03 UTC), strictly increasing.
+  EXPECT_GE(s.samples.front().timestamp, 1372629804);
+  EXPECT_LE(s.samples.back().timestamp, 1372629804 + 32 * 86400);
+  for (size_t i = 1; i < s.samples.size(); ++i) {
+    ASSERT_LT(s.samples[i - 1].timestamp, s.samples[i].timestamp) << "at " << i;
+  }
+  for (const auto& p : s.samples) {
+    ASSERT_GE(p.cpu_cores, 0);
+    ASSERT_LE(p.cpu_cores, *s.spec.cpu_request * 1.5);  // usage can exceed nominal MHz a little (turbo)
+    ASSERT_GE(p.memory_bytes, 0);
+    ASSERT_LE(p.memory_bytes, *s.spec.memory_request * 1.5);
+  }
+  // First row of 1.csv: 87.7799835 MHz of 5851.9989 MHz over 2 cores; 1034592.8 KB.
+  EXPECT_EQ(s.samples.front().timestamp, 1372629804);
+  EXPECT_NEAR(s.samples.front().cpu_cores, 87.7799835 / (5851.9989 / 2), 1e-12);
+  EXPECT_NEAR(s.samples.front().memory_bytes, 1034592.8 * 1024, 1e-3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus pod -> workload grouping (the HTTP side is tests/integration/prometheus_test.cpp)
+
+TEST(PodGrouping, FromKubePodOwner) {
+  EXPECT_EQ(workload_from_owner("ReplicaSet", "web-7d4b9c", "web-7d4b9c-x7k2p"), (WorkloadRef{"Deployment", "web"}));
+  EXPECT_EQ(workload_from_owner("ReplicaSet", "api-server-5f6b8d9c47", "p"), (WorkloadRef{"Deployment", "api-server"}));
+  EXPECT_EQ(workload_from_owner("ReplicaSet", "standalone", "p"), (WorkloadRef{"ReplicaSet", "standalone"}));
+  EXPECT_EQ(workload_from_owner("StatefulSet", "db", "db-0"), (WorkloadRef{"StatefulSet", "db"}));
+  EXPECT_EQ(workload_from_owner("DaemonSet", "fluentd", "fluentd-x7k2p"), (WorkloadRef{"DaemonSet", "fluentd"}));
+  EXPECT_EQ(workload_from_owner("Job", "migrate", "migrate-x7k2p"), (WorkloadRef{"Job", "migrate"}));
+  EXPECT_EQ(workload_from_owner("Job", "backup-28391040", "backup-28391040-x7k2p"), (WorkloadRef{"CronJob", "backup"}));
+  EXPECT_EQ(workload_from_owner("<none>", "<none>", "toolbox"), (WorkloadRef{"Pod", "toolbox"}));
+  EXPECT_EQ(workload_from_owner("Node", "node-1", "etcd-node-1"), (WorkloadRef{"Pod", "etcd-node-1"}));
+}
+
+TEST(PodGrouping, FromPodName) {
+  EXPECT_EQ(workload_from_pod_name("web-7d4b9c-x7k2p"), (WorkloadRef{"Deployment", "web"}));
+  EXPECT_EQ(workload_from_pod_name("my-api-5f6b8d9c47-q9z5w"), (WorkloadRef{"Deployment", "my-api"}));
+  EXPECT_EQ(workload_from_pod_name("db-0"), (WorkloadRef{"StatefulSet", "db"}));
+  EXPECT_EQ(workload_from_pod_name("kafka-broker-12"), (WorkloadRef{"StatefulSet", "kafka-broker"}));
+  EXPECT_EQ(workload_from_pod_name("web-abcdef-x7k2p"), (WorkloadRef{"Pod", "web-abcdef-x7k2p"}));  // a, e: not a hash
+  EXPECT_EQ(workload_from_pod_name("fluentd-x7k2p"), (WorkloadRef{"Pod", "fluentd-x7k2p"}));
+  EXPECT_EQ(workload_from_pod_name("toolbox"), (WorkloadRef{"Pod", "toolbox"}));
+  EXPECT_EQ(workload_from_pod_name("db-01"), (WorkloadRef{"Pod", "db-01"}));
+}
+
+}  // namespace
+}  // namespace sizeguard
