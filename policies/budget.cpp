@@ -24,6 +24,7 @@ struct Event {
 // free-form field); an unreadable value counts as empty rather than blocking every change.
 std::vector<Event> read_events(const Json& lease) {
   std::vector<Event> events;
+  if (!lease.is_object()) return events;  // no Lease yet
   const Json& annotations = lease.value("metadata", Json::object()).value("annotations", Json::object());
   auto it = annotations.find(kEventsAnnotation);
   if (it == annotations.end() || !it->is_string()) return events;
