@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 args=(serve --dev --dev-cert-dir "$work/certs" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port")
-[[ -d policies/examples ]] && args+=(--policies "$root/policies/examples")
+args+=(--policies "$root/policies/examples" --cluster-state "$root/deploy/quickstart/cluster-state.yaml")
 "$build/sizeguard" --help 2>/dev/null | grep -q -- "--model" && args+=(--model "$root/recommender/models/default")
 echo "+ sizeguard ${args[*]}"
 "$build/sizeguard" "${args[@]}" >"$work/server.log" 2>&1 &

@@ -239,30 +239,29 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
   return out;
 }
 
+Json status_to_json(const Status& status, bool allowed) {
+  Json json_status = {{"metadata", Json::object()}, {"status", allowed ? "Success" : "Failure"}, {"code", status.code}};
+  if (!status.message.empty()) json_status["message"] = status.message;
+  if (!status.reason.empty()) json_status["reason"] = status.reason;
+  if (!status.causes.empty()) {
+    Json causes = Json::array();
+    for (const auto& cause : status.causes) {
+      Json item = {{"reason", cause.reason}, {"message", cause.message}};
+      if (!cause.field.empty()) item["field"] = cause.field;
+      causes.push_back(std::move(item));
+    }
+    json_status["details"] = {{"causes", std::move(causes)}};
+  }
+  return json_status;
+}
+
 std::string encode_admission_review(const AdmissionResponse& response, std::string_view api_version) {
   Json body = {{"uid", response.uid}, {"allowed", response.allowed}};
   if (response.patch.is_array() && !response.patch.empty()) {
     body["patchType"] = "JSONPatch";
     body["patch"] = base64(response.patch.dump());
   }
-  if (response.status) {
-    const Status& status = *response.status;
-    Json json_status = {{"metadata", Json::object()},
-                        {"status", response.allowed ? "Success" : "Failure"},
-                        {"code", status.code}};
-    if (!status.message.empty()) json_status["message"] = status.message;
-    if (!status.reason.empty()) json_status["reason"] = status.reason;
-    if (!status.causes.empty()) {
-      Json causes = Json::array();
-      for (const auto& cause : status.causes) {
-        Json item = {{"reason", cause.reason}, {"message", cause.message}};
-        if (!cause.field.empty()) item["field"] = cause.field;
-        causes.push_back(std::move(item));
-      }
-      json_status["details"] = {{"causes", std::move(causes)}};
-    }
-    body["status"] = std::move(json_status);
-  }
+  if (response.status) body["status"] = status_to_json(*response.status, response.allowed);
   if (!response.warnings.empty()) body["warnings"] = response.warnings;
   if (!response.audit_annotations.empty()) body["auditAnnotations"] = response.audit_annotations;
 

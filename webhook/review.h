@@ -87,6 +87,9 @@ struct AdmissionResponse {
   std::map<std::string, std::string> audit_annotations;
 };
 
+// A metav1.Status as the apiserver expects it (causes under details.causes).
+Json status_to_json(const Status& status, bool allowed = false);
+
 // Encodes the full AdmissionReview answer (apiVersion, kind, response). patchType and
 // the base64 patch appear only when there is a non-empty patch.
 std::string encode_admission_review(const AdmissionResponse& response, std::string_view api_version);

@@ -390,12 +390,7 @@ Json json_result(const ReviewItem& item, const Verdict& verdict, const std::vect
   result["changes"] = std::move(change_list);
   result["warnings"] = all_warnings(verdict);
   if (const auto& status = verdict.allowed() ? std::optional<Status>() : verdict.status()) {
-    Json causes = Json::array();
-    for (const StatusCause& cause : status->causes) {
-      causes.push_back({{"reason", cause.reason}, {"message", cause.message}, {"field", cause.field}});
-    }
-    result["status"] = {{"code", status->code}, {"reason", status->reason}, {"message", status->message},
-                        {"causes", std::move(causes)}};
+    result["status"] = status_to_json(*status);  // the shape the apiserver receives
   } else {
     result["status"] = nullptr;
   }
