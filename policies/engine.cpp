@@ -289,6 +289,17 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
   }
 }
 
+// match minus exclude.
+MatchResult policy_matches(const Policy& policy, Subject& subject) {
+  MatchResult matched = matches(policy.match, subject);
+  if (std::holds_alternative<bool>(matched) && std::get<bool>(matched) && policy.exclude) {
+    MatchResult excluded = matches(*policy.exclude, subject);
+    if (auto* error = std::get_if<ClusterStateError>(&excluded)) return *error;
+    if (std::get<bool>(excluded)) return false;
+  }
+  return matched;
+}
+
 Mode effective_mode(const Policy& policy, Subject& subject, const EvaluationOptions& options, Decision& decision) {
   Mode mode = policy.mode.value_or(options.default_mode);
   const auto& labels = subject.namespace_labels();
@@ -318,6 +329,13 @@ bool Decision::allowed() const {
   return std::none_of(findings.begin(), findings.end(), [](const Finding& f) { return f.denies; });
 }
 
+std::variant<bool, ClusterStateError> policy_applies(const Policy& policy, const AdmissionRequest& request,
+                                                     ClusterState& state) {
+  if (request.operation == Operation::Connect || request.subject().is_null()) return false;
+  Subject subject(request, state);
+  return policy_matches(policy, subject);
+}
+
 Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
                            const EvaluationOptions& options) {
   Decision decision;
@@ -325,12 +343,7 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
   Subject subject(request, state);
 
   for (const Policy& policy : policies.policies) {
-    MatchResult matched = matches(policy.match, subject);
-    if (std::holds_alternative<bool>(matched) && std::get<bool>(matched) && policy.exclude) {
-      MatchResult excluded = matches(*policy.exclude, subject);
-      if (auto* error = std::get_if<ClusterStateError>(&excluded)) matched = *error;
-      else if (std::get<bool>(excluded)) matched = false;
-    }
+    MatchResult matched = policy_matches(policy, subject);
     if (std::holds_alternative<bool>(matched) && !std::get<bool>(matched)) continue;
 
     struct Rule {

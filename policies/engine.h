@@ -68,6 +68,12 @@ struct Decision {
 Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies,
                            ClusterState& state, const EvaluationOptions& options);
 
+// Whether the policy's match (minus its exclude) covers the request; the error when it
+// needed cluster state that could not be read. For rules evaluated outside this engine
+// (right-sizing at /mutate).
+std::variant<bool, ClusterStateError> policy_applies(const Policy& policy, const AdmissionRequest& request,
+                                                     ClusterState& state);
+
 // Cluster state for offline use with no cluster: every lookup fails with `reason`, so
 // rules that need state are reported as not evaluated instead of silently passing.
 class UnavailableClusterState : public ClusterState {

@@ -552,6 +552,81 @@ BreakGlass read_break_glass(const Reader& r, const YAML::Node& node, const std::
   return bg;
 }
 
+LimitRule read_limit_rule(const Reader& r, const YAML::Node& node, const std::string& path) {
+  LimitRule rule;
+  if (node.IsScalar()) {
+    const std::string& t = node.Scalar();
+    if (t == "keepRatio") rule.strategy = LimitStrategy::KeepRatio;
+    else if (t == "equalToRequest") rule.strategy = LimitStrategy::EqualToRequest;
+    else if (t == "none") rule.strategy = LimitStrategy::None;
+    else if (t == "unchanged") rule.strategy = LimitStrategy::Unchanged;
+    else r.error(path, "expected keepRatio, equalToRequest, none, unchanged or {ratio: N}, got \"" + t + "\"");
+    return rule;
+  }
+  if (expect_map(r, node, path, {"ratio"})) {
+    rule.strategy = LimitStrategy::Ratio;
+    if (!node["ratio"]) r.error(path + ".ratio", "required");
+    else if (auto ratio = read_positive_number(r, node["ratio"], path + ".ratio", false)) {
+      if (*ratio < 1) r.error(path + ".ratio", "expected a ratio of at least 1 (a limit is never below the request)");
+      rule.ratio = *ratio;
+    }
+  }
+  return rule;
+}
+
+RightsizingRule read_rightsizing(const Reader& r, const YAML::Node& node, const std::string& path) {
+  RightsizingRule rule;
+  if (!expect_map(r, node, path, {"mode", "target", "minChangePercent", "maxIncreasePercent", "maxDecreasePercent",
+                                  "min", "max", "limits", "containers"})) {
+    return rule;
+  }
+  if (node["mode"]) {
+    auto text = read_string(r, node["mode"], path + ".mode");
+    if (text) {
+      rule.mode = mode_from(*text);
+      if (!rule.mode) r.error(path + ".mode", "expected enforce, warn or audit, got \"" + *text + "\"");
+    }
+  }
+  if (node["target"]) {
+    auto text = read_string(r, node["target"], path + ".target");
+    if (text && *text == "pods") rule.target = RightsizingRule::Target::Pods;
+    else if (text && *text == "templates") rule.target = RightsizingRule::Target::Templates;
+    else if (text && *text == "both") rule.target = RightsizingRule::Target::Both;
+    else if (text) r.error(path + ".target", "expected pods, templates or both, got \"" + *text + "\"");
+  }
+  if (node["minChangePercent"]) rule.min_change_percent = read_count(r, node["minChangePercent"], path + ".minChangePercent").value_or(10);
+  if (node["maxIncreasePercent"]) rule.max_increase_percent = read_count(r, node["maxIncreasePercent"], path + ".maxIncreasePercent");
+  if (node["maxDecreasePercent"]) {
+    rule.max_decrease_percent = read_count(r, node["maxDecreasePercent"], path + ".maxDecreasePercent");
+    if (rule.max_decrease_percent && *rule.max_decrease_percent > 100) {
+      r.error(path + ".maxDecreasePercent", "expected 0..100, got \"" + node["maxDecreasePercent"].Scalar() + "\"");
+    }
+  }
+  for (const char* bound : {"min", "max"}) {
+    if (!node[bound]) continue;
+    auto values = read_quantities(r, node[bound], path + "." + bound);
+    for (const auto& [name, q] : values) {
+      if (name != "cpu" && name != "memory") {
+        r.error(path + "." + bound + "." + name, "right-sizing sets cpu and memory only (extended resources are never touched)");
+      }
+    }
+    (std::string(bound) == "min" ? rule.min : rule.max) = std::move(values);
+  }
+  if (const YAML::Node limits = node["limits"]) {
+    if (expect_map(r, limits, path + ".limits", {"cpu", "memory"})) {
+      if (limits["cpu"]) rule.cpu_limit = read_limit_rule(r, limits["cpu"], path + ".limits.cpu");
+      if (limits["memory"]) rule.memory_limit = read_limit_rule(r, limits["memory"], path + ".limits.memory");
+    }
+  }
+  if (const YAML::Node containers = node["containers"]) {
+    if (expect_map(r, containers, path + ".containers", {"include", "exclude"})) {
+      if (containers["include"]) rule.include_containers = read_string_list(r, containers["include"], path + ".containers.include");
+      if (containers["exclude"]) rule.exclude_containers = read_string_list(r, containers["exclude"], path + ".containers.exclude");
+    }
+  }
+  return rule;
+}
+
 bool valid_policy_name(const std::string& name) {
   // A DNS-1123 subdomain, as Kubernetes object names.
   if (name.empty() || name.size() > 253) return false;
@@ -589,7 +664,7 @@ void read_policy(const Reader& r, const YAML::Node& doc, const std::string& sour
   if (!spec) {
     r.error("spec", "required");
   } else if (expect_map(r, spec, "spec", {"mode", "onClusterStateError", "match", "exclude", "replicas", "gpu", "resources",
-                                          "automation", "breakGlass"})) {
+                                          "automation", "breakGlass", "rightsizing"})) {
     if (spec["mode"]) {
       auto text = read_string(r, spec["mode"], "spec.mode");
       if (text) {
@@ -610,8 +685,9 @@ void read_policy(const Reader& r, const YAML::Node& doc, const std::string& sour
     if (spec["resources"]) policy.resources = read_resources(r, spec["resources"], "spec.resources");
     if (spec["automation"]) policy.automation = read_automation(r, spec["automation"], "spec.automation");
     if (spec["breakGlass"]) policy.break_glass = read_break_glass(r, spec["breakGlass"], "spec.breakGlass");
-    if (!spec["replicas"] && !spec["gpu"] && !spec["resources"] && !spec["automation"]) {
-      r.error("spec", "a policy needs at least one rule: replicas, gpu, resources or automation");
+    if (spec["rightsizing"]) policy.rightsizing = read_rightsizing(r, spec["rightsizing"], "spec.rightsizing");
+    if (!spec["replicas"] && !spec["gpu"] && !spec["resources"] && !spec["automation"] && !spec["rightsizing"]) {
+      r.error("spec", "a policy needs at least one rule: replicas, gpu, resources, automation or rightsizing");
     }
   }
   if (r.errors->size() == errors_before) out.policies.push_back(std::move(policy));

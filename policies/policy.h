@@ -137,6 +137,34 @@ struct BreakGlass {
   std::vector<std::string> groups;
 };
 
+// --- right-sizing (spec.rightsizing) ---------------------------------------------------
+
+// How a container's limit follows its new request.
+enum class LimitStrategy {
+  KeepRatio,       // keep the old limit/request ratio (no limit stays no limit)
+  Ratio,           // limit = request x ratio
+  EqualToRequest,  // limit = request (memory default: no overcommit, no OOM surprises)
+  None,            // drop the limit (CPU: no throttling)
+  Unchanged,       // leave the limit as written (raised to the request if below it)
+};
+
+struct LimitRule {
+  LimitStrategy strategy = LimitStrategy::KeepRatio;
+  double ratio = 1;  // for Ratio
+};
+
+struct RightsizingRule {
+  std::optional<Mode> mode;  // overrides spec.mode for right-sizing
+  enum class Target { Pods, Templates, Both } target = Target::Pods;
+  int64_t min_change_percent = 10;
+  std::optional<int64_t> max_increase_percent;
+  std::optional<int64_t> max_decrease_percent;
+  std::map<std::string, Quantity> min, max;  // cpu, memory requests
+  LimitRule cpu_limit{LimitStrategy::KeepRatio, 1};
+  LimitRule memory_limit{LimitStrategy::EqualToRequest, 1};
+  std::vector<std::string> include_containers, exclude_containers;  // globs on names
+};
+
 enum class OnStateError { Allow, Deny };
 
 struct Policy {
@@ -151,6 +179,7 @@ struct Policy {
   std::optional<ResourceRule> resources;
   std::optional<AutomationRule> automation;
   std::optional<BreakGlass> break_glass;
+  std::optional<RightsizingRule> rightsizing;
 };
 
 // An immutable set of policies, as loaded from one directory at one moment.

@@ -64,28 +64,16 @@ std::vector<std::string> PolicyStore::reload() {
 }
 
 void PolicyStore::start(std::chrono::milliseconds interval) {
-  if (path_.empty() || poller_.joinable()) return;
-  poller_ = std::thread([this, interval] {
-    std::unique_lock lock(stop_mutex_);
-    while (!stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) {
-      lock.unlock();
-      try {
-        reload();
-      } catch (const std::exception& e) {  // e.g. filesystem_error: keep polling
-        spdlog::error("policy reload failed: {}", e.what());
-      }
-      lock.lock();
+  if (path_.empty()) return;
+  poller_.start(interval, [this] {
+    try {
+      reload();
+    } catch (const std::exception& e) {  // e.g. filesystem_error: keep polling
+      spdlog::error("policy reload failed: {}", e.what());
     }
   });
 }
 
-void PolicyStore::stop() {
-  {
-    std::lock_guard lock(stop_mutex_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (poller_.joinable()) poller_.join();
-}
+void PolicyStore::stop() { poller_.stop(); }
 
 }  // namespace sizeguard

@@ -5,17 +5,16 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "policies/policy.h"
 #include "webhook/metrics.h"
+#include "webhook/periodic.h"
 
 namespace sizeguard {
 
@@ -52,10 +51,7 @@ class PolicyStore {
   std::mutex reload_mutex_;  // one reload at a time (poller vs explicit calls)
   std::string last_fingerprint_;
   bool have_good_set_ = false;
-  std::mutex stop_mutex_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
-  std::thread poller_;
+  PeriodicTask poller_;
 };
 
 }  // namespace sizeguard

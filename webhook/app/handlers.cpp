@@ -37,6 +37,8 @@ Json findings_json(const Decision& decision) {
 }  // namespace
 
 void describe_handler_metrics(Metrics& metrics) {
+  metrics.describe("sizeguard_rightsizing_total", MetricType::Counter,
+                   "Right-sizing evaluations by mode and result (patched, reported, unchanged).");
   metrics.describe("sizeguard_policy_decisions_total", MetricType::Counter,
                    "Policy rule evaluations by policy, rule, effective mode and result "
                    "(pass, deny, warn, audit, error).");
@@ -72,9 +74,49 @@ AdmissionResponse to_admission_response(const AdmissionRequest& request, const D
   return response;
 }
 
-AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext&) {
+AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& context) {
   AdmissionResponse response;
   response.uid = request.uid;
+  if (!context.policies || !context.cluster_state || !context.rightsizing) return response;
+  const auto policies = context.policies();
+  EvaluationOptions options = context.evaluation;
+  options.now = context.clock();
+  const RightsizingResult result = rightsize(request, *policies, *context.cluster_state, context.rightsizing(), options);
+  if (!result.applies) return response;
+
+  const bool apply = result.mode == Mode::Enforce;
+  if (apply && !result.patch.empty()) response.patch = result.patch;
+  response.warnings = result.warnings;
+  for (const auto& note : result.notes) response.warnings.push_back("sizeguard: " + note);
+  if (context.report) context.report->record(request, result);
+  if (context.metrics) {
+    const std::string outcome = result.changes.empty() ? "unchanged" : apply ? "patched" : "reported";
+    context.metrics->increment("sizeguard_rightsizing_total",
+                               {{"mode", std::string(to_string(result.mode))}, {"result", outcome}});
+  }
+  if (context.audit && context.audit->enabled()) {
+    Json record = audit_record_base(request, "mutate");
+    Json changes = Json::array();
+    for (const auto& c : result.changes) {
+      changes.push_back({{"container", c.container},
+                         {"resource", c.resource},
+                         {"field", c.field},
+                         {"before", c.before ? c.before->to_string() : ""},
+                         {"after", c.after ? c.after->to_string() : ""}});
+    }
+    record["rightsizing"] = {{"policy", result.policy},
+                             {"mode", to_string(result.mode)},
+                             {"workload", result.workload},
+                             {"replicas", result.replicas},
+                             {"coldStart", result.cold_start},
+                             {"changes", std::move(changes)},
+                             {"cpuCores", {{"current", result.cpu_before}, {"recommended", result.cpu_after}}},
+                             {"memoryBytes", {{"current", result.memory_before}, {"recommended", result.memory_after}}},
+                             {apply ? "patch" : "wouldPatch", result.patch}};
+    record["allowed"] = true;
+    record["warnings"] = response.warnings;
+    context.audit->write(record);
+  }
   return response;
 }
 

@@ -10,6 +10,7 @@
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
 #include "policies/policy.h"
+#include "webhook/app/rightsizing.h"
 #include "webhook/audit.h"
 #include "webhook/metrics.h"
 #include "webhook/review.h"
@@ -24,6 +25,9 @@ struct AdmissionContext {
   BudgetStore* budgets = nullptr;  // null: change budgets are reported as not evaluated
   std::function<std::chrono::system_clock::time_point()> clock = [] { return std::chrono::system_clock::now(); };
   EvaluationOptions evaluation;
+  // Right-sizing inputs (recommendations snapshot, model); null: /mutate changes nothing.
+  std::function<RightsizingInputs()> rightsizing;
+  RecommendationReport* report = nullptr;
   Metrics* metrics = nullptr;
   AuditLog* audit = nullptr;
 };

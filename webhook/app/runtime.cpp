@@ -48,6 +48,9 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
       ->capture_default_str();
   command.add_option("--budget-namespace", options.budget_namespace,
                      "namespace of the change-budget Leases (default: $POD_NAMESPACE, else sizeguard-system)");
+  command.add_option("--recommendations", options.recommendations,
+                     "recommendations snapshot written by `sizeguard recommend` (hot-reloaded)");
+  command.add_option("--model", options.model, "model directory: cold-start estimates for workloads without history");
   if (options.watch_policies) {
     command.add_option("--policy-poll-interval", options.policy_poll_interval,
                        "how often the policy directory is checked for changes")
@@ -100,6 +103,30 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
     throw std::runtime_error(message);
   }
   if (options.watch_policies) runtime->policies->start(poll);
+
+  // Right-sizing: a snapshot and/or a model; without either, /mutate changes nothing.
+  if (!options.model.empty()) {
+    try {
+      QuantileModel model = QuantileModel::load(options.model);
+      runtime->model = std::make_shared<const ModelMetadata>(model.metadata());
+      runtime->model_version = model.version();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("--model " + options.model + ": " + e.what());
+    }
+  }
+  if (!options.recommendations.empty()) {
+    runtime->recommendations = std::make_unique<RecommendationStore>(options.recommendations, metrics, readiness);
+    const std::string error = runtime->recommendations->reload();
+    if (!error.empty() && require_policies) throw std::runtime_error("--recommendations: " + error);
+    if (options.watch_policies) runtime->recommendations->start(poll);
+  }
+  runtime->report = std::make_unique<RecommendationReport>(metrics);
+  if (runtime->model || runtime->recommendations) {
+    runtime->context.rightsizing = [r = runtime.get()] {
+      return RightsizingInputs{r->recommendations ? r->recommendations->current() : nullptr, r->model, r->model_version};
+    };
+    runtime->context.report = runtime->report.get();
+  }
 
   runtime->context.policies = [store = runtime->policies.get()] { return store->current(); };
   runtime->context.cluster_state = runtime->cluster_state.get();

@@ -11,6 +11,7 @@
 
 #include "policies/store.h"
 #include "webhook/app/handlers.h"
+#include "webhook/app/recommendation_store.h"
 #include "webhook/audit.h"
 #include "webhook/metrics.h"
 #include "webhook/server.h"
@@ -27,7 +28,9 @@ struct RuntimeOptions {
   bool in_cluster = false;      // ... or the pod's service account
   std::string cluster_state;    // ... or, offline, manifests standing in for the cluster
   std::string cluster_cache_ttl = "10s";
-  std::string budget_namespace;  // where change-budget Leases live; default $POD_NAMESPACE or sizeguard-system
+  std::string budget_namespace;
+  std::string recommendations;  // snapshot from `sizeguard recommend`; "" = none
+  std::string model;            // model directory (cold-start estimates, model version); "" = none  // where change-budget Leases live; default $POD_NAMESPACE or sizeguard-system
   bool watch_policies = true;   // serve polls for changes; review loads once
   bool auto_in_cluster = false; // serve: use the service account when running in a pod
 };
@@ -48,6 +51,10 @@ struct Runtime {
   std::unique_ptr<ClusterState> cluster_state;
   std::unique_ptr<BudgetStore> budgets;
   std::unique_ptr<AuditLog> audit;
+  std::unique_ptr<RecommendationStore> recommendations;
+  std::shared_ptr<const ModelMetadata> model;
+  std::string model_version;
+  std::unique_ptr<RecommendationReport> report;
 };
 
 // Builds the runtime; throws std::runtime_error with a clear message on bad

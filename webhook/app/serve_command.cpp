@@ -22,6 +22,7 @@
 #include "webhook/app/runtime.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
+#include "webhook/periodic.h"
 #include "webhook/server.h"
 
 namespace sizeguard {
@@ -125,6 +126,10 @@ int run_serve(ServeFlags flags) {
         [&context](const AdmissionRequest& request) { return mutate(request, context); },
         [&context](const AdmissionRequest& request) { return validate(request, context); }};
     server = std::make_unique<AdmissionServer>(flags.server, std::move(handlers), metrics, readiness, logger);
+    // Current vs recommended per workload, as right-sizing has seen them.
+    server->add_get_route("/recommendations", [report = runtime->report.get()](const auto&) {
+      return HttpAnswer{200, "application/json", report->table().dump(2) + "\n"};
+    });
   } catch (const std::exception& e) {
     std::cerr << "sizeguard serve: " << e.what() << "\n";
     return 2;
@@ -157,34 +162,20 @@ int run_serve(ServeFlags flags) {
     }
     return stamp;
   };
-  std::mutex watcher_mutex;
-  std::condition_variable watcher_wake;
-  bool stopping = false;
-  std::thread cert_watcher([&] {
-    std::string last = cert_stamp();
-    std::unique_lock lock(watcher_mutex);
-    while (!watcher_wake.wait_for(lock, tls_reload_interval, [&] { return stopping; })) {
-      std::string now = cert_stamp();
-      if (now != last) {
-        last = now;
-        reload_certificate("file change");
-      }
+  PeriodicTask cert_watcher;
+  cert_watcher.start(tls_reload_interval, [&, last = cert_stamp()]() mutable {
+    std::string now = cert_stamp();
+    if (now != last) {
+      last = now;
+      reload_certificate("file change");
     }
   });
-  auto stop_watcher = [&] {
-    {
-      std::lock_guard lock(watcher_mutex);
-      stopping = true;
-    }
-    watcher_wake.notify_all();
-    cert_watcher.join();
-  };
 
   int signal_number = 0;
   while (sigwait(&shutdown_signals, &signal_number) == 0 && signal_number == SIGHUP) {
     reload_certificate("SIGHUP");
   }
-  stop_watcher();
+  cert_watcher.stop();
   log_event(*logger, spdlog::level::info, "shutting down",
             {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
              {"drain_timeout", flags.drain_timeout}});

@@ -135,7 +135,7 @@ TEST_P(PolicyLoaderRejects, WithAnExactMessage) {
 
 INSTANTIATE_TEST_SUITE_P(Fields, PolicyLoaderRejects, ::testing::Values(
     BadPolicy{"  replicas: {min: 1}\n  surprise: 1\n",
-              "spec.surprise: unknown field (expected one of: mode, onClusterStateError, match, exclude, replicas, gpu, resources, automation, breakGlass)"},
+              "spec.surprise: unknown field (expected one of: mode, onClusterStateError, match, exclude, replicas, gpu, resources, automation, breakGlass, rightsizing)"},
     BadPolicy{"  mode: strict\n  replicas: {min: 1}\n", "spec.mode: expected enforce, warn or audit, got \"strict\""},
     BadPolicy{"  replicas: {min: -1}\n", "spec.replicas.min: expected a non-negative integer, got \"-1\""},
     BadPolicy{"  replicas: {min: 1.5}\n", "spec.replicas.min: expected a non-negative integer, got \"1.5\""},
@@ -170,7 +170,7 @@ INSTANTIATE_TEST_SUITE_P(Fields, PolicyLoaderRejects, ::testing::Values(
               "spec.resources.required.requests: expected a list of strings, got \"cpu\""},
     BadPolicy{"  onClusterStateError: ignore\n  replicas: {min: 1}\n",
               "spec.onClusterStateError: expected allow or deny, got \"ignore\""},
-    BadPolicy{"  mode: enforce\n", "spec: a policy needs at least one rule: replicas, gpu, resources or automation"}));
+    BadPolicy{"  mode: enforce\n", "spec: a policy needs at least one rule: replicas, gpu, resources, automation or rightsizing"}));
 
 TEST(PolicyLoader, HeaderErrors) {
   PolicyLoad load = parse_policies("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\nspec: {replicas: {min: 1}}\n", "h.yaml");
