@@ -23,8 +23,8 @@ cleanup() {
 trap cleanup EXIT
 
 args=(serve --dev --dev-cert-dir "$work/certs" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port")
-args+=(--policies "$root/policies/examples" --cluster-state "$root/deploy/quickstart/cluster-state.yaml")
-"$build/sizeguard" --help 2>/dev/null | grep -q -- "--model" && args+=(--model "$root/recommender/models/default")
+args+=(--policies "$root/policies/examples" --cluster-state "$root/deploy/quickstart/cluster-state.yaml"
+      --model "$root/recommender/models/default" --audit-log "$work/audit.log")
 echo "+ sizeguard ${args[*]}"
 "$build/sizeguard" "${args[@]}" >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -59,6 +59,21 @@ send validate tests/fixtures/admission/deployment-create.json
 send validate tests/fixtures/admission/scale-update.json
 
 echo
+echo "=== GET /recommendations (what right-sizing has seen)"
+curl -fsS "http://127.0.0.1:$metrics_port/recommendations"
+
+echo
 echo "=== server log"
 kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
 cat "$work/server.log"
+
+echo
+echo "=== audit-only mode, offline: the same Pod in a namespace labelled sizeguard.io/rightsize=audit"
+sed 's/environment: production/environment: production\n    sizeguard.io\/rightsize: audit/' \
+  deploy/quickstart/cluster-state.yaml > "$work/cluster-audit.yaml"
+"$build/sizeguard" review -f tests/fixtures/admission/pod-create-from-replicaset.json \
+  --policies policies/examples --cluster-state "$work/cluster-audit.yaml" --model recommender/models/default || true
+
+echo
+echo "=== sizeguard report --audit-log (what the server's right-sizing would save)"
+"$build/sizeguard" report --audit-log "$work/audit.log"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The real binary serving /mutate with the bundled model: audit mode changes nothing and
+# reports (warnings, audit log, GET /recommendations, `sizeguard report`); enforce mode
+# patches. Requests are the real apiserver fixtures, over TLS verified against the dev CA.
+set -euo pipefail
+bin=${SIZEGUARD_BINARY:?}
+src=${SIZEGUARD_SOURCE_DIR:?}
+work=$(mktemp -d)
+pid=""
+cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; [[ -f $work/server.log ]] && tail -20 "$work/server.log" >&2; exit 1; }
+
+policy() {  # policy MODE
+  mkdir -p "$work/policies-$1"
+  cat > "$work/policies-$1/rightsizing.yaml" <<YAML
+apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: rightsize-$1}
+spec:
+  rightsizing:
+    mode: $1
+    target: both
+YAML
+}
+
+start() {  # start MODE: serve on free ports; sets pid, port, metrics_port
+  policy "$1"
+  : > "$work/server.log"
+  "$bin" serve --dev --dev-cert-dir "$work/certs" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+    --policies "$work/policies-$1" --model "$src/recommender/models/default" \
+    --audit-log "$work/audit-$1.log" > "$work/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    grep -q 'webhook_port=' "$work/server.log" && break
+    kill -0 "$pid" 2>/dev/null || fail "serve exited"
+    sleep 0.1
+  done
+  port=$(grep -o 'webhook_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
+  metrics_port=$(grep -o 'metrics_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
+  [[ -n $port && -n $metrics_port ]] || fail "no listening line"
+}
+
+stop() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
+
+post() {  # post FIXTURE -> answer JSON on stdout
+  curl -sS --fail-with-body --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' \
+    --data-binary "@$src/tests/fixtures/admission/$1" "https://127.0.0.1:$port/mutate?timeout=10s"
+}
+
+# Audit mode: no patch, warnings say what would change, everything is reported.
+start audit
+post deployment-create.json > "$work/audit-answer.json"
+python3 - "$work/audit-answer.json" <<'PY' || fail "audit answer"
+import json, sys
+r = json.load(open(sys.argv[1]))["response"]
+assert r["allowed"] is True, r
+assert "patch" not in r and "patchType" not in r, r
+assert any("[audit, not applied] container app" in w for w in r["warnings"]), r["warnings"]
+PY
+curl -fsS "http://127.0.0.1:$metrics_port/recommendations" > "$work/recs.json" || fail "GET /recommendations"
+python3 - "$work/recs.json" <<'PY' || fail "recommendations table"
+import json, sys
+t = json.load(open(sys.argv[1]))
+w = [x for x in t["workloads"] if x["name"] == "demo"]
+assert w and w[0]["mode"] == "audit" and w[0]["cpuCores"]["recommended"] > 0, t
+PY
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt" || fail "GET /metrics"
+grep -q 'sizeguard_recommendation_cpu_cores{namespace="webhook-test",value="recommended"}' "$work/metrics.txt" \
+  || fail "recommendation gauges"
+stop
+grep -q '"wouldPatch"' "$work/audit-audit.log" || fail "audit log has no would-be patch"
+"$bin" report --audit-log "$work/audit-audit.log" > "$work/report.txt" || fail "report"
+grep -q 'webhook-test/Deployment/demo' "$work/report.txt" || fail "report table: $(cat "$work/report.txt")"
+"$bin" report --audit-log "$work/audit-audit.log" --output json --price-core-hour 0.05 | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["pricePerCoreHour"] == 0.05 and len(r["workloads"]) == 1, r' || fail "report json"
+
+# Enforce mode: the Pod from the ReplicaSet gets a patch with requests.
+start enforce
+post pod-create-from-replicaset.json > "$work/enforce-answer.json"
+python3 - "$work/enforce-answer.json" <<'PY' || fail "enforce answer"
+import base64, json, sys
+r = json.load(open(sys.argv[1]))["response"]
+assert r["allowed"] is True and r["patchType"] == "JSONPatch", r
+patch = json.loads(base64.b64decode(r["patch"]))
+paths = [op["path"] for op in patch]
+assert any(p.startswith("/spec/containers/0/resources") for p in paths), paths
+assert any("sizeguard.io~1rightsized" in p or p == "/metadata/annotations" for p in paths), paths
+PY
+stop
+echo "rightsizing_serve: ok"
