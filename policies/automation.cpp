@@ -140,14 +140,6 @@ void check_scale_down(RuleRun& run, const ScaleDownRule& rule, const std::vector
 
 // --- resource cuts ------------------------------------------------------------------------
 
-std::optional<Quantity> quantity_in(const Json& resources, const char* field, const std::string& name) {
-  const Json& values = resources.value(field, Json::object());
-  if (!values.is_object() || !values.contains(name)) return std::nullopt;
-  const Json& v = values.at(name);
-  if (v.is_string()) return Quantity::parse(v.get<std::string>());
-  if (v.is_number()) return Quantity::parse(v.dump());
-  return std::nullopt;
-}
 
 const Json* same_container(const std::vector<ContainerRef>& list, const ContainerRef& wanted) {
   for (const auto& c : list) {
@@ -170,9 +162,9 @@ void check_resource_cuts(RuleRun& run, const ResourceCutRule& rule, Subject& s) 
     const Json& new_resources = c.node->value("resources", Json::object());
     for (const char* field : {"requests", "limits"}) {
       for (const auto& name : rule.resources) {
-        auto was = quantity_in(old_resources, field, name);
+        auto was = resource_quantity(old_resources, field, name);
         if (!was || !(*was > Quantity())) continue;
-        const Quantity now = quantity_in(new_resources, field, name).value_or(Quantity());  // removed = cut to zero
+        const Quantity now = resource_quantity(new_resources, field, name).value_or(Quantity());  // removed = cut to zero
         // now < was x (100 - p)%, exactly: now x 100 < was x (100 - p).
         if (!(now * 100 < *was * (100 - rule.max_percent))) continue;
         const double cut = 100.0 * (1.0 - now.as_double() / was->as_double());
@@ -184,7 +176,7 @@ void check_resource_cuts(RuleRun& run, const ResourceCutRule& rule, Subject& s) 
                           : Quantity::from_int(static_cast<int64_t>(std::ceil(keep / kMi - 1e-9)) * (1 << 20),
                                                Quantity::Format::BinarySI);
         const std::string kind = std::string(field) == "requests" ? "request" : "limit";
-        const std::string removed = quantity_in(new_resources, field, name) ? "" : " (removed)";
+        const std::string removed = resource_quantity(new_resources, field, name) ? "" : " (removed)";
         run.violation("automation", "ResourceCutTooDeep",
                       std::string(to_string(c.type)) + " " + c.name + ": " + name + " " + kind + " " + was->to_string() +
                           " -> " + now.to_string() + removed + " is a " + format_count(std::round(cut)) +

@@ -96,16 +96,9 @@ double container_gpus(const Json& container, const GpuRule& rule) {
   double total = 0;
   for (const auto& gpu : rule.resources) {
     // Extended resources cannot be overcommitted: a limit implies an equal request.
-    for (const char* field : {"limits", "requests"}) {
-      const Json& values = resources.value(field, Json::object());
-      auto it = values.is_object() ? values.find(gpu.name) : values.end();
-      if (it == values.end()) continue;
-      std::optional<Quantity> q;
-      if (it->is_string()) q = Quantity::parse(it->get<std::string>());
-      else if (it->is_number()) q = Quantity::parse(it->dump());
-      if (q) total += q->as_double() * gpu.weight;
-      break;
-    }
+    auto count = resource_quantity(resources, "limits", gpu.name);
+    if (!count) count = resource_quantity(resources, "requests", gpu.name);
+    if (count) total += count->as_double() * gpu.weight;
   }
   return total;
 }
@@ -218,15 +211,6 @@ bool resources_apply(Subject& s) {
   return has_pod_template(s.kind()) && (op == Operation::Create || op == Operation::Update);
 }
 
-std::optional<Quantity> quantity_at(const Json& resources, const char* field, const std::string& name) {
-  const Json& values = resources.value(field, Json::object());
-  if (!values.is_object()) return std::nullopt;
-  auto it = values.find(name);
-  if (it == values.end()) return std::nullopt;
-  if (it->is_string()) return Quantity::parse(it->get<std::string>());
-  if (it->is_number()) return Quantity::parse(it->dump());
-  return std::nullopt;
-}
 
 void run_resources(RuleRun& run, const ResourceRule& rule) {
   Subject& s = run.subject;
@@ -237,8 +221,8 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
     const std::string base = c.pointer + "/resources";
     auto request_of = [&](const std::string& name) {
       // The apiserver defaults a missing request to the limit, so a limit alone counts.
-      auto request = quantity_at(resources, "requests", name);
-      return request ? request : quantity_at(resources, "limits", name);
+      auto request = resource_quantity(resources, "requests", name);
+      return request ? request : resource_quantity(resources, "limits", name);
     };
     for (const auto& name : rule.required_requests) {
       if (!request_of(name)) {
@@ -247,14 +231,14 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
       }
     }
     for (const auto& name : rule.required_limits) {
-      if (!quantity_at(resources, "limits", name)) {
+      if (!resource_quantity(resources, "limits", name)) {
         run.violation("resources", "MissingLimit", where + " has no " + name + " limit",
                       field_path(base + "/limits/" + escape_pointer_token(name)));
       }
     }
     for (const auto& [name, ratio] : rule.max_limit_request_ratio) {
-      auto request = quantity_at(resources, "requests", name);
-      auto limit = quantity_at(resources, "limits", name);
+      auto request = resource_quantity(resources, "requests", name);
+      auto limit = resource_quantity(resources, "limits", name);
       if (!request || !limit) continue;
       const bool exceeded = request->is_zero() ? !limit->is_zero()
                                                : limit->as_double() > request->as_double() * ratio * (1 + 1e-12);
@@ -268,7 +252,7 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
     for (const char* field : {"requests", "limits"}) {
       const std::string kind = field == std::string("requests") ? "request" : "limit";
       for (const auto& [name, minimum] : rule.min) {
-        auto value = quantity_at(resources, field, name);
+        auto value = resource_quantity(resources, field, name);
         if (value && *value < minimum) {
           run.violation("resources", "ResourceBelowMin",
                         where + ": " + name + " " + kind + " " + value->to_string() + " is below the minimum of " +
@@ -277,7 +261,7 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
         }
       }
       for (const auto& [name, maximum] : rule.max) {
-        auto value = quantity_at(resources, field, name);
+        auto value = resource_quantity(resources, field, name);
         if (value && *value > maximum) {
           run.violation("resources", "ResourceAboveMax",
                         where + ": " + name + " " + kind + " " + value->to_string() + " is above the maximum of " +

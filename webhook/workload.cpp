@@ -202,4 +202,15 @@ const Json& annotations_of(const Json& object) {
   return member_object(member_object(object, "metadata"), "annotations");
 }
 
+std::optional<Quantity> resource_quantity(const Json& resources, std::string_view field, std::string_view name) {
+  if (!resources.is_object()) return std::nullopt;
+  auto values = resources.find(field);
+  if (values == resources.end() || !values->is_object()) return std::nullopt;
+  auto value = values->find(name);
+  if (value == values->end()) return std::nullopt;
+  if (value->is_string()) return Quantity::parse(value->get_ref<const std::string&>());
+  if (value->is_number()) return Quantity::parse(value->dump());
+  return std::nullopt;
+}
+
 }  // namespace sizeguard

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "webhook/quantity.h"
 #include "webhook/review.h"
 
 namespace sizeguard {
@@ -53,6 +54,10 @@ std::vector<ContainerRef> containers(const Json& object, WorkloadKind kind);
 std::optional<int64_t> replicas(const Json& object, WorkloadKind kind);
 // JSON Pointer where replicas live ("/spec/replicas", "/spec/parallelism"), or nullopt.
 std::optional<std::string> replicas_pointer(WorkloadKind kind);
+
+// A container's resources.<field>.<name> ("requests"/"limits", "cpu"), or nullopt when
+// absent or not a quantity (the apiserver has validated it, so that means absent).
+std::optional<Quantity> resource_quantity(const Json& resources, std::string_view field, std::string_view name);
 
 // metadata.labels / annotations of the object itself (empty object when absent).
 const Json& labels_of(const Json& object);

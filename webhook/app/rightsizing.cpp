@@ -21,14 +21,6 @@ std::string string_at(const Json& object, const char* pointer) {
   return object.contains(p) && object.at(p).is_string() ? object.at(p).get<std::string>() : "";
 }
 
-std::optional<Quantity> quantity_in(const Json& resources, const char* field, const std::string& name) {
-  const Json& values = resources.value(field, Json::object());
-  if (!values.is_object() || !values.contains(name)) return std::nullopt;
-  const Json& v = values.at(name);
-  if (v.is_string()) return Quantity::parse(v.get<std::string>());
-  if (v.is_number()) return Quantity::parse(v.dump());
-  return std::nullopt;
-}
 
 // A step a person would write: 1m of CPU, 1Mi of memory; up unless asked otherwise.
 Quantity rounded(double value, const std::string& resource, bool up = true) {
@@ -218,7 +210,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       UsageSeries series;
       series.key = {request.namespace_, candidates.front().first, candidates.front().second, c.name};
       auto as_double = [&](const char* field, const char* name) -> std::optional<double> {
-        auto q = quantity_in(resources, field, name);
+        auto q = resource_quantity(resources, field, name);
         return q ? std::optional<double>(q->as_double()) : std::nullopt;
       };
       series.spec = {as_double("requests", "cpu"), as_double("requests", "memory"), as_double("limits", "cpu"),
@@ -237,8 +229,8 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     if (rec->cold_start) container_explanation["coldStart"] = true;
     std::vector<std::string> said;
     for (const std::string resource : kResources) {
-      const auto request_before = quantity_in(resources, "requests", resource);
-      const auto limit_before = quantity_in(resources, "limits", resource);
+      const auto request_before = resource_quantity(resources, "requests", resource);
+      const auto limit_before = resource_quantity(resources, "limits", resource);
       // What the container gets today: the request, or the limit it defaults from.
       const std::optional<Quantity> current = request_before ? request_before : limit_before;
       const double recommended = resource == "cpu" ? rec->cpu_cores : rec->memory_bytes;
