@@ -50,7 +50,7 @@ answer = json.load(open(sys.argv[1]))
 response = answer["response"]
 if "patch" in response:
     response["patch"] = json.loads(base64.b64decode(response["patch"]))  # shown decoded
-print(json.dumps(answer, indent=2))
+print(json.dumps(answer, indent=2, ensure_ascii=False))
 PY
 }
 send mutate tests/fixtures/admission/pod-create-from-replicaset.json
@@ -68,8 +68,8 @@ kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
 cat "$work/server.log"
 
 echo
-echo "=== audit-only mode, offline: the same Pod in a namespace labelled sizeguard.io/rightsize=audit"
-sed 's/environment: production/environment: production\n    sizeguard.io\/rightsize: audit/' \
+echo "=== audit-only mode, offline: the same Pod in a namespace labelled sizeguard.io/mode=audit (nothing changed, nothing denied, all reported)"
+sed 's/environment: production/environment: production\n    sizeguard.io\/mode: audit/' \
   deploy/quickstart/cluster-state.yaml > "$work/cluster-audit.yaml"
 "$build/sizeguard" review -f tests/fixtures/admission/pod-create-from-replicaset.json \
   --policies policies/examples --cluster-state "$work/cluster-audit.yaml" --model recommender/models/default || true

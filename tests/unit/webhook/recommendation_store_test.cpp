@@ -1,0 +1,65 @@
+// The recommendations snapshot store: loads, keeps the last good snapshot when the file
+// breaks (a truncated write), and picks up the next good one.
+#include "webhook/app/recommendation_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "webhook/devcerts.h"
+
+namespace sizeguard {
+namespace {
+
+std::string snapshot_json(const std::string& cpu) {
+  return R"({"modelVersion":"xgb-1","generatedAt":"2026-11-20T00:00:00Z","recommendations":{"shop/Deployment/web/app":)"
+         R"({"cpu":")" + cpu + R"(","memory":"256Mi","confidence":0.9,"coldStart":false,"explanation":[]}}})";
+}
+
+TEST(RecommendationStore, KeepsTheLastGoodSnapshotAndReportsWhy) {
+  const auto dir = make_private_temp_directory("sizeguard-recs");
+  const auto path = dir / "recommendations.json";
+  std::ofstream(path) << snapshot_json("250m");
+  Metrics metrics;
+  Readiness readiness;
+  RecommendationStore store(path, metrics, &readiness);
+  EXPECT_EQ(store.current(), nullptr);
+  EXPECT_EQ(store.reload(), "");
+  ASSERT_NE(store.current(), nullptr);
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "250m");
+  EXPECT_TRUE(readiness.report().ready);
+
+  // Truncated mid-write: an error, the previous snapshot stays, readiness says degraded.
+  const std::string full = snapshot_json("500m");
+  std::ofstream(path) << full.substr(0, full.size() / 2);
+  EXPECT_THAT(store.reload(), ::testing::Not(::testing::IsEmpty()));
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "250m");
+  EXPECT_TRUE(readiness.report().ready);
+  EXPECT_THAT(readiness.report().text, ::testing::HasSubstr("recommendations: ok (degraded: last reload failed"));
+  EXPECT_THAT(metrics.render(), ::testing::HasSubstr("sizeguard_recommendations_last_reload_success 0"));
+
+  std::ofstream(path) << full;
+  EXPECT_EQ(store.reload(), "");
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "500m");
+  EXPECT_THAT(readiness.report().text, ::testing::HasSubstr("recommendations: ok\n"));
+  EXPECT_EQ(store.reload(), "") << "unchanged file: nothing to do";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(RecommendationStore, AMissingFileIsNotReadyUntilItAppears) {
+  const auto dir = make_private_temp_directory("sizeguard-recs");
+  Metrics metrics;
+  Readiness readiness;
+  RecommendationStore store(dir / "nope.json", metrics, &readiness);
+  EXPECT_THAT(store.reload(), ::testing::HasSubstr("cannot read"));
+  EXPECT_FALSE(readiness.report().ready);
+  std::ofstream(dir / "nope.json") << snapshot_json("100m");
+  EXPECT_EQ(store.reload(), "");
+  EXPECT_TRUE(readiness.report().ready);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sizeguard
