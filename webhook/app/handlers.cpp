@@ -5,6 +5,10 @@
 namespace sizeguard {
 namespace {
 
+constexpr size_t kMaxMessages = 10;   // violations spelled out in status.message
+constexpr size_t kMaxCauses = 100;    // entries in status.details.causes
+constexpr size_t kMaxWarnings = 50;   // kubectl prints each one
+
 std::string subject_description(const AdmissionRequest& request) {
   std::string kind = request.sub_resource.empty() ? request.kind.kind
                                                   : request.resource.resource + "/" + request.sub_resource;
@@ -59,15 +63,29 @@ AdmissionResponse to_admission_response(const AdmissionRequest& request, const D
     }
   }
   for (const auto& note : decision.notes) response.warnings.push_back("sizeguard: " + note);
+  // A pod with thousands of containers must not produce a multi-megabyte answer: the
+  // first violations are listed, the rest counted.
+  if (response.warnings.size() > kMaxWarnings) {
+    const size_t more = response.warnings.size() - (kMaxWarnings - 1);
+    response.warnings.resize(kMaxWarnings - 1);
+    response.warnings.push_back("sizeguard: ... and " + std::to_string(more) + " more warnings (see the audit log)");
+  }
   if (!denials.empty()) {
     response.allowed = false;
     Status status;
     status.code = 403;
     status.reason = "Forbidden";
     status.message = "sizeguard denied " + subject_description(request) + ": ";
-    for (size_t i = 0; i < denials.size(); ++i) {
+    for (size_t i = 0; i < denials.size() && i < kMaxMessages; ++i) {
       status.message += (i ? "; " : "") + denials[i]->cause.message;
-      status.causes.push_back(denials[i]->cause);
+    }
+    if (denials.size() > kMaxMessages) {
+      status.message += "; and " + std::to_string(denials.size() - kMaxMessages) + " more violations";
+    }
+    for (size_t i = 0; i < denials.size() && i < kMaxCauses; ++i) status.causes.push_back(denials[i]->cause);
+    if (denials.size() > kMaxCauses) {
+      status.causes.push_back({"TooManyViolations",
+                               std::to_string(denials.size() - kMaxCauses) + " more violations not listed", ""});
     }
     response.status = std::move(status);
   }

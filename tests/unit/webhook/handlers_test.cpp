@@ -141,3 +141,48 @@ TEST(AuditLog, RejectsAnUnwritableDestination) {
 
 }  // namespace
 }  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+// Hostile objects: answers stay well-formed and bounded.
+TEST(HostileInput, APodWithTenThousandContainersGetsABoundedDenial) {
+  auto set = policy_set(kPolicies);
+  FileClusterState state(std::vector<Json>{{{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "x"}}}}});
+  AdmissionContext context;
+  context.policies = [set] { return set; };
+  context.cluster_state = &state;
+  AdmissionRequest r;
+  r.api_version = "admission.k8s.io/v1";
+  r.uid = "big";
+  r.kind = {"", "v1", "Pod"};
+  r.resource = {"", "v1", "pods"};
+  r.namespace_ = "x";
+  r.name = "big";
+  r.object = {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", {{"name", "big"}, {"namespace", "x"}}}, {"spec", {{"containers", Json::array()}}}};
+  for (int i = 0; i < 10000; ++i) r.object["spec"]["containers"].push_back({{"name", "c" + std::to_string(i)}, {"image", "x"}});
+  AdmissionResponse response = validate(r, context);
+  ASSERT_FALSE(response.allowed);
+  EXPECT_EQ(response.status->causes.size(), 101u);
+  EXPECT_EQ(response.status->causes.back().reason, "TooManyViolations");
+  EXPECT_THAT(response.status->message, HasSubstr("and 9990 more violations"));
+  EXPECT_LT(encode_admission_review(response, r.api_version).size(), 64u * 1024);
+}
+
+TEST(HostileInput, DeeplyNestedJsonDecodesAndIsAnsweredWithoutRecursion) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const std::string body = R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{"username":"a"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"x"},"spec":{"containers":[]},"x":)" + deep + "}}}";
+  auto decoded = decode_admission_review(body);
+  ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(decoded));
+  auto set = policy_set(kPolicies);
+  FileClusterState state(std::vector<Json>{});
+  AdmissionContext context;
+  context.policies = [set] { return set; };
+  context.cluster_state = &state;
+  AdmissionResponse response = validate(std::get<AdmissionRequest>(decoded), context);
+  EXPECT_TRUE(response.allowed);
+  EXPECT_NE(encode_admission_review(response, "admission.k8s.io/v1").find("\"uid\":\"u\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sizeguard
