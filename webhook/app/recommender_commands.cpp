@@ -1,17 +1,328 @@
+// `sizeguard train | recommend | evaluate`: the recommender's command line.
+//   train     --bitbrains DIR | --csv FILE | --prometheus URL [--start --end --step --token --ca-file]
+//             --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95] [--rounds N]
+//   recommend --model DIR (same sources) --out FILE [--margin 1.1] [--at TIME]
+//   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
+//             [--max-series N]
+// Exit 0 ok, 1 runtime failure, 2 bad input (message on stderr). Progress only on a TTY.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <sstream>
+#include <string>
+#include <tuple>
+
+#include "recommender/evaluate.h"
+#include "recommender/ingest.h"
+#include "recommender/model.h"
+#include "recommender/prometheus.h"
+#include "recommender/recommend.h"
 #include "webhook/app/commands.h"
 
-#include <iostream>
+#ifndef SIZEGUARD_DEFAULT_MODEL_DIR
+#define SIZEGUARD_DEFAULT_MODEL_DIR "recommender/models/default"
+#endif
 
 namespace sizeguard {
+namespace {
+
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct SourceFlags {
+  std::string bitbrains, csv, prometheus, start, end, step = "5m", token, ca_file;
+  size_t max_series = 0;
+};
+
+using Clock = std::chrono::steady_clock;
+
+bool tty() { return ::isatty(2) == 1; }
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// "24h", "30m", "1d", "90s", "3600" -> seconds.
+int64_t parse_duration(const std::string& text, const char* flag) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::logic_error&) {
+    throw InputError(std::string(flag) + ": bad duration '" + text + "' (expected e.g. 24h, 30m, 1d, 300s)");
+  }
+  const std::string unit = text.substr(used);
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  else if (unit == "m") scale = 60;
+  else if (unit == "h") scale = 3600;
+  else if (unit == "d") scale = 86400;
+  if (scale == 0 || !(value > 0))
+    throw InputError(std::string(flag) + ": bad duration '" + text + "' (expected e.g. 24h, 30m, 1d, 300s)");
+  return static_cast<int64_t>(std::llround(value * scale));
+}
+
+// Epoch seconds or RFC3339.
+int64_t parse_time(const std::string& text, const char* flag) {
+  if (auto t = parse_rfc3339(text)) return *t;
+  size_t used = 0;
+  try {
+    const long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::logic_error&) {
+  }
+  throw InputError(std::string(flag) + ": bad time '" + text + "' (expected epoch seconds or RFC3339, e.g. 2024-05-01T00:00:00Z)");
+}
+
+void add_source_options(CLI::App* cmd, SourceFlags& f) {
+  cmd->add_option("--bitbrains", f.bitbrains, "Bitbrains GWA-T-12 trace file or directory");
+  cmd->add_option("--csv", f.csv, "usage CSV (timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,...)");
+  cmd->add_option("--prometheus", f.prometheus, "Prometheus base URL (cAdvisor metrics)");
+  cmd->add_option("--start", f.start, "Prometheus range start (epoch seconds or RFC3339; default end - 14d)");
+  cmd->add_option("--end", f.end, "Prometheus range end (default now)");
+  cmd->add_option("--step", f.step, "Prometheus step (default 5m)");
+  cmd->add_option("--token", f.token, "Prometheus bearer token");
+  cmd->add_option("--ca-file", f.ca_file, "PEM CA bundle for https Prometheus");
+}
+
+std::vector<UsageSeries> read_source(const SourceFlags& f) {
+  const int sources = !f.bitbrains.empty() + !f.csv.empty() + !f.prometheus.empty();
+  if (sources != 1) throw InputError("give exactly one of --bitbrains DIR, --csv FILE, --prometheus URL");
+  const auto started = Clock::now();
+  if (tty()) std::cerr << "reading usage ..." << std::flush;
+  IngestReport report;
+  std::vector<UsageSeries> series;
+  if (!f.prometheus.empty()) {
+    PrometheusOptions p;
+    p.url = f.prometheus;
+    p.bearer_token = f.token;
+    p.ca_file = f.ca_file;
+    p.end = f.end.empty() ? std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch()).count()
+                          : parse_time(f.end, "--end");
+    p.start = f.start.empty() ? p.end - 14 * kSecondsPerDay : parse_time(f.start, "--start");
+    p.step_seconds = parse_duration(f.step, "--step");
+    if (p.start >= p.end) throw InputError("--start must be before --end");
+    series = read_prometheus(p, report);  // runtime_error: unreachable/failed -> exit 1
+  } else {
+    try {
+      series = !f.bitbrains.empty() ? read_bitbrains(f.bitbrains, report, f.max_series) : read_usage_csv(f.csv, report);
+    } catch (const std::runtime_error& e) {
+      throw InputError(e.what());
+    }
+  }
+  if (f.max_series > 0 && series.size() > f.max_series) series.resize(f.max_series);
+  if (tty()) std::cerr << "\r";
+  std::cerr << "read " << report.rows_read << " rows (" << report.rows_used << " used, " << report.rows_bad << " bad) into "
+            << series.size() << " series in " << std::fixed << std::setprecision(1) << seconds_since(started) << " s\n";
+  for (size_t i = 0; i < report.errors.size() && i < 5; ++i) std::cerr << "  " << report.errors[i] << "\n";
+  if (report.errors.size() > 5) std::cerr << "  ... " << report.errors.size() - 5 << " more\n";
+  if (series.empty()) throw InputError("no usage series in the input");
+  return series;
+}
+
+// Runs `body`, mapping errors to exit codes and printing "sizeguard <cmd>: <message>".
+template <typename F>
+void run(const char* name, int& exit_code, F body) {
+  try {
+    body();
+    exit_code = 0;
+  } catch (const InputError& e) {
+    std::cerr << "sizeguard " << name << ": " << e.what() << "\n";
+    exit_code = 2;
+  } catch (const ModelError& e) {
+    std::cerr << "sizeguard " << name << ": " << e.what() << "\n";
+    exit_code = e.bad_input() ? 2 : 1;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "sizeguard " << name << ": " << e.what() << "\n";
+    exit_code = 2;
+  } catch (const std::exception& e) {
+    std::cerr << "sizeguard " << name << ": " << e.what() << "\n";
+    exit_code = 1;
+  }
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out || !(out << text) || !out.flush()) throw std::runtime_error(path + ": cannot write");
+}
+
+std::string fmt_eta(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
+  return buf;
+}
+
+void add_train(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("train", "Train the usage-forecast model (XGBoost, pinball loss) and save it to --out DIR");
+  auto f = std::make_shared<SourceFlags>();
+  auto out = std::make_shared<std::string>();
+  auto days = std::make_shared<std::string>();
+  auto horizon = std::make_shared<std::string>("24h");
+  auto o = std::make_shared<TrainOptions>();
+  add_source_options(cmd, *f);
+  cmd->add_option("--max-series", f->max_series, "read at most N series (Bitbrains: the first N files)");
+  cmd->add_option("--out", *out, "model directory to write (model.json + metadata.json)")->required();
+  cmd->add_option("--train-days", *days, "training days FIRST-LAST, day 1 = first UTC midnight of the data (default all)");
+  cmd->add_option("--horizon", *horizon, "forecast horizon (default 24h)");
+  cmd->add_option("--quantile", o->cpu_quantile, "CPU quantile of the next horizon to predict (default 0.95)");
+  cmd->add_option("--memory-quantile", o->memory_quantile, "pinball quantile for the next-horizon memory peak (default 0.5)");
+  cmd->add_option("--rounds", o->max_rounds, "maximum boosting rounds (default 300; early stopping on validation)");
+  cmd->add_option("--validation-days", o->validation_days, "latest training days used for validation (default 4)");
+  cmd->add_option("--size-weight", o->size_weight_power,
+                  "weigh rows by (level/floor)^P: 0 = all workloads alike, 1 = by size (default 0.5)");
+  cmd->add_option("--max-depth", o->max_depth, "tree depth (default 5)");
+  cmd->add_option("--eta", o->eta, "learning rate (default 0.1)");
+  cmd->add_option("--min-child-weight", o->min_child_weight, "minimum (weighted) rows per leaf (default 20)");
+  cmd->add_option("--threads", o->nthread, "threads (default: all cores)");
+  cmd->callback([=, &exit_code] {
+    run("train", exit_code, [&] {
+      TrainOptions options = *o;
+      options.horizon_seconds = parse_duration(*horizon, "--horizon");
+      if (!(options.cpu_quantile > 0 && options.cpu_quantile < 1)) throw InputError("--quantile must be in (0, 1)");
+      if (!(options.memory_quantile > 0 && options.memory_quantile < 1)) throw InputError("--memory-quantile must be in (0, 1)");
+      if (options.max_rounds < 1) throw InputError("--rounds must be at least 1");
+      if (options.validation_days < 1) throw InputError("--validation-days must be at least 1");
+      std::pair<int, int> range{0, 0};
+      if (!days->empty()) range = parse_day_range(*days);
+      const auto series = read_source(*f);
+      const int64_t day1 = day_one(series);
+      if (!days->empty()) {
+        options.train_begin = day1 + (range.first - 1) * kSecondsPerDay;
+        options.train_end = day1 + range.second * kSecondsPerDay;
+      }
+      const auto started = Clock::now();
+      if (tty())
+        options.progress = [first = std::make_shared<Clock::time_point>()](const TrainProgress& p) {
+          // ETA from the boosting rounds only (row building comes before round 1).
+          if (p.round == 1) *first = Clock::now();
+          const double elapsed = seconds_since(*first);
+          const double eta = p.round > 1 ? elapsed / (p.round - 1) * (p.max_rounds - p.round) : 0.0;
+          std::fprintf(stderr, "\rround %d/%d  train %.4f  valid %.4f  best %d  ETA %s (max)   ", p.round, p.max_rounds,
+                       p.train_loss, p.valid_loss, p.best_round, fmt_eta(eta).c_str());
+        };
+      const QuantileModel model = QuantileModel::train(series, options);
+      if (tty()) std::cerr << "\n";
+      model.save(*out);
+      const auto& m = model.metadata();
+      std::cout << "trained " << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
+                << " s: " << m.rounds << " rounds, " << m.rows_train << " training / " << m.rows_valid
+                << " validation origins from " << m.series << " series (" << m.samples << " samples), "
+                << format_rfc3339(m.train_begin) << " .. " << format_rfc3339(m.train_end) << "\n"
+                << "validation pinball (log space): cpu " << std::setprecision(4) << m.valid_loss_cpu << ", memory "
+                << m.valid_loss_memory << "\nwrote " << (std::filesystem::path(*out) / "model.json").string() << " and "
+                << (std::filesystem::path(*out) / "metadata.json").string() << "\n";
+    });
+  });
+}
+
+void add_recommend(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("recommend", "Write the recommendations snapshot the webhook reads");
+  auto f = std::make_shared<SourceFlags>();
+  auto model_dir = std::make_shared<std::string>(SIZEGUARD_DEFAULT_MODEL_DIR);
+  auto out = std::make_shared<std::string>();
+  auto at = std::make_shared<std::string>();
+  auto policy = std::make_shared<RecommendationPolicy>();
+  auto top = std::make_shared<size_t>(3);
+  add_source_options(cmd, *f);
+  cmd->add_option("--max-series", f->max_series, "read at most N series");
+  cmd->add_option("--model", *model_dir, "model directory (default: the built-in default model)");
+  cmd->add_option("--out", *out, "snapshot file to write (JSON; '-' for stdout)")->required();
+  cmd->add_option("--margin", policy->margin, "safety margin multiplied onto predictions (default 1.1)");
+  cmd->add_option("--at", *at, "recommend as of this time (epoch or RFC3339; default: just after the last sample)");
+  cmd->add_option("--explain", *top, "top feature contributions per resource (default 3)");
+  cmd->callback([=, &exit_code] {
+    run("recommend", exit_code, [&] {
+      if (!(policy->margin > 0)) throw InputError("--margin must be positive");
+      const QuantileModel model = QuantileModel::load(*model_dir);
+      const auto series = read_source(*f);
+      int64_t now = 0;
+      if (!at->empty()) {
+        now = parse_time(*at, "--at");
+      } else {
+        for (const auto& s : series)
+          if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
+      }
+      const auto recs = recommend_batch(model, series, now, *policy, *top);
+      const auto snapshot = make_snapshot(series, recs, model.version(), now);
+      if (*out == "-") std::cout << snapshot_to_json(snapshot);
+      else save_recommendations(snapshot, *out);
+      size_t cold = 0;
+      for (const auto& r : recs) cold += r.cold_start;
+      std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
+                << snapshot.generated_at << " to " << *out << "\n";
+    });
+  });
+}
+
+void add_evaluate(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("evaluate", "Rolling-origin backtest of the model against VPA, KRR and an oracle");
+  auto f = std::make_shared<SourceFlags>();
+  auto model_dir = std::make_shared<std::string>(SIZEGUARD_DEFAULT_MODEL_DIR);
+  auto days = std::make_shared<std::string>("21-30");
+  auto json_out = std::make_shared<std::string>(), html_out = std::make_shared<std::string>(),
+       recs_out = std::make_shared<std::string>();
+  auto o = std::make_shared<EvaluateOptions>();
+  add_source_options(cmd, *f);
+  cmd->add_option("--model", *model_dir, "model directory (default: the built-in default model)");
+  cmd->add_option("--eval-days", *days, "evaluation days FIRST-LAST (default 21-30)");
+  cmd->add_option("--json", *json_out, "write the results as JSON");
+  cmd->add_option("--html", *html_out, "write a self-contained HTML report with SVG charts");
+  cmd->add_option("--export-recs", *recs_out, "write every daily recommendation as CSV");
+  cmd->add_option("--max-series", f->max_series, "evaluate at most N series (Bitbrains: the first N files)");
+  cmd->add_option("--cpu-risk", o->cpu_risk, "matched CPU under-provisioning risk (default 0.05)");
+  cmd->add_option("--memory-risk", o->memory_risk, "matched memory under-provisioning risk (default 0.01)");
+  cmd->callback([=, &exit_code] {
+    run("evaluate", exit_code, [&] {
+      EvaluateOptions options = *o;
+      std::tie(options.first_day, options.last_day) = parse_day_range(*days);
+      if (!(options.cpu_risk > 0 && options.cpu_risk < 1) || !(options.memory_risk > 0 && options.memory_risk < 1))
+        throw InputError("--cpu-risk and --memory-risk must be in (0, 1)");
+      const QuantileModel model = QuantileModel::load(*model_dir);
+      const auto series = read_source(*f);
+      const auto& meta = model.metadata();
+      const int64_t day1 = day_one(series);
+      const int64_t eval_begin = day1 + (options.first_day - 1) * kSecondsPerDay;
+      if (meta.train_end > eval_begin && meta.data_start <= eval_begin)
+        std::cerr << "warning: the model was trained on data up to " << format_rfc3339(meta.train_end)
+                  << ", after the evaluation start " << format_rfc3339(eval_begin) << " (look-ahead if this is the same data)\n";
+      const auto started = Clock::now();
+      if (tty())
+        options.progress = [started](size_t done, size_t total) {
+          if (done % 10 != 0 && done != total) return;
+          const double elapsed = seconds_since(started);
+          std::fprintf(stderr, "\rbacktest %zu/%zu series  ETA %s   ", done, total,
+                       fmt_eta(elapsed / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+        };
+      const Evaluation e = run_backtest(series, model, options);
+      if (tty()) std::cerr << "\n";
+      if (e.series_days == 0) throw InputError("no samples in evaluation days " + *days);
+      write_table(std::cout, e);
+      if (!json_out->empty()) write_file(*json_out, evaluation_json(e));
+      if (!html_out->empty()) write_file(*html_out, evaluation_html(e));
+      if (!recs_out->empty()) {
+        std::ostringstream csv;
+        write_recs_csv(csv, e);
+        write_file(*recs_out, csv.str());
+      }
+    });
+  });
+}
+
+}  // namespace
 
 void add_recommender_commands(CLI::App& app, int& exit_code) {
-  for (const char* name : {"train", "recommend", "evaluate"}) {
-    auto* cmd = app.add_subcommand(name, "(not built yet)");
-    cmd->callback([&exit_code, name] {
-      std::cerr << "sizeguard " << name << ": not implemented yet\n";
-      exit_code = 2;
-    });
-  }
+  add_train(app, exit_code);
+  add_recommend(app, exit_code);
+  add_evaluate(app, exit_code);
 }
 
 }  // namespace sizeguard

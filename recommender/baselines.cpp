@@ -1,0 +1,131 @@
+#include "recommender/baselines.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "recommender/features.h"
+
+namespace sizeguard {
+
+DecayingHistogram::DecayingHistogram(double first_bucket, double ratio, double max_value,
+                                     double half_life_seconds)
+    : first_(first_bucket), ratio_(ratio), half_life_(half_life_seconds) {
+  // Number of buckets so that the last one starts beyond max_value.
+  size_t n = 1;
+  while (bucket_start(n) < max_value) ++n;
+  weights_.assign(n + 1, 0.0);
+}
+
+double DecayingHistogram::bucket_start(size_t bucket) const {
+  return first_ * (std::pow(ratio_, static_cast<double>(bucket)) - 1) / (ratio_ - 1);
+}
+
+size_t DecayingHistogram::bucket_of(double value) const {
+  if (!(value >= first_)) return 0;
+  // Inverse of bucket_start, then fix floating-point edge cases.
+  auto b = static_cast<size_t>(std::floor(std::log(value * (ratio_ - 1) / first_ + 1) / std::log(ratio_)));
+  b = std::min(b, weights_.size() - 1);
+  while (b + 1 < weights_.size() && bucket_start(b + 1) <= value) ++b;
+  while (b > 0 && bucket_start(b) > value) --b;
+  return b;
+}
+
+void DecayingHistogram::add(double value, double weight, int64_t timestamp) {
+  if (!has_reference_) reference_ = timestamp, has_reference_ = true;
+  double exponent = static_cast<double>(timestamp - reference_) / half_life_;
+  if (exponent > 100) {
+    // Move the reference forward so weights stay finite; only relative weights matter.
+    const double scale = std::exp2(-exponent);
+    for (double& w : weights_) w *= scale;
+    total_ *= scale;
+    reference_ = timestamp;
+    exponent = 0;
+  }
+  const double w = weight * std::exp2(exponent);
+  weights_[bucket_of(value)] += w;
+  total_ += w;
+}
+
+double DecayingHistogram::percentile(double p) const {
+  if (empty()) return 0;
+  const double threshold = p * total_;
+  double partial = 0;
+  size_t bucket = 0;
+  for (; bucket + 1 < weights_.size(); ++bucket) {
+    partial += weights_[bucket];
+    if (partial >= threshold && weights_[bucket] > 0) break;
+  }
+  if (bucket + 1 < weights_.size()) return bucket_start(bucket + 1);
+  return bucket_start(bucket);
+}
+
+VpaEstimator::VpaEstimator(VpaOptions options)
+    : options_(options), cpu_(0.01, 1.05, 1000.0, options.half_life_seconds) {}
+
+void VpaEstimator::add(const UsageSample& sample) {
+  if (!any_) first_ = sample.timestamp, any_ = true;
+  cpu_.add(sample.cpu_cores, 1.0, sample.timestamp);
+  const int64_t day = utc_midnight(sample.timestamp);
+  if (peaks_.empty() || peaks_.back().day != day) {
+    peaks_.push_back({day, sample.timestamp, sample.memory_bytes});
+    // Keep a little more than the window; recommend() selects by time.
+    if (peaks_.size() > static_cast<size_t>(options_.memory_intervals) + 2) peaks_.erase(peaks_.begin());
+  } else if (sample.memory_bytes > peaks_.back().value) {
+    peaks_.back().timestamp = sample.timestamp;
+    peaks_.back().value = sample.memory_bytes;
+  }
+}
+
+BaselineRecommendation VpaEstimator::recommend(int64_t now) const {
+  BaselineRecommendation rec;
+  rec.has_history = any_;
+  rec.confidence = any_ ? std::max(0.0, static_cast<double>(now - first_) / kSecondsPerDay) : 0.0;
+  DecayingHistogram memory(1e7, 1.05, 1e13, options_.half_life_seconds);
+  const int64_t from = utc_midnight(now) - (options_.memory_intervals - (now == utc_midnight(now) ? 0 : 1)) * kSecondsPerDay;
+  for (const auto& peak : peaks_)
+    if (peak.day >= from && peak.day < now) memory.add(peak.value, 1.0, peak.timestamp);
+  const double m = 1 + options_.margin;
+  rec.cpu_cores = std::max(options_.min_cpu_cores, cpu_.percentile(options_.cpu_percentile) * m);
+  rec.memory_bytes = std::max(options_.min_memory_bytes, memory.percentile(options_.memory_percentile) * m);
+  if (rec.confidence > 0) {
+    const double up = 1 + 1 / rec.confidence;
+    const double down = std::pow(1 + 0.001 / rec.confidence, -2.0);
+    rec.cpu_upper = rec.cpu_cores * up, rec.memory_upper = rec.memory_bytes * up;
+    rec.cpu_lower = rec.cpu_cores * down, rec.memory_lower = rec.memory_bytes * down;
+  } else {
+    rec.cpu_upper = rec.memory_upper = INFINITY;
+    rec.cpu_lower = rec.memory_lower = 0;
+  }
+  return rec;
+}
+
+BaselineRecommendation vpa_recommend(const UsageSeries& series, int64_t now, const VpaOptions& options) {
+  VpaEstimator vpa(options);
+  for (const auto& s : series.samples) {
+    if (s.timestamp >= now) break;
+    vpa.add(s);
+  }
+  return vpa.recommend(now);
+}
+
+BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now, int64_t history_seconds,
+                                     double cpu_percentile, double memory_buffer) {
+  BaselineRecommendation rec;
+  std::vector<double> cpu;
+  double peak = 0;
+  for (const auto& s : series.samples) {
+    if (s.timestamp < now - history_seconds) continue;
+    if (s.timestamp >= now) break;
+    cpu.push_back(s.cpu_cores);
+    peak = std::max(peak, s.memory_bytes);
+  }
+  if (cpu.empty()) return rec;
+  std::sort(cpu.begin(), cpu.end());
+  rec.has_history = true;
+  rec.cpu_cores = quantile_sorted(cpu, cpu_percentile);
+  rec.memory_bytes = peak * (1 + memory_buffer);
+  rec.confidence = 1;
+  return rec;
+}
+
+}  // namespace sizeguard

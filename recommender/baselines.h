@@ -1,0 +1,86 @@
+// Baseline recommenders, written from their documented behaviour (no code copied):
+//
+// VPA (Kubernetes Vertical Pod Autoscaler, recommender component):
+//   - decaying histograms, half-life 24 h: a sample at time s weighs 2^((s - ref) / 24h);
+//   - exponential buckets: bucket i starts at first * (1.05^i - 1) / 0.05, first = 0.01 core
+//     (CPU) or 1e7 bytes (memory); a percentile returns the END of the bucket where the
+//     cumulative weight reaches the threshold (the start of the last, open, bucket);
+//   - CPU: every usage sample, weight 1 (VPA weighs by the CPU request; constant here);
+//   - memory: the peak of each 24-h aggregation interval (UTC days), last 8 intervals;
+//   - target = p90 * 1.15, at least 25m CPU / 250Mi memory;
+//   - confidence = days of history; upper = target * (1 + 1/confidence),
+//     lower = target * (1 + 0.001/confidence)^-2 (as the brief states; VPA itself starts the
+//     bounds from p95 / p50 before applying these factors).
+// KRR "simple" strategy: CPU = p95 of the last 14 days; memory = max of the last 14 days * 1.15.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "recommender/usage.h"
+
+namespace sizeguard {
+
+class DecayingHistogram {
+ public:
+  DecayingHistogram(double first_bucket, double ratio = 1.05, double max_value = 1e13,
+                    double half_life_seconds = 86400);
+  void add(double value, double weight, int64_t timestamp);
+  // Percentile in [0, 1]; 0 when empty.
+  double percentile(double p) const;
+  bool empty() const { return total_ <= 0; }
+  double total_weight() const { return total_; }
+  size_t bucket_of(double value) const;
+  double bucket_start(size_t bucket) const;
+  size_t bucket_count() const { return weights_.size(); }
+
+ private:
+  double first_, ratio_, half_life_;
+  std::vector<double> weights_;
+  double total_ = 0;
+  int64_t reference_ = 0;
+  bool has_reference_ = false;
+};
+
+struct BaselineRecommendation {
+  double cpu_cores = 0;
+  double memory_bytes = 0;
+  double cpu_lower = 0, cpu_upper = 0, memory_lower = 0, memory_upper = 0;  // VPA only
+  double confidence = 0;                                                   // VPA: history days
+  bool has_history = false;
+};
+
+struct VpaOptions {
+  double half_life_seconds = 86400;
+  double cpu_percentile = 0.9;
+  double memory_percentile = 0.9;
+  double margin = 0.15;
+  double min_cpu_cores = 0.025;
+  double min_memory_bytes = 250.0 * 1048576;
+  int memory_intervals = 8;  // 24-h peaks kept
+};
+
+// Incremental VPA model of one container: feed samples in time order, ask at any time.
+class VpaEstimator {
+ public:
+  explicit VpaEstimator(VpaOptions options = {});
+  void add(const UsageSample& sample);
+  BaselineRecommendation recommend(int64_t now) const;
+
+ private:
+  VpaOptions options_;
+  DecayingHistogram cpu_;
+  struct Peak { int64_t day; int64_t timestamp; double value; };
+  std::vector<Peak> peaks_;  // one per UTC day, ascending
+  int64_t first_ = 0;
+  bool any_ = false;
+};
+
+// VPA from the samples of `series` strictly before `now`.
+BaselineRecommendation vpa_recommend(const UsageSeries& series, int64_t now, const VpaOptions& options = {});
+// KRR simple from the samples in [now - 14 days, now).
+BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now,
+                                     int64_t history_seconds = 14 * 86400,
+                                     double cpu_percentile = 0.95, double memory_buffer = 0.15);
+
+}  // namespace sizeguard

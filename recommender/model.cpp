@@ -1,0 +1,664 @@
+#include "recommender/model.h"
+
+#include <xgboost/c_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+namespace sizeguard {
+namespace {
+
+using nlohmann::json;
+
+void check(int rc, const char* what) {
+  if (rc != 0) {
+    const char* err = XGBGetLastError();
+    throw ModelError(std::string("xgboost ") + what + ": " + (err ? err : "unknown error"), false);
+  }
+}
+
+// RAII owners of XGBoost handles; every call's return code is checked.
+class XgbDMatrix {
+ public:
+  XgbDMatrix(const float* data, size_t rows, size_t cols, int nthread) {
+    check(XGDMatrixCreateFromMat_omp(data, rows, cols, std::numeric_limits<float>::quiet_NaN(), &h_, nthread),
+          "XGDMatrixCreateFromMat");
+  }
+  ~XgbDMatrix() {
+    if (h_) XGDMatrixFree(h_);
+  }
+  XgbDMatrix(const XgbDMatrix&) = delete;
+  XgbDMatrix& operator=(const XgbDMatrix&) = delete;
+  void set_labels(const std::vector<float>& labels) {
+    check(XGDMatrixSetFloatInfo(h_, "label", labels.data(), labels.size()), "XGDMatrixSetFloatInfo(label)");
+  }
+  DMatrixHandle get() const { return h_; }
+
+ private:
+  DMatrixHandle h_ = nullptr;
+};
+
+class XgbBooster {
+ public:
+  explicit XgbBooster(std::vector<DMatrixHandle> cache = {}) {
+    check(XGBoosterCreate(cache.empty() ? nullptr : cache.data(), cache.size(), &h_), "XGBoosterCreate");
+  }
+  explicit XgbBooster(BoosterHandle owned) : h_(owned) {}
+  ~XgbBooster() {
+    if (h_) XGBoosterFree(h_);
+  }
+  XgbBooster(const XgbBooster&) = delete;
+  XgbBooster& operator=(const XgbBooster&) = delete;
+  void set(const std::string& name, const std::string& value) {
+    check(XGBoosterSetParam(h_, name.c_str(), value.c_str()), ("XGBoosterSetParam(" + name + ")").c_str());
+  }
+  // Margins of every row of `m` (training=true for the gradient pass).
+  const float* predict_margin(const XgbDMatrix& m, bool training, size_t expected) {
+    bst_ulong len = 0;
+    const float* out = nullptr;
+    check(XGBoosterPredict(h_, m.get(), 1, 0, training ? 1 : 0, &len, &out), "XGBoosterPredict");
+    if (len != expected) throw ModelError("xgboost prediction returned an unexpected length", false);
+    return out;
+  }
+  void boost(const XgbDMatrix& train, std::vector<float>& grad, std::vector<float>& hess) {
+    check(XGBoosterBoostOneIter(h_, train.get(), grad.data(), hess.data(), grad.size()), "XGBoosterBoostOneIter");
+  }
+  std::unique_ptr<XgbBooster> slice(int end) const {
+    BoosterHandle out = nullptr;
+    check(XGBoosterSlice(h_, 0, end, 1, &out), "XGBoosterSlice");
+    return std::make_unique<XgbBooster>(out);
+  }
+  BoosterHandle get() const { return h_; }
+
+ private:
+  BoosterHandle h_ = nullptr;
+};
+
+constexpr const char* kIndicator = "target_is_memory";
+
+std::string now_rfc3339() {
+  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string xgboost_version() {
+  int major = 0, minor = 0, patch = 0;
+  XGBoostVersion(&major, &minor, &patch);
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+int hardware_threads(int requested) {
+  if (requested > 0) return requested;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+uint64_t fnv1a(const char* data, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 1099511628211ULL;
+  return h;
+}
+
+double quantile_of(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return quantile_sorted(v, q);
+}
+
+json metadata_to_json(const ModelMetadata& m) {
+  return json{{"schema", m.schema},
+              {"inputs", m.inputs},
+              {"objective", m.objective},
+              {"cpu_quantile", m.cpu_quantile},
+              {"memory_quantile", m.memory_quantile},
+              {"horizon_seconds", m.horizon_seconds},
+              {"targets", {{"cpu", m.cpu_target}, {"memory", m.memory_target}, {"transform", m.transform}}},
+              {"size_weight_power", m.size_weight_power},
+              {"rounds", m.rounds},
+              {"valid_loss", {{"cpu", m.valid_loss_cpu}, {"memory", m.valid_loss_memory}}},
+              {"training_data",
+               {{"series", m.series},
+                {"samples", m.samples},
+                {"rows_train", m.rows_train},
+                {"rows_valid", m.rows_valid},
+                {"data_start", m.data_start},
+                {"data_end", m.data_end},
+                {"train_begin", m.train_begin},
+                {"train_end", m.train_end},
+                {"valid_begin", m.valid_begin}}},
+              {"cold_start", {{"cpu_request_ratio", m.cold_cpu_request_ratio},
+                              {"memory_request_ratio", m.cold_memory_request_ratio}}},
+              {"xgboost_version", m.xgboost_version},
+              {"created_at", m.created_at}};
+}
+
+ModelMetadata metadata_from_json(const json& j) {
+  ModelMetadata m;
+  m.schema = j.at("schema").get<int>();
+  m.inputs = j.at("inputs").get<std::vector<std::string>>();
+  m.objective = j.at("objective").get<std::string>();
+  m.cpu_quantile = j.at("cpu_quantile").get<double>();
+  m.memory_quantile = j.at("memory_quantile").get<double>();
+  m.horizon_seconds = j.at("horizon_seconds").get<int64_t>();
+  const auto& t = j.at("targets");
+  m.cpu_target = t.at("cpu").get<std::string>();
+  m.memory_target = t.at("memory").get<std::string>();
+  m.transform = t.at("transform").get<std::string>();
+  m.size_weight_power = j.at("size_weight_power").get<double>();
+  m.rounds = j.at("rounds").get<int>();
+  m.valid_loss_cpu = j.at("valid_loss").at("cpu").get<double>();
+  m.valid_loss_memory = j.at("valid_loss").at("memory").get<double>();
+  const auto& d = j.at("training_data");
+  m.series = d.at("series").get<size_t>();
+  m.samples = d.at("samples").get<size_t>();
+  m.rows_train = d.at("rows_train").get<size_t>();
+  m.rows_valid = d.at("rows_valid").get<size_t>();
+  m.data_start = d.at("data_start").get<int64_t>();
+  m.data_end = d.at("data_end").get<int64_t>();
+  m.train_begin = d.at("train_begin").get<int64_t>();
+  m.train_end = d.at("train_end").get<int64_t>();
+  m.valid_begin = d.at("valid_begin").get<int64_t>();
+  m.cold_cpu_request_ratio = j.at("cold_start").at("cpu_request_ratio").get<double>();
+  m.cold_memory_request_ratio = j.at("cold_start").at("memory_request_ratio").get<double>();
+  m.xgboost_version = j.at("xgboost_version").get<std::string>();
+  m.created_at = j.at("created_at").get<std::string>();
+  return m;
+}
+
+// The stacked training set: rows of model_inputs() floats, per-row quantile and weight, and
+// per-row label sets (sorted, log space): a CPU row's labels are every sample of its target
+// window (pinball over them estimates the window's CPU quantile, i.e. the level a random
+// 5-minute sample exceeds with probability 1 - q); a memory row's single label is the peak.
+struct Dataset {
+  std::vector<float> x, y, q, w;          // y: the representative label (CPU quantile / peak)
+  std::vector<float> labels;
+  std::vector<size_t> offsets{0};         // row i's labels: [offsets[i], offsets[i + 1])
+  std::vector<double> cold_cpu, cold_memory;  // target / request ratios
+  size_t rows() const { return y.size(); }
+  void append(const Dataset& o) {
+    x.insert(x.end(), o.x.begin(), o.x.end());
+    y.insert(y.end(), o.y.begin(), o.y.end());
+    q.insert(q.end(), o.q.begin(), o.q.end());
+    w.insert(w.end(), o.w.begin(), o.w.end());
+    const size_t base = labels.size();
+    labels.insert(labels.end(), o.labels.begin(), o.labels.end());
+    for (size_t i = 1; i < o.offsets.size(); ++i) offsets.push_back(base + o.offsets[i]);
+    cold_cpu.insert(cold_cpu.end(), o.cold_cpu.begin(), o.cold_cpu.end());
+    cold_memory.insert(cold_memory.end(), o.cold_memory.begin(), o.cold_memory.end());
+  }
+};
+
+void add_rows(Dataset& d, const FeatureRow& row, const Targets& t, const UsageSeries& s, int64_t origin,
+              const TrainOptions& o) {
+  for (int memory = 0; memory < 2; ++memory) {
+    d.x.insert(d.x.end(), row.values.begin(), row.values.end());
+    d.x.push_back(static_cast<float>(memory));
+    const double level = memory ? row.memory_level : row.cpu_level;
+    const double target = memory ? std::max(t.memory, kMemoryFloorBytes) : std::max(t.cpu, kCpuFloorCores);
+    d.y.push_back(static_cast<float>(std::log(target / level)));
+    d.q.push_back(static_cast<float>(memory ? o.memory_quantile : o.cpu_quantile));
+    // Raw size weight; normalised per resource to mean 1 once all rows are known.
+    const double floor = memory ? kMemoryFloorBytes : kCpuFloorCores;
+    d.w.push_back(static_cast<float>(std::pow(level / floor, o.size_weight_power)));
+    if (memory) {
+      d.labels.push_back(d.y.back());
+    } else {
+      const size_t first = d.labels.size();
+      for (const auto& x : s.samples) {
+        if (x.timestamp < origin) continue;
+        if (x.timestamp >= origin + o.horizon_seconds) break;
+        d.labels.push_back(static_cast<float>(std::log(std::max(x.cpu_cores, kCpuFloorCores) / level)));
+      }
+      std::sort(d.labels.begin() + static_cast<std::ptrdiff_t>(first), d.labels.end());
+    }
+    d.offsets.push_back(d.labels.size());
+  }
+}
+
+// Weighted mean pinball loss over the label sets of the CPU (memory = 0) or memory (1) rows.
+double mean_pinball(const float* pred, const Dataset& d, int memory) {
+  double sum = 0, weight = 0;
+  for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) {
+    const size_t b = d.offsets[i], e = d.offsets[i + 1];
+    double row = 0;
+    for (size_t k = b; k < e; ++k) row += pinball_loss(pred[i], d.labels[k], d.q[i]);
+    sum += d.w[i] * row / static_cast<double>(e - b), weight += d.w[i];
+  }
+  return weight > 0 ? sum / weight : 0.0;
+}
+
+void normalise_weights(Dataset& d) {
+  for (int memory = 0; memory < 2; ++memory) {
+    double sum = 0;
+    size_t n = 0;
+    for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) sum += d.w[i], ++n;
+    if (sum <= 0) continue;
+    const double scale = static_cast<double>(n) / sum;
+    for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) d.w[i] = static_cast<float>(d.w[i] * scale);
+  }
+}
+
+}  // namespace
+
+double pinball_loss(double prediction, double label, double q) {
+  return label >= prediction ? q * (label - prediction) : (1 - q) * (prediction - label);
+}
+
+void pinball_gradient(const float* prediction, const float* label, const float* q, size_t n, float* grad,
+                      float* hess) {
+  for (size_t i = 0; i < n; ++i) {
+    grad[i] = prediction[i] > label[i] ? 1.0f - q[i] : (prediction[i] < label[i] ? -q[i] : 0.0f);
+    hess[i] = 1.0f;
+  }
+}
+
+float pinball_gradient_sorted(float prediction, const float* labels, size_t n, float q) {
+  if (n == 0) return 0;
+  const auto below = static_cast<double>(std::lower_bound(labels, labels + n, prediction) - labels);
+  const auto above = static_cast<double>(labels + n - std::upper_bound(labels, labels + n, prediction));
+  return static_cast<float>(((1 - q) * below - q * above) / static_cast<double>(n));
+}
+
+std::vector<std::string> model_inputs() {
+  auto names = feature_names();
+  names.emplace_back(kIndicator);
+  return names;
+}
+
+struct QuantileModel::Impl {
+  std::unique_ptr<XgbBooster> booster;  // all cores: large batches, contributions
+  std::unique_ptr<XgbBooster> single;   // the same trees, one thread: small batches skip OpenMP
+  ModelMetadata metadata;
+  std::string version;
+  size_t inputs = 0;
+  // After train/load: the version hash and the single-threaded copy.
+  void finish() {
+    bst_ulong len = 0;
+    const char* buf = nullptr;
+    check(XGBoosterSaveModelToBuffer(booster->get(), R"({"format": "json"})", &len, &buf),
+          "XGBoosterSaveModelToBuffer");
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(buf, len)));
+    version = std::string("xgb-") + std::string(hex).substr(0, 12);
+    single = std::make_unique<XgbBooster>();
+    check(XGBoosterLoadModelFromBuffer(single->get(), buf, len), "XGBoosterLoadModelFromBuffer");
+    single->set("nthread", "1");
+  }
+};
+
+QuantileModel::QuantileModel() : impl_(std::make_unique<Impl>()) {}
+QuantileModel::~QuantileModel() = default;
+QuantileModel::QuantileModel(QuantileModel&&) noexcept = default;
+QuantileModel& QuantileModel::operator=(QuantileModel&&) noexcept = default;
+
+const ModelMetadata& QuantileModel::metadata() const { return impl_->metadata; }
+std::string QuantileModel::version() const { return impl_->version; }
+bool QuantileModel::loaded() const { return impl_ && impl_->booster != nullptr; }
+
+QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const TrainOptions& o) {
+  if (!(o.cpu_quantile > 0 && o.cpu_quantile < 1) || !(o.memory_quantile > 0 && o.memory_quantile < 1))
+    throw ModelError("quantiles must be in (0, 1)", true);
+  if (o.horizon_seconds <= 0 || o.stride_seconds <= 0) throw ModelError("horizon and stride must be positive", true);
+  ModelMetadata meta;
+  meta.inputs = model_inputs();
+  meta.cpu_quantile = o.cpu_quantile;
+  meta.memory_quantile = o.memory_quantile;
+  meta.horizon_seconds = o.horizon_seconds;
+  meta.size_weight_power = o.size_weight_power;
+  meta.xgboost_version = xgboost_version();
+  meta.created_at = now_rfc3339();
+  meta.data_start = std::numeric_limits<int64_t>::max();
+  meta.data_end = std::numeric_limits<int64_t>::min();
+  for (const auto& s : series) {
+    if (s.samples.empty()) continue;
+    ++meta.series;
+    meta.samples += s.samples.size();
+    meta.data_start = std::min(meta.data_start, s.samples.front().timestamp);
+    meta.data_end = std::max(meta.data_end, s.samples.back().timestamp);
+  }
+  if (meta.series == 0) throw ModelError("no usage samples to train on", true);
+  meta.train_begin = o.train_begin ? o.train_begin : meta.data_start;
+  meta.train_end = o.train_end ? o.train_end : meta.data_end + 1;
+  meta.valid_begin = meta.train_end - o.validation_days * kSecondsPerDay;
+
+  // Rows, built in parallel over series and concatenated in series order (deterministic).
+  const int threads = hardware_threads(o.nthread);
+  std::vector<Dataset> train_parts(series.size()), valid_parts(series.size());
+  auto build = [&](size_t i) {
+    const auto& s = series[i];
+    if (s.samples.empty()) return;
+    const int64_t step = typical_step(s);
+    const double expected = static_cast<double>(o.horizon_seconds) / static_cast<double>(step);
+    const double request_cpu = s.spec.cpu_request.value_or(0), request_mem = s.spec.memory_request.value_or(0);
+    for (int64_t t = utc_midnight(meta.train_begin); t + o.horizon_seconds <= meta.train_end; t += o.stride_seconds) {
+      if (t < meta.train_begin) continue;
+      const bool valid = t >= meta.valid_begin;
+      if (!valid && t + o.horizon_seconds > meta.valid_begin) continue;  // target straddles the split
+      const Targets target = compute_targets(s, t, o.horizon_seconds, o.cpu_quantile);
+      if (static_cast<double>(target.samples) < o.min_target_coverage * expected) continue;
+      const FeatureRow row = compute_features(s, t);
+      if (row.history_samples < static_cast<size_t>(o.min_history_samples)) continue;
+      Dataset& d = valid ? valid_parts[i] : train_parts[i];
+      add_rows(d, row, target, s, t, o);
+      if (!valid && request_cpu > 0) d.cold_cpu.push_back(target.cpu / request_cpu);
+      if (!valid && request_mem > 0) d.cold_memory.push_back(target.memory / request_mem);
+    }
+  };
+  {
+    std::vector<std::thread> pool;
+    std::atomic<size_t> next{0};
+    for (int k = 0; k < threads; ++k)
+      pool.emplace_back([&] {
+        for (size_t i; (i = next++) < series.size();) build(i);
+      });
+    for (auto& t : pool) t.join();
+  }
+  Dataset train, valid;
+  for (size_t i = 0; i < series.size(); ++i) train.append(train_parts[i]), valid.append(valid_parts[i]);
+  train_parts.clear(), valid_parts.clear();
+  if (train.rows() == 0)
+    throw ModelError("no training rows: need history and a covered " + std::to_string(o.horizon_seconds) +
+                         " s target window before the validation period",
+                     true);
+  if (valid.rows() == 0) throw ModelError("no validation rows: the training period is too short for "
+                                          + std::to_string(o.validation_days) + " validation days", true);
+  normalise_weights(train);
+  normalise_weights(valid);
+  meta.rows_train = train.rows() / 2;
+  meta.rows_valid = valid.rows() / 2;
+  if (!train.cold_cpu.empty()) meta.cold_cpu_request_ratio = quantile_of(train.cold_cpu, 0.9);
+  if (!train.cold_memory.empty()) meta.cold_memory_request_ratio = quantile_of(train.cold_memory, 0.9);
+
+  const size_t cols = meta.inputs.size();
+  XgbDMatrix dtrain(train.x.data(), train.rows(), cols, threads);
+  XgbDMatrix dvalid(valid.x.data(), valid.rows(), cols, threads);
+  dtrain.set_labels(train.y);
+  dvalid.set_labels(valid.y);
+  XgbBooster booster({dtrain.get(), dvalid.get()});
+  booster.set("booster", "gbtree");
+  booster.set("tree_method", "hist");
+  booster.set("objective", "reg:squarederror");  // identity link; gradients are ours
+  booster.set("base_score", "0");
+  booster.set("disable_default_eval_metric", "1");
+  booster.set("max_depth", std::to_string(o.max_depth));
+  booster.set("eta", std::to_string(o.eta));
+  booster.set("subsample", std::to_string(o.subsample));
+  booster.set("colsample_bytree", std::to_string(o.colsample));
+  booster.set("min_child_weight", std::to_string(o.min_child_weight));
+  booster.set("lambda", std::to_string(o.lambda));
+  booster.set("nthread", std::to_string(threads));
+  booster.set("seed", std::to_string(o.seed));
+  booster.set("verbosity", "0");
+
+  std::vector<float> grad(train.rows()), hess(train.rows());
+  double best = std::numeric_limits<double>::infinity();
+  int best_round = 0;
+  TrainProgress progress;
+  progress.max_rounds = o.max_rounds;
+  for (int round = 0; round < o.max_rounds; ++round) {
+    const float* pred = booster.predict_margin(dtrain, true, train.rows());
+    for (size_t i = 0; i < train.rows(); ++i) {
+      const size_t b = train.offsets[i], e = train.offsets[i + 1];
+      grad[i] = train.w[i] * pinball_gradient_sorted(pred[i], train.labels.data() + b, e - b, train.q[i]);
+      hess[i] = train.w[i];
+    }
+    booster.boost(dtrain, grad, hess);
+    const float* vpred = booster.predict_margin(dvalid, false, valid.rows());
+    const double vcpu = mean_pinball(vpred, valid, 0), vmem = mean_pinball(vpred, valid, 1);
+    if (vcpu + vmem < best - 1e-7) {
+      best = vcpu + vmem, best_round = round;
+      meta.valid_loss_cpu = vcpu, meta.valid_loss_memory = vmem;
+    }
+    if (o.progress) {
+      progress.round = round + 1;
+      progress.best_round = best_round + 1;
+      progress.valid_loss = vcpu + vmem;
+      const float* tpred = booster.predict_margin(dtrain, false, train.rows());
+      progress.train_loss = mean_pinball(tpred, train, 0) + mean_pinball(tpred, train, 1);
+      o.progress(progress);
+    }
+    if (round - best_round >= o.early_stopping_rounds) break;
+  }
+  meta.rounds = best_round + 1;
+
+  QuantileModel model;
+  model.impl_->booster = booster.slice(meta.rounds);
+  model.impl_->booster->set("nthread", std::to_string(threads));
+  model.impl_->metadata = std::move(meta);
+  model.impl_->inputs = cols;
+  model.impl_->finish();
+  return model;
+}
+
+void QuantileModel::save(const std::filesystem::path& dir) const {
+  if (!loaded()) throw ModelError("no model to save", false);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw ModelError(dir.string() + ": cannot create directory: " + ec.message(), true);
+  check(XGBoosterSaveModel(impl_->booster->get(), (dir / "model.json").c_str()), "XGBoosterSaveModel");
+  std::ofstream out(dir / "metadata.json");
+  out << metadata_to_json(impl_->metadata).dump(2) << "\n";
+  if (!out) throw ModelError((dir / "metadata.json").string() + ": write failed", false);
+}
+
+QuantileModel QuantileModel::load(const std::filesystem::path& dir) {
+  const auto meta_path = dir / "metadata.json", model_path = dir / "model.json";
+  for (const auto& p : {meta_path, model_path})
+    if (!std::filesystem::is_regular_file(p)) throw ModelError(p.string() + ": no such file (is " + dir.string() + " a model directory?)", true);
+  std::ifstream in(meta_path);
+  ModelMetadata meta;
+  try {
+    meta = metadata_from_json(json::parse(in));
+  } catch (const json::exception& e) {
+    throw ModelError(meta_path.string() + ": invalid metadata: " + e.what(), true);
+  }
+  if (meta.schema != 1) throw ModelError(meta_path.string() + ": unsupported schema " + std::to_string(meta.schema) + " (this build reads 1)", true);
+  if (meta.objective != "pinball") throw ModelError(meta_path.string() + ": objective '" + meta.objective + "' is not 'pinball'", true);
+  const auto expected = model_inputs();
+  if (meta.inputs != expected) {
+    std::string why = "model has " + std::to_string(meta.inputs.size()) + " inputs, this build computes " +
+                      std::to_string(expected.size());
+    for (size_t i = 0; i < std::min(meta.inputs.size(), expected.size()); ++i)
+      if (meta.inputs[i] != expected[i]) {
+        why = "input " + std::to_string(i) + " is '" + meta.inputs[i] + "' in the model but '" + expected[i] + "' here";
+        break;
+      }
+    throw ModelError(meta_path.string() + ": feature mismatch: " + why + "; retrain the model with this build", true);
+  }
+  QuantileModel model;
+  model.impl_->booster = std::make_unique<XgbBooster>();
+  check(XGBoosterLoadModel(model.impl_->booster->get(), model_path.c_str()), "XGBoosterLoadModel");
+  bst_ulong features = 0;
+  check(XGBoosterGetNumFeature(model.impl_->booster->get(), &features), "XGBoosterGetNumFeature");
+  if (features != expected.size())
+    throw ModelError(model_path.string() + ": booster has " + std::to_string(features) + " features, metadata lists " +
+                         std::to_string(expected.size()), true);
+  model.impl_->booster->set("nthread", std::to_string(hardware_threads(0)));
+  model.impl_->metadata = std::move(meta);
+  model.impl_->inputs = expected.size();
+  model.impl_->finish();
+  return model;
+}
+
+void QuantileModel::predict_raw(const float* inputs, size_t n, std::vector<float>& out) const {
+  out.clear();
+  if (n == 0) return;
+  if (!loaded()) throw ModelError("model not loaded", false);
+  char array[160];
+  std::snprintf(array, sizeof array,
+                R"({"data": [%llu, true], "shape": [%zu, %zu], "typestr": "<f4", "version": 3})",
+                static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(inputs)), n, impl_->inputs);
+  static constexpr const char* kConfig =
+      R"({"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false, "cache_id": 0, "missing": NaN})";
+  const bst_ulong* shape = nullptr;
+  bst_ulong dim = 0;
+  const float* result = nullptr;
+  // Below a few hundred rows OpenMP start-up and synchronisation cost more than they save.
+  const XgbBooster& booster = n <= 512 ? *impl_->single : *impl_->booster;
+  check(XGBoosterPredictFromDense(booster.get(), array, kConfig, nullptr, &shape, &dim, &result),
+        "XGBoosterPredictFromDense");
+  out.assign(result, result + n);
+}
+
+void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out) const {
+  const size_t cols = impl_->inputs;
+  std::vector<float> x(rows.size() * 2 * cols);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i].values.size() + 1 != cols) throw ModelError("feature row has the wrong width", false);
+    for (int m = 0; m < 2; ++m) {
+      float* dst = x.data() + (2 * i + static_cast<size_t>(m)) * cols;
+      std::copy(rows[i].values.begin(), rows[i].values.end(), dst);
+      dst[cols - 1] = static_cast<float>(m);
+    }
+  }
+  std::vector<float> margins;
+  predict_raw(x.data(), rows.size() * 2, margins);
+  out.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    out[i].cpu_cores = rows[i].cpu_level * std::exp(static_cast<double>(margins[2 * i]));
+    out[i].memory_bytes = rows[i].memory_level * std::exp(static_cast<double>(margins[2 * i + 1]));
+  }
+}
+
+Prediction QuantileModel::predict(const FeatureRow& row) const {
+  std::vector<Prediction> out;
+  predict(std::vector<FeatureRow>{row}, out);
+  return out.front();
+}
+
+std::vector<std::vector<Contribution>> QuantileModel::explain(const std::vector<FeatureRow>& rows, bool memory,
+                                                              size_t top) const {
+  std::vector<std::vector<Contribution>> result(rows.size());
+  if (rows.empty()) return result;
+  if (!loaded()) throw ModelError("model not loaded", false);
+  const size_t cols = impl_->inputs;
+  std::vector<float> x(rows.size() * cols);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::copy(rows[i].values.begin(), rows[i].values.end(), x.begin() + static_cast<std::ptrdiff_t>(i * cols));
+    x[i * cols + cols - 1] = memory ? 1.0f : 0.0f;
+  }
+  XgbDMatrix m(x.data(), rows.size(), cols, 1);
+  const bst_ulong* shape = nullptr;
+  bst_ulong dim = 0;
+  const float* out = nullptr;
+  check(XGBoosterPredictFromDMatrix(impl_->booster->get(), m.get(),
+                                    R"({"type": 2, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})",
+                                    &shape, &dim, &out),
+        "XGBoosterPredictFromDMatrix(contributions)");
+  const auto& names = impl_->metadata.inputs;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::vector<Contribution> c;
+    for (size_t f = 0; f + 1 < cols; ++f)  // the indicator (last input) and the bias are left out
+      c.push_back({names[f], out[i * (cols + 1) + f]});
+    std::sort(c.begin(), c.end(), [](const Contribution& a, const Contribution& b) {
+      return std::abs(a.contribution) > std::abs(b.contribution);
+    });
+    c.resize(std::min(top, c.size()));
+    result[i] = std::move(c);
+  }
+  return result;
+}
+
+std::vector<Contribution> QuantileModel::explain(const FeatureRow& row, bool memory, size_t top) const {
+  return explain(std::vector<FeatureRow>{row}, memory, top).front();
+}
+
+double round_up_clamped(double value, double min, double max, double step) {
+  if (!std::isfinite(value)) value = max;
+  value = std::clamp(value, min, max);
+  if (step <= 0) return value;
+  double r = std::ceil(value / step - 1e-9) * step;
+  if (r > max) r = std::floor(max / step + 1e-9) * step;
+  return r;
+}
+
+namespace {
+
+double confidence_of(const FeatureRow& row) {
+  static const size_t cpu_burst = static_cast<size_t>(
+      std::find(feature_names().begin(), feature_names().end(), "cpu_burst_7d") - feature_names().begin());
+  static const size_t mem_burst = static_cast<size_t>(
+      std::find(feature_names().begin(), feature_names().end(), "mem_burst_7d") - feature_names().begin());
+  const double history = std::min(1.0, row.history_days / 7.0);
+  double spread = 0;
+  for (size_t i : {cpu_burst, mem_burst})
+    if (std::isfinite(row.values[i])) spread = std::max(spread, static_cast<double>(row.values[i]));
+  return std::round(100 * history / (1 + 0.25 * spread)) / 100;
+}
+
+}  // namespace
+
+std::vector<Recommendation> recommend_batch(const QuantileModel& model, const std::vector<UsageSeries>& series,
+                                            int64_t now, const RecommendationPolicy& policy, size_t top_features) {
+  std::vector<Recommendation> out(series.size());
+  std::vector<FeatureRow> rows;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < series.size(); ++i) {
+    FeatureRow row = compute_features(series[i], now);
+    if (row.history_samples == 0) {
+      out[i] = cold_start_recommendation(series[i], &model.metadata(), policy);
+      continue;
+    }
+    rows.push_back(std::move(row));
+    index.push_back(i);
+  }
+  std::vector<Prediction> predictions;
+  model.predict(rows, predictions);
+  std::vector<std::vector<Contribution>> cpu_ex, mem_ex;
+  if (top_features > 0) cpu_ex = model.explain(rows, false, top_features), mem_ex = model.explain(rows, true, top_features);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    Recommendation& r = out[index[k]];
+    r.cpu_cores = round_up_clamped(predictions[k].cpu_cores * policy.margin, policy.cpu_min, policy.cpu_max, policy.cpu_step);
+    r.memory_bytes = round_up_clamped(predictions[k].memory_bytes * policy.margin, policy.memory_min,
+                                      policy.memory_max, policy.memory_step);
+    r.confidence = confidence_of(rows[k]);
+    if (top_features > 0) {
+      for (const auto& c : cpu_ex[k]) r.explanation.push_back({"cpu:" + c.feature, c.contribution});
+      for (const auto& c : mem_ex[k]) r.explanation.push_back({"memory:" + c.feature, c.contribution});
+    }
+  }
+  return out;
+}
+
+Recommendation recommend(const QuantileModel& model, const UsageSeries& series, int64_t now,
+                         const RecommendationPolicy& policy, size_t top_features) {
+  return recommend_batch(model, std::vector<UsageSeries>{series}, now, policy, top_features).front();
+}
+
+Recommendation cold_start_recommendation(const UsageSeries& series, const ModelMetadata* metadata,
+                                         const RecommendationPolicy& policy) {
+  Recommendation r;
+  r.cold_start = true;
+  const bool system = series.key.namespace_.rfind("kube-", 0) == 0;
+  const std::string& kind = series.key.kind;
+  // Defaults without a spec: small for system namespaces and DaemonSets, larger for batch.
+  double cpu = 0.1, memory = 256.0 * 1048576;
+  if (system || kind == "DaemonSet") cpu = 0.05, memory = 128.0 * 1048576;
+  else if (kind == "Job" || kind == "CronJob") cpu = 0.25, memory = 512.0 * 1048576;
+  const double cpu_ratio = metadata ? metadata->cold_cpu_request_ratio : 1.0;
+  const double mem_ratio = metadata ? metadata->cold_memory_request_ratio : 1.0;
+  const auto& s = series.spec;
+  bool from_spec = false;
+  if (s.cpu_request && *s.cpu_request > 0) cpu = *s.cpu_request * cpu_ratio, from_spec = true;
+  else if (s.cpu_limit && *s.cpu_limit > 0) cpu = *s.cpu_limit * cpu_ratio, from_spec = true;
+  if (s.memory_request && *s.memory_request > 0) memory = *s.memory_request * mem_ratio, from_spec = true;
+  else if (s.memory_limit && *s.memory_limit > 0) memory = *s.memory_limit * mem_ratio, from_spec = true;
+  r.cpu_cores = round_up_clamped(cpu * policy.margin, policy.cpu_min, policy.cpu_max, policy.cpu_step);
+  r.memory_bytes = round_up_clamped(memory * policy.margin, policy.memory_min, policy.memory_max, policy.memory_step);
+  r.confidence = from_spec ? 0.1 : 0.05;
+  r.explanation.push_back({from_spec ? "cold_start:spec" : "cold_start:default(" + (kind.empty() ? std::string("unknown") : kind) + ")", 0.0});
+  return r;
+}
+
+}  // namespace sizeguard

@@ -1,0 +1,171 @@
+// The usage-forecast model: one XGBoost booster over stacked rows (one CPU row and one
+// memory row per series and origin, told apart by the last input `target_is_memory`), trained
+// with a custom pinball (quantile) objective, in log space relative to the recent level
+// (features.h), passed each round through XGBoosterBoostOneIter:
+//   CPU row:    labels = every sample of the next horizon, log(cpu / cpu_level); the mean
+//               pinball loss over them at q (default 0.95) is minimised by the horizon's
+//               CPU q-quantile, so the output is "the level a 5-minute sample of the next
+//               24 h exceeds with probability 1 - q" (the backtest's risk definition);
+//   memory row: label = log(next-horizon memory peak / mem_level), pinball at
+//               memory_quantile (default 0.5: the median next-day peak; the margin on top
+//               covers the rest; chosen on a validation backtest inside the training days).
+// The pinball hessian is zero almost everywhere; we use a constant 1 (times the row weight),
+// so each tree is a gradient step toward the quantile. Rows are weighted by
+// (level / floor)^size_weight_power. Early stopping on the validation pinball loss (the
+// latest days of the training period).
+// Saved as <dir>/model.json (XGBoost JSON) + <dir>/metadata.json; load() refuses metadata
+// that does not match this build (feature names/order, objective, schema).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "recommender/features.h"
+#include "recommender/usage.h"
+
+namespace sizeguard {
+
+class ModelError : public std::runtime_error {
+ public:
+  ModelError(const std::string& what, bool bad_input) : std::runtime_error(what), bad_input_(bad_input) {}
+  bool bad_input() const { return bad_input_; }  // missing/mismatched files (vs XGBoost failure)
+ private:
+  bool bad_input_;
+};
+
+// Pinball loss and its (sub)gradient w.r.t. the prediction f for label y at quantile q:
+// loss = q (y - f) if y >= f else (1 - q)(f - y); grad = 1 - q if f > y, -q if f < y, 0 if equal;
+// hess = 1.
+double pinball_loss(double prediction, double label, double q);
+void pinball_gradient(const float* prediction, const float* label, const float* q, size_t n,
+                      float* grad, float* hess);
+// Mean pinball gradient of one prediction over n sorted labels (a row whose target is a whole
+// window of samples): ((1 - q) * #labels below - q * #labels above) / n.
+float pinball_gradient_sorted(float prediction, const float* labels, size_t n, float q);
+
+struct TrainProgress {
+  int round = 0, max_rounds = 0, best_round = 0;
+  double train_loss = 0, valid_loss = 0;  // mean pinball (log space), CPU and memory rows
+};
+
+struct TrainOptions {
+  int64_t horizon_seconds = kSecondsPerDay;
+  double cpu_quantile = 0.95;
+  double memory_quantile = 0.5;
+  // Training origins t every stride_seconds (UTC-aligned) with [t, t + horizon) inside
+  // [train_begin, train_end); the origins whose target window ends in the last
+  // validation_days of that period form the validation set (time-based split).
+  int64_t train_begin = 0, train_end = 0;  // 0/0: the whole data range
+  int validation_days = 4;
+  int64_t stride_seconds = 6 * kSecondsPerHour;
+  // Row weight (level / floor)^power, normalised to mean 1 per resource: 0 weighs every
+  // workload alike in log space; 1 weighs by size, as the slack of a fleet (sum of
+  // over-provisioned cores) does.
+  double size_weight_power = 0.5;
+  int min_history_samples = 12;
+  double min_target_coverage = 0.8;  // share of the horizon's expected samples
+  int max_rounds = 300;
+  int early_stopping_rounds = 25;
+  int max_depth = 5;
+  double eta = 0.1;
+  double subsample = 0.8, colsample = 0.8, min_child_weight = 20, lambda = 1;
+  int nthread = 0;  // 0: std::thread::hardware_concurrency()
+  uint64_t seed = 7;
+  std::function<void(const TrainProgress&)> progress;  // after each round
+};
+
+struct ModelMetadata {
+  int schema = 1;
+  std::vector<std::string> inputs;  // feature_names() + "target_is_memory"
+  std::string objective = "pinball";
+  double cpu_quantile = 0.95, memory_quantile = 0.5;
+  int64_t horizon_seconds = kSecondsPerDay;
+  std::string cpu_target = "cpu_quantile_of_next_horizon_samples", memory_target = "memory_peak_next_horizon";
+  std::string transform = "log(target / level)";
+  double size_weight_power = 0;
+  int rounds = 0;
+  double valid_loss_cpu = 0, valid_loss_memory = 0;
+  size_t series = 0, samples = 0, rows_train = 0, rows_valid = 0;
+  int64_t data_start = 0, data_end = 0, train_begin = 0, train_end = 0, valid_begin = 0;
+  // Cold start: p90 over training rows of (next-horizon target / request), per resource.
+  double cold_cpu_request_ratio = 1.0, cold_memory_request_ratio = 1.0;
+  std::string xgboost_version, created_at;
+};
+
+std::vector<std::string> model_inputs();  // feature_names() + "target_is_memory"
+
+struct Prediction {
+  double cpu_cores = 0;
+  double memory_bytes = 0;
+};
+
+struct Contribution {
+  std::string feature;
+  double contribution = 0;  // to log(prediction); the top ones by magnitude
+};
+
+class QuantileModel {
+ public:
+  QuantileModel();
+  ~QuantileModel();
+  QuantileModel(QuantileModel&&) noexcept;
+  QuantileModel& operator=(QuantileModel&&) noexcept;
+
+  // Throws ModelError (bad_input when there are no usable rows).
+  static QuantileModel train(const std::vector<UsageSeries>& series, const TrainOptions& options);
+  static QuantileModel load(const std::filesystem::path& dir);
+  void save(const std::filesystem::path& dir) const;
+
+  const ModelMetadata& metadata() const;
+  std::string version() const;  // "xgb-" + hash of the model JSON
+  bool loaded() const;
+
+  // Batch prediction (one in-place XGBoost call for all rows).
+  void predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out) const;
+  Prediction predict(const FeatureRow& row) const;
+  // Raw margins for n rows of model_inputs().size() floats each (for benchmarks and tests).
+  void predict_raw(const float* inputs, size_t n, std::vector<float>& out) const;
+  // SHAP contributions, top `top` by |value| (target_is_memory and the bias left out).
+  std::vector<Contribution> explain(const FeatureRow& row, bool memory, size_t top) const;
+  std::vector<std::vector<Contribution>> explain(const std::vector<FeatureRow>& rows, bool memory, size_t top) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// How predictions become recommendations.
+struct RecommendationPolicy {
+  double margin = 1.1;
+  double cpu_min = 0.01, cpu_max = 64;                                   // cores
+  double memory_min = 16.0 * 1048576, memory_max = 1024.0 * 1073741824;  // bytes
+  double cpu_step = 0.005;                                               // 5m
+  double memory_step = 1048576;                                          // 1Mi
+};
+
+// Clamp to [min, max], then round up to a multiple of step (down if that passes max).
+double round_up_clamped(double value, double min, double max, double step);
+
+struct Recommendation {
+  double cpu_cores = 0, memory_bytes = 0;
+  double confidence = 0;  // [0, 1]: min(1, history days / 7) / (1 + 0.25 * log(p99/p50) 7d)
+  bool cold_start = false;
+  std::vector<Contribution> explanation;
+};
+
+// From history before `now`; falls back to cold_start_recommendation() with no history.
+Recommendation recommend(const QuantileModel& model, const UsageSeries& series, int64_t now,
+                         const RecommendationPolicy& policy, size_t top_features = 3);
+std::vector<Recommendation> recommend_batch(const QuantileModel& model, const std::vector<UsageSeries>& series,
+                                            int64_t now, const RecommendationPolicy& policy,
+                                            size_t top_features = 3);
+// Spec-only estimate: request (or limit) x the training ratio, else a per-kind default.
+Recommendation cold_start_recommendation(const UsageSeries& series, const ModelMetadata* metadata,
+                                         const RecommendationPolicy& policy);
+
+}  // namespace sizeguard

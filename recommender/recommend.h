@@ -1,0 +1,50 @@
+// The recommendations snapshot the webhook reads:
+// {"modelVersion": "xgb-...", "generatedAt": "2013-07-21T00:00:00Z",
+//  "recommendations": {"ns/kind/name/container": {"cpu": "250m", "memory": "512Mi",
+//     "confidence": 0.8, "coldStart": false,
+//     "explanation": [{"feature": "cpu:cpu_p95_24h", "contribution": 0.12}, ...]}}}
+// cpu/memory are canonical Kubernetes quantities (CPU in millicores, memory in Mi steps).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "recommender/model.h"
+
+namespace sizeguard {
+
+struct ContainerRecommendation {
+  std::string cpu, memory;  // quantities as written ("250m", "512Mi")
+  double cpu_cores = 0, memory_bytes = 0;
+  double confidence = 0;
+  bool cold_start = false;
+  std::vector<Contribution> explanation;
+};
+
+struct RecommendationSnapshot {
+  std::string model_version;
+  std::string generated_at;  // RFC3339 UTC
+  std::map<std::string, ContainerRecommendation> recommendations;  // by WorkloadKey::to_string()
+};
+
+// Thrown by load_recommendations: "<path>: <what is wrong>" (e.g. "recommendations[\"a/b/c/d\"].cpu:
+// bad quantity 'x'").
+class SnapshotError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+ContainerRecommendation to_container_recommendation(const Recommendation& r);
+RecommendationSnapshot make_snapshot(const std::vector<UsageSeries>& series, const std::vector<Recommendation>& recs,
+                                     const std::string& model_version, int64_t generated_at);
+std::string snapshot_to_json(const RecommendationSnapshot& snapshot);  // pretty, stable order
+void save_recommendations(const RecommendationSnapshot& snapshot, const std::filesystem::path& path);
+RecommendationSnapshot parse_recommendations(const std::string& text, const std::string& source = "snapshot");
+RecommendationSnapshot load_recommendations(const std::filesystem::path& path);
+std::string format_rfc3339(int64_t epoch_seconds);
+
+}  // namespace sizeguard

@@ -1,0 +1,131 @@
+// VPA-style decaying histograms and KRR "simple", on small hand-checked cases.
+#include "recommender/baselines.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "recommender/features.h"
+
+namespace sizeguard {
+namespace {
+
+constexpr int64_t kStart = 1372636800;  // 2013-07-01T00:00:00Z
+
+TEST(DecayingHistogram, ExponentialBuckets) {
+  DecayingHistogram h(0.01, 1.05, 1000);
+  EXPECT_DOUBLE_EQ(h.bucket_start(0), 0);
+  EXPECT_DOUBLE_EQ(h.bucket_start(1), 0.01);
+  EXPECT_NEAR(h.bucket_start(2), 0.01 + 0.0105, 1e-12);
+  EXPECT_EQ(h.bucket_of(0.0), 0u);
+  EXPECT_EQ(h.bucket_of(0.005), 0u);
+  EXPECT_EQ(h.bucket_of(0.01), 1u);
+  EXPECT_EQ(h.bucket_of(0.0204), 1u);
+  EXPECT_EQ(h.bucket_of(0.0206), 2u);
+  EXPECT_GE(h.bucket_start(h.bucket_count() - 1), 1000);
+}
+
+TEST(DecayingHistogram, PercentileIsTheEndOfTheBucket) {
+  DecayingHistogram h(0.01, 1.05, 1000);
+  EXPECT_EQ(h.percentile(0.9), 0);  // empty
+  for (int i = 0; i < 9; ++i) h.add(0.015, 1, kStart);  // bucket 1: [0.01, 0.0205)
+  h.add(1.0, 1, kStart);
+  EXPECT_NEAR(h.percentile(0.5), 0.0205, 1e-12);
+  EXPECT_NEAR(h.percentile(0.9), 0.0205, 1e-12);
+  const double p95 = h.percentile(0.95);
+  EXPECT_GT(p95, 1.0);
+  EXPECT_LT(p95, 1.0 * 1.06);
+  EXPECT_EQ(p95, h.bucket_start(h.bucket_of(1.0) + 1));
+}
+
+TEST(DecayingHistogram, HalfLifeDecay) {
+  // One old large sample vs one recent small: a day later the recent one weighs twice.
+  DecayingHistogram h(0.01, 1.05, 1000, 86400);
+  h.add(1.0, 1, kStart);
+  h.add(0.1, 1, kStart + 86400);
+  EXPECT_NEAR(h.total_weight(), 3.0, 1e-12);  // 1 + 2
+  // p50: threshold 1.5; the small sample's bucket alone (2) reaches it.
+  EXPECT_LT(h.percentile(0.5), 0.12);
+  EXPECT_GT(h.percentile(0.7), 1.0);
+  // Two days apart the old sample weighs 1/4 of the new: p75 ... p80 stays at the new one.
+  DecayingHistogram g(0.01, 1.05, 1000, 86400);
+  g.add(1.0, 1, kStart);
+  g.add(0.1, 1, kStart + 2 * 86400);
+  EXPECT_LT(g.percentile(0.8), 0.12);
+  EXPECT_GT(g.percentile(0.81), 1.0);
+  // Far-apart samples renormalise without overflow.
+  DecayingHistogram far(0.01, 1.05, 1000, 3600);
+  far.add(1.0, 1, kStart);
+  far.add(0.1, 1, kStart + 200 * 3600);
+  EXPECT_TRUE(std::isfinite(far.total_weight()));
+  EXPECT_LT(far.percentile(0.99), 0.12);
+}
+
+UsageSeries constant(double cpu, double mem, int days) {
+  UsageSeries s;
+  for (int64_t t = kStart; t < kStart + days * kSecondsPerDay; t += 300) s.samples.push_back({t, cpu, mem});
+  return s;
+}
+
+TEST(Vpa, TargetIsP90WithMarginAndMinimums) {
+  const UsageSeries s = constant(1.0, 2e9, 3);
+  const auto rec = vpa_recommend(s, kStart + 3 * kSecondsPerDay);
+  DecayingHistogram cpu(0.01), mem(1e7);
+  const double cpu_end = cpu.bucket_start(cpu.bucket_of(1.0) + 1);
+  const double mem_end = mem.bucket_start(mem.bucket_of(2e9) + 1);
+  EXPECT_NEAR(rec.cpu_cores, cpu_end * 1.15, 1e-9);
+  EXPECT_NEAR(rec.memory_bytes, mem_end * 1.15, 1e-3);
+  EXPECT_DOUBLE_EQ(rec.confidence, 3.0);
+  EXPECT_NEAR(rec.cpu_upper, rec.cpu_cores * (1 + 1.0 / 3), 1e-9);
+  EXPECT_NEAR(rec.cpu_lower, rec.cpu_cores * std::pow(1 + 0.001 / 3, -2), 1e-9);
+  // Tiny usage: the minimums.
+  const auto tiny = vpa_recommend(constant(0.001, 1e6, 2), kStart + 2 * kSecondsPerDay);
+  EXPECT_DOUBLE_EQ(tiny.cpu_cores, 0.025);
+  EXPECT_DOUBLE_EQ(tiny.memory_bytes, 250.0 * 1048576);
+  // No history at all.
+  const auto none = vpa_recommend(s, kStart);
+  EXPECT_FALSE(none.has_history);
+  EXPECT_DOUBLE_EQ(none.cpu_cores, 0.025);
+}
+
+TEST(Vpa, MemoryUsesDailyPeaksOfTheLast8Days) {
+  // Day 0 has a 10 GB peak; days 1..9 peak at 1 GB. At day 10 only days 2..9 count.
+  UsageSeries s = constant(0.5, 5e8, 10);
+  s.samples[100].memory_bytes = 1e10;
+  for (int d = 1; d < 10; ++d) s.samples[static_cast<size_t>(d) * 288 + 50].memory_bytes = 1e9;
+  const auto at10 = vpa_recommend(s, kStart + 10 * kSecondsPerDay);
+  EXPECT_LT(at10.memory_bytes, 1.1e9 * 1.15);
+  EXPECT_GT(at10.memory_bytes, 1e9 * 1.15);
+  // At day 8, day 0 is still inside the window but is 1 of 8 peaks, decayed: p90 stays low;
+  // at day 2 it is 1 of 2 peaks, so p90 is the big one.
+  const auto at2 = vpa_recommend(s, kStart + 2 * kSecondsPerDay);
+  EXPECT_GT(at2.memory_bytes, 1e10 * 1.15);
+  // Incremental use gives the same as from scratch.
+  VpaEstimator vpa;
+  for (const auto& x : s.samples) {
+    if (x.timestamp >= kStart + 10 * kSecondsPerDay) break;
+    vpa.add(x);
+  }
+  EXPECT_DOUBLE_EQ(vpa.recommend(kStart + 10 * kSecondsPerDay).memory_bytes, at10.memory_bytes);
+}
+
+TEST(Krr, SimpleStrategy) {
+  UsageSeries s;
+  // 20 days; in the last 14 days CPU cycles 0..19 (p95 = 18.05), memory max 700.
+  for (int i = 0; i < 20 * 24; ++i) {
+    const int64_t t = kStart + i * 3600;
+    const bool recent = i >= 6 * 24;
+    s.samples.push_back({t, recent ? static_cast<double>(i % 20) : 1000.0, recent ? 100.0 + (i == 300 ? 600 : 0) : 1e6});
+  }
+  const auto rec = krr_recommend(s, kStart + 20 * kSecondsPerDay);
+  EXPECT_TRUE(rec.has_history);
+  std::vector<double> v;
+  for (int i = 6 * 24; i < 20 * 24; ++i) v.push_back(i % 20);
+  std::sort(v.begin(), v.end());
+  EXPECT_DOUBLE_EQ(rec.cpu_cores, quantile_sorted(v, 0.95));
+  EXPECT_DOUBLE_EQ(rec.memory_bytes, 700 * 1.15);
+  EXPECT_FALSE(krr_recommend(s, kStart).has_history);
+}
+
+}  // namespace
+}  // namespace sizeguard

@@ -1,0 +1,161 @@
+// Backtest metrics on hand-computed series, day ranges, and an end-to-end backtest on
+// synthetic data (outputs parse; the oracle scores as defined).
+#include "recommender/evaluate.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "recommender/baselines.h"
+#include "recommender/features.h"
+
+namespace sizeguard {
+namespace {
+
+constexpr int64_t kStart = 1372636800;  // 2013-07-01T00:00:00Z
+
+WindowSet windows(std::vector<double> rec, std::vector<double> usage) {
+  WindowSet w;
+  for (size_t i = 0; i < rec.size(); ++i) w.add(rec[i], usage[i], static_cast<uint32_t>(i % 2));
+  return w;
+}
+
+TEST(Metrics, SlackAndUnderProvisioning) {
+  const WindowSet w = windows({2, 2, 2, 2}, {1, 3, 2, 0});
+  EXPECT_DOUBLE_EQ(slack_of(w), 3.0 / 8);  // (1 + 0 + 0 + 2) / 8
+  EXPECT_DOUBLE_EQ(under_of(w), 0.25);      // only 3 > 2; equal is not under
+  EXPECT_DOUBLE_EQ(slack_of(w, 2), 10.0 / 16);  // (3 + 1 + 2 + 4) / 16
+  EXPECT_DOUBLE_EQ(under_of(w, 2), 0.0);
+  EXPECT_DOUBLE_EQ(under_of(w, 0.5), 0.5);  // 3 and 2 exceed 1
+  EXPECT_TRUE(std::isnan(slack_of(WindowSet{})));
+}
+
+TEST(Metrics, MatchedRiskMarginAndSweep) {
+  const WindowSet w = windows({2, 2, 2, 2}, {1, 3, 2, 0});  // usage/rec: 0.5 1.5 1 0
+  const ResourceScore s = score_windows(w, 0.25, {0.5, 1.0, 2.0});
+  EXPECT_DOUBLE_EQ(s.slack, 3.0 / 8);
+  EXPECT_DOUBLE_EQ(s.under, 0.25);
+  EXPECT_DOUBLE_EQ(s.matched_margin, 1.0);  // smallest margin with at most 1 of 4 above
+  EXPECT_DOUBLE_EQ(s.matched_slack, 3.0 / 8);
+  EXPECT_DOUBLE_EQ(s.matched_under, 0.25);
+  // Series 0 = windows 0 and 2 (never under), series 1 = windows 1 and 3 (1 of 2 under).
+  EXPECT_DOUBLE_EQ(s.matched_series_p90_under, 0.45);
+  ASSERT_EQ(s.curve.size(), 3u);
+  for (const auto& p : s.curve) {
+    EXPECT_NEAR(p.slack, slack_of(w, p.margin), 1e-12) << p.margin;
+    EXPECT_NEAR(p.under, under_of(w, p.margin), 1e-12) << p.margin;
+  }
+  // Zero risk needs the largest ratio: 1.5.
+  const ResourceScore z = score_windows(w, 0.0, {});
+  EXPECT_DOUBLE_EQ(z.matched_margin, 1.5);
+  EXPECT_DOUBLE_EQ(z.matched_under, 0.0);
+  EXPECT_DOUBLE_EQ(z.matched_slack, (2 + 0 + 1 + 3) / 12.0);
+  // A zero recommendation with usage is infinitely under-provisioned.
+  const ResourceScore inf = score_windows(windows({0, 1}, {1, 1}), 0.0, {});
+  EXPECT_TRUE(std::isinf(inf.matched_margin));
+  EXPECT_TRUE(std::isnan(inf.matched_slack));
+}
+
+TEST(Metrics, Churn) {
+  EXPECT_DOUBLE_EQ(churn_of({{1, 1.05, 1.5, NAN, 2}}), 0.5);  // 1->1.05 no, 1.05->1.5 yes
+  EXPECT_DOUBLE_EQ(churn_of({{1, 1.1}, {1, 0.8}}), 0.5);       // exactly 10% is not churn
+  EXPECT_TRUE(std::isnan(churn_of({{1}})));
+}
+
+TEST(Days, RangesAndDayOne) {
+  EXPECT_EQ(parse_day_range("1-20"), std::make_pair(1, 20));
+  EXPECT_EQ(parse_day_range("7"), std::make_pair(7, 7));
+  for (const char* bad : {"", "0-3", "5-2", "a-b", "1-", "1-2x", "-3"}) EXPECT_THROW(parse_day_range(bad), std::invalid_argument) << bad;
+  std::vector<UsageSeries> s(2);
+  s[0].samples.push_back({kStart - 7000, 1, 1});  // 2013-06-30 22:03: day 1 is the next midnight
+  s[1].samples.push_back({kStart + 50, 1, 1});
+  EXPECT_EQ(day_one(s), kStart);
+  s[0].samples.clear();
+  s[1].samples.insert(s[1].samples.begin(), {kStart, 1, 1});
+  EXPECT_EQ(day_one(s), kStart);  // exactly midnight
+  EXPECT_EQ(day_one({}), 0);
+}
+
+std::vector<UsageSeries> synthetic(int count, int days) {
+  std::mt19937 rng(5);
+  std::lognormal_distribution<double> noise(0, 0.5);
+  std::vector<UsageSeries> out;
+  for (int i = 0; i < count; ++i) {
+    UsageSeries s;
+    s.key = {"ns", "Deployment", "w" + std::to_string(i), "main"};
+    const double level = 0.05 * (i + 1);
+    for (int64_t t = kStart; t < kStart + days * kSecondsPerDay; t += 300)
+      s.samples.push_back({t, level * noise(rng), 2e8 * (i + 1) * (1 + 0.05 * noise(rng))});
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+TEST(Backtest, EndToEndOnSyntheticSeries) {
+  const auto data = synthetic(6, 8);
+  TrainOptions t;
+  t.max_rounds = 30;
+  t.validation_days = 1;
+  t.nthread = 2;
+  t.train_end = kStart + 5 * kSecondsPerDay;
+  const QuantileModel model = QuantileModel::train(data, t);
+  EvaluateOptions o;
+  o.first_day = 6;
+  o.last_day = 8;
+  o.threads = 2;
+  const Evaluation e = run_backtest(data, model, o);
+  EXPECT_EQ(e.day1, kStart);
+  EXPECT_EQ(e.eval_begin, kStart + 5 * kSecondsPerDay);
+  EXPECT_EQ(e.series_days, 18u);
+  ASSERT_EQ(e.methods.size(), 4u);
+  EXPECT_EQ(e.methods[0].name, "model");
+  EXPECT_EQ(e.methods[3].name, "oracle");
+  EXPECT_TRUE(e.methods[3].uses_future);
+  for (const auto& m : e.methods) {
+    EXPECT_DOUBLE_EQ(m.coverage, 1.0) << m.name;
+    EXPECT_EQ(m.cpu.windows, 18u * 288) << m.name;
+  }
+  // The oracle recommends each day's own CPU p95 and memory peak: about 5% of CPU windows
+  // and no memory window above it.
+  EXPECT_NEAR(e.methods[3].cpu.under, 0.05, 0.01);
+  EXPECT_DOUBLE_EQ(e.methods[3].memory.under, 0.0);
+  // Recommendations are exported per method, series and day; the oracle's match its definition.
+  EXPECT_EQ(e.recs.size(), 4u * 18);
+  for (const auto& r : e.recs) {
+    if (r.method != "oracle" || r.series != data[2].key.to_string()) continue;
+    const Targets target = compute_targets(data[2], r.day_start, kSecondsPerDay, 0.95);
+    EXPECT_DOUBLE_EQ(r.cpu_cores, target.cpu);
+    EXPECT_DOUBLE_EQ(r.memory_bytes, target.memory);
+  }
+  for (const auto& r : e.recs) {
+    if (r.method != "vpa" || r.series != data[0].key.to_string()) continue;
+    EXPECT_DOUBLE_EQ(r.cpu_cores, vpa_recommend(data[0], r.day_start).cpu_cores);
+  }
+  // Gap closed follows its formula.
+  const double expected = (e.methods[1].cpu.matched_slack - e.methods[0].cpu.matched_slack) /
+                          (e.methods[1].cpu.matched_slack - e.methods[3].cpu.matched_slack);
+  EXPECT_DOUBLE_EQ(e.gap_closed_cpu, expected);
+
+  std::ostringstream table, csv;
+  write_table(table, e);
+  EXPECT_NE(table.str().find("oracle*"), std::string::npos);
+  write_recs_csv(csv, e);
+  const std::string csv_text = csv.str();
+  EXPECT_EQ(csv_text.rfind("method,series,day_start_epoch,cpu_cores,memory_bytes\n", 0), 0u);
+  EXPECT_EQ(std::count(csv_text.begin(), csv_text.end(), '\n'), 1 + 4 * 18);
+  const auto j = nlohmann::json::parse(evaluation_json(e));
+  EXPECT_EQ(j["methods"].size(), 4u);
+  EXPECT_EQ(j["methods"][3]["usesFuture"], true);
+  EXPECT_TRUE(j["methods"][0]["cpu"]["matched"].contains("margin"));
+  const std::string html = evaluation_html(e);
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("uses the future"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained, static
+  EXPECT_EQ(html.find("http://www.w3.org/2000/svg") != std::string::npos, true);
+}
+
+}  // namespace
+}  // namespace sizeguard

@@ -1,0 +1,305 @@
+// The XGBoost quantile model: pinball objective, training on synthetic data with a known
+// quantile, save/load round trip, metadata checks, recommendation rounding and cold start.
+#include "recommender/model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+namespace sizeguard {
+namespace {
+
+constexpr int64_t kStart = 1372636800;  // 2013-07-01T00:00:00Z
+
+// Series whose CPU is level * lognormal(0, 0.4) (true p95 = level * exp(0.4 * 1.645)) and
+// memory level * (1 + 0.1 * uniform); levels span 3 orders of magnitude.
+std::vector<UsageSeries> synthetic(int count, int days, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::lognormal_distribution<double> noise(0, 0.4);
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<UsageSeries> out;
+  for (int i = 0; i < count; ++i) {
+    UsageSeries s;
+    s.key = {"ns", "Deployment", "app" + std::to_string(i), "main"};
+    const double level = 0.01 * std::pow(1000.0, static_cast<double>(i) / (count - 1));
+    const double mem = 1e8 * std::pow(100.0, unit(rng));
+    s.spec.cpu_request = level * 4;
+    s.spec.memory_request = mem * 2;
+    for (int64_t t = kStart; t < kStart + days * kSecondsPerDay; t += 300)
+      s.samples.push_back({t, level * noise(rng), mem * (1 + 0.1 * unit(rng))});
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+TrainOptions fast_options() {
+  TrainOptions o;
+  o.max_rounds = 200;
+  o.validation_days = 2;
+  o.eta = 0.1;
+  o.max_depth = 4;
+  o.min_child_weight = 20;
+  o.nthread = 2;
+  return o;
+}
+
+// Trained once; never destroyed, so no XGBoost handle is freed during static destruction
+// (after the library's own globals may be gone).
+const QuantileModel& trained() {
+  static const QuantileModel* model = [] {
+    auto data = synthetic(30, 10, 11);
+    return new QuantileModel(QuantileModel::train(data, fast_options()));
+  }();
+  return *model;
+}
+
+TEST(Pinball, LossAndGradient) {
+  EXPECT_DOUBLE_EQ(pinball_loss(1.0, 3.0, 0.9), 0.9 * 2);
+  EXPECT_DOUBLE_EQ(pinball_loss(3.0, 1.0, 0.9), 0.1 * 2);
+  EXPECT_DOUBLE_EQ(pinball_loss(2.0, 2.0, 0.9), 0.0);
+  const float pred[] = {1, 3, 2}, label[] = {3, 1, 2}, q[] = {0.95f, 0.95f, 0.5f};
+  float grad[3], hess[3];
+  pinball_gradient(pred, label, q, 3, grad, hess);
+  EXPECT_FLOAT_EQ(grad[0], -0.95f);  // under-predicting: push up (negative gradient)
+  EXPECT_FLOAT_EQ(grad[1], 0.05f);   // over-predicting: push down, gently
+  EXPECT_FLOAT_EQ(grad[2], 0.0f);
+  for (float h : hess) EXPECT_FLOAT_EQ(h, 1.0f);
+}
+
+TEST(Model, LearnsAKnownQuantile) {
+  const auto& model = trained();
+  const auto& meta = model.metadata();
+  EXPECT_GT(meta.rows_train, 0u);
+  EXPECT_GT(meta.rows_valid, 0u);
+  EXPECT_GT(meta.rounds, 0);
+  EXPECT_LE(meta.rounds, 120);
+  EXPECT_EQ(meta.inputs, model_inputs());
+  // Fresh series from the same process, predicted at day 12 from 12 days of history.
+  auto test = synthetic(30, 12, 99);
+  const double truth_factor = std::exp(0.4 * 1.6448536);
+  double worst = 0;
+  for (const auto& s : test) {
+    const FeatureRow row = compute_features(s, kStart + 12 * kSecondsPerDay);
+    const Prediction p = model.predict(row);
+    const double level = s.spec.cpu_request.value() / 4;
+    const double err = std::abs(p.cpu_cores / (level * truth_factor) - 1);
+    worst = std::max(worst, err);
+    // Memory peak of level * U(1, 1.1): predicted near the top.
+    const double mem = s.spec.memory_request.value() / 2;
+    EXPECT_GT(p.memory_bytes, mem * 0.95) << s.key.name;
+    EXPECT_LT(p.memory_bytes, mem * 1.25) << s.key.name;
+  }
+  EXPECT_LT(worst, 0.2);
+}
+
+TEST(Model, SaveLoadRoundTripAndBatch) {
+  const auto& model = trained();
+  const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-model-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  model.save(dir);
+  EXPECT_TRUE(std::filesystem::exists(dir / "model.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "metadata.json"));
+  const QuantileModel loaded = QuantileModel::load(dir);
+  EXPECT_EQ(loaded.version(), model.version());
+  EXPECT_EQ(loaded.metadata().rounds, model.metadata().rounds);
+  EXPECT_EQ(loaded.metadata().xgboost_version, model.metadata().xgboost_version);
+  auto test = synthetic(8, 4, 5);
+  std::vector<FeatureRow> rows;
+  for (const auto& s : test) rows.push_back(compute_features(s, kStart + 3 * kSecondsPerDay + 3600));
+  std::vector<Prediction> a, b;
+  model.predict(rows, a);
+  loaded.predict(rows, b);
+  ASSERT_EQ(a.size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(a[i].cpu_cores, b[i].cpu_cores);
+    EXPECT_EQ(a[i].memory_bytes, b[i].memory_bytes);
+    const Prediction one = loaded.predict(rows[i]);  // single row == batch row
+    EXPECT_EQ(one.cpu_cores, b[i].cpu_cores);
+  }
+  // Contributions: top 3, no indicator.
+  const auto ex = loaded.explain(rows[0], false, 3);
+  EXPECT_EQ(ex.size(), 3u);
+  for (const auto& c : ex) EXPECT_NE(c.feature, "target_is_memory");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Model, LoadRefusesMismatchedMetadata) {
+  const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-model-bad-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  trained().save(dir);
+  auto meta = nlohmann::json::parse(std::ifstream(dir / "metadata.json"));
+  meta["inputs"][3] = "cpu_p98_1h";
+  std::ofstream(dir / "metadata.json") << meta.dump();
+  try {
+    QuantileModel::load(dir);
+    FAIL() << "mismatch accepted";
+  } catch (const ModelError& e) {
+    EXPECT_TRUE(e.bad_input());
+    EXPECT_NE(std::string(e.what()).find("feature mismatch: input 3 is 'cpu_p98_1h' in the model but 'cpu_p99_1h' here"),
+              std::string::npos)
+        << e.what();
+  }
+  meta["inputs"].erase(meta["inputs"].size() - 1);
+  std::ofstream(dir / "metadata.json") << meta.dump();
+  EXPECT_THROW(QuantileModel::load(dir), ModelError);
+  std::ofstream(dir / "metadata.json") << "{";
+  try {
+    QuantileModel::load(dir);
+    FAIL();
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("invalid metadata"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+  try {
+    QuantileModel::load(dir);
+    FAIL();
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("no such file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, TrainRejectsEmptyInput) {
+  try {
+    QuantileModel::train({}, fast_options());
+    FAIL();
+  } catch (const ModelError& e) {
+    EXPECT_TRUE(e.bad_input());
+  }
+  auto tiny = synthetic(2, 1, 3);  // one day: no target window with history before validation
+  EXPECT_THROW(QuantileModel::train(tiny, fast_options()), ModelError);
+}
+
+TEST(Recommendation, RoundingAndClamping) {
+  EXPECT_DOUBLE_EQ(round_up_clamped(0.2501, 0.01, 64, 0.005), 0.255);
+  EXPECT_DOUBLE_EQ(round_up_clamped(0.25, 0.01, 64, 0.005), 0.25);
+  EXPECT_DOUBLE_EQ(round_up_clamped(0.0001, 0.01, 64, 0.005), 0.01);
+  EXPECT_DOUBLE_EQ(round_up_clamped(100, 0.01, 64, 0.005), 64);
+  EXPECT_DOUBLE_EQ(round_up_clamped(10.0, 0.01, 10.003, 0.005), 10.0);  // not above max
+  EXPECT_DOUBLE_EQ(round_up_clamped(NAN, 0.01, 64, 0.005), 64);
+  EXPECT_DOUBLE_EQ(round_up_clamped(1048576.5, 0, 1e12, 1048576), 2097152);
+}
+
+TEST(Recommendation, FromModelAndColdStart) {
+  const auto& model = trained();
+  auto data = synthetic(3, 8, 21);
+  RecommendationPolicy policy;
+  policy.margin = 1.2;
+  const auto rec = recommend(model, data[1], kStart + 8 * kSecondsPerDay, policy, 2);
+  EXPECT_FALSE(rec.cold_start);
+  const Prediction p = model.predict(compute_features(data[1], kStart + 8 * kSecondsPerDay));
+  EXPECT_DOUBLE_EQ(rec.cpu_cores, round_up_clamped(p.cpu_cores * 1.2, 0.01, 64, 0.005));
+  EXPECT_EQ(std::fmod(rec.memory_bytes, 1048576.0), 0.0);
+  EXPECT_GT(rec.confidence, 0.5);
+  EXPECT_LE(rec.confidence, 1.0);
+  EXPECT_EQ(rec.explanation.size(), 4u);
+  EXPECT_EQ(rec.explanation[0].feature.rfind("cpu:", 0), 0u);
+  EXPECT_EQ(rec.explanation[2].feature.rfind("memory:", 0), 0u);
+
+  // No history: spec-only estimate, flagged.
+  UsageSeries fresh;
+  fresh.key = {"ns", "Deployment", "new", "main"};
+  fresh.spec.cpu_request = 1.0;
+  fresh.spec.memory_limit = 1073741824.0;
+  const auto cold = recommend(model, fresh, kStart, policy);
+  EXPECT_TRUE(cold.cold_start);
+  const auto& m = model.metadata();
+  EXPECT_DOUBLE_EQ(cold.cpu_cores, round_up_clamped(1.0 * m.cold_cpu_request_ratio * 1.2, 0.01, 64, 0.005));
+  EXPECT_DOUBLE_EQ(cold.memory_bytes,
+                   round_up_clamped(1073741824.0 * m.cold_memory_request_ratio * 1.2, policy.memory_min,
+                                    policy.memory_max, 1048576));
+  UsageSeries bare;
+  bare.key = {"kube-system", "DaemonSet", "agent", "main"};
+  const auto def = cold_start_recommendation(bare, nullptr, RecommendationPolicy{.margin = 1.0});
+  EXPECT_TRUE(def.cold_start);
+  EXPECT_DOUBLE_EQ(def.cpu_cores, 0.05);
+  EXPECT_DOUBLE_EQ(def.memory_bytes, 128.0 * 1048576);
+}
+
+}  // namespace
+}  // namespace sizeguard
+
+// ---- the recommendations snapshot (recommend.h) -------------------------------------------
+#include "recommender/recommend.h"
+
+namespace sizeguard {
+namespace {
+
+TEST(Snapshot, QuantitiesAndJsonRoundTrip) {
+  Recommendation r;
+  r.cpu_cores = 0.25;
+  r.memory_bytes = 512.0 * 1048576;
+  r.confidence = 0.8;
+  r.explanation = {{"cpu:cpu_p95_24h", 0.1234567}, {"memory:mem_max_7d", -0.05}};
+  const auto c = to_container_recommendation(r);
+  EXPECT_EQ(c.cpu, "250m");
+  EXPECT_EQ(c.memory, "512Mi");
+  Recommendation big = r;
+  big.cpu_cores = 2.0;
+  big.memory_bytes = 1073741824.0;
+  big.cold_start = true;
+  EXPECT_EQ(to_container_recommendation(big).cpu, "2");
+  EXPECT_EQ(to_container_recommendation(big).memory, "1Gi");
+
+  std::vector<UsageSeries> series(2);
+  series[0].key = {"team-a", "Deployment", "web", "app"};
+  series[1].key = {"team-a", "StatefulSet", "db", "pg"};
+  const auto snap = make_snapshot(series, {r, big}, "xgb-123", 1374364800);
+  EXPECT_EQ(snap.generated_at, "2013-07-21T00:00:00Z");
+  const auto text = snapshot_to_json(snap);
+  const auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["modelVersion"], "xgb-123");
+  EXPECT_EQ(j["recommendations"]["team-a/Deployment/web/app"]["cpu"], "250m");
+  EXPECT_EQ(j["recommendations"]["team-a/StatefulSet/db/pg"]["coldStart"], true);
+  EXPECT_EQ(j["recommendations"]["team-a/Deployment/web/app"]["explanation"][0]["feature"], "cpu:cpu_p95_24h");
+
+  const auto path = std::filesystem::temp_directory_path() / ("sizeguard-snap-" + std::to_string(::getpid()) + ".json");
+  save_recommendations(snap, path);
+  const auto back = load_recommendations(path);
+  std::filesystem::remove(path);
+  EXPECT_EQ(back.model_version, snap.model_version);
+  EXPECT_EQ(back.generated_at, snap.generated_at);
+  ASSERT_EQ(back.recommendations.size(), 2u);
+  const auto& web = back.recommendations.at("team-a/Deployment/web/app");
+  EXPECT_EQ(web.cpu, "250m");
+  EXPECT_DOUBLE_EQ(web.cpu_cores, 0.25);
+  EXPECT_DOUBLE_EQ(web.memory_bytes, 512.0 * 1048576);
+  EXPECT_DOUBLE_EQ(web.confidence, 0.8);
+  EXPECT_FALSE(web.cold_start);
+  ASSERT_EQ(web.explanation.size(), 2u);
+  EXPECT_NEAR(web.explanation[0].contribution, 0.1235, 1e-12);  // 4 decimals in the file
+  EXPECT_EQ(snapshot_to_json(back), text);
+}
+
+TEST(Snapshot, LoaderErrorsAreClear) {
+  auto error_of = [](const std::string& text) {
+    try {
+      parse_recommendations(text, "recs.json");
+    } catch (const SnapshotError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("{").find("recs.json: not valid JSON"), std::string::npos);
+  EXPECT_EQ(error_of(R"({"generatedAt": "x", "recommendations": {}})"), "recs.json: missing string field 'modelVersion'");
+  EXPECT_EQ(error_of(R"({"modelVersion": "v", "generatedAt": "x"})"), "recs.json: missing object field 'recommendations'");
+  const std::string head = R"({"modelVersion": "v", "generatedAt": "x", "recommendations": )";
+  EXPECT_EQ(error_of(head + R"({"a/b/c": {"cpu": "1", "memory": "1Mi"}}})"),
+            "recs.json: recommendations[\"a/b/c\"]: key must be namespace/kind/name/container");
+  EXPECT_EQ(error_of(head + R"({"a/b/c/d": {"memory": "1Mi"}}})"), "recs.json: recommendations[\"a/b/c/d\"]: missing 'cpu'");
+  EXPECT_NE(error_of(head + R"({"a/b/c/d": {"cpu": "lots", "memory": "1Mi"}}})")
+                .find("recommendations[\"a/b/c/d\"].cpu: bad quantity 'lots'"),
+            std::string::npos);
+  EXPECT_EQ(error_of(head + R"({"a/b/c/d": {"cpu": "1", "memory": "1Mi", "confidence": 2}}})"),
+            "recs.json: recommendations[\"a/b/c/d\"].confidence: expected a number in [0, 1]");
+  EXPECT_EQ(error_of(head + R"({"a/b/c/d": {"cpu": "1", "memory": "-1Mi"}}})"),
+            "recs.json: recommendations[\"a/b/c/d\"].memory: must be positive, got '-1Mi'");
+  EXPECT_EQ(error_of(head + R"({}})"), "no error");
+  EXPECT_THROW(load_recommendations("/nonexistent/recs.json"), SnapshotError);
+}
+
+}  // namespace
+}  // namespace sizeguard
