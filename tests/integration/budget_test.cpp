@@ -23,19 +23,10 @@ using ::testing::HasSubstr;
 constexpr const char* kAgent = "system:serviceaccount:ops:scaler-bot";
 const std::string kLeases = "apis/coordination.k8s.io/v1";
 
-KubeConfig config_for(const test::FakeApiServer& api) {
-  KubeConfig config;
-  config.server = api.url();
-  config.ca_pem = api.ca_pem();
-  config.token = api.token();
-  config.timeout = 5s;
-  return config;
-}
-
 // One webhook instance: its own API client, cluster state, budget store and context.
 struct Instance {
   explicit Instance(const test::FakeApiServer& api, std::shared_ptr<const PolicySet> set)
-      : client(config_for(api)), state(client), budgets(client, "sizeguard-system") {
+      : client(api.client_config()), state(client), budgets(client, "sizeguard-system") {
     context.policies = [set] { return set; };
     context.cluster_state = &state;
     context.budgets = &budgets;

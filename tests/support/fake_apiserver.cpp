@@ -569,4 +569,14 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
   }
 }
 
+KubeConfig FakeApiServer::client_config(std::chrono::milliseconds timeout) const {
+  KubeConfig config;
+  config.server = url();
+  config.ca_pem = ca_pem();
+  config.token = token();
+  config.timeout = timeout;
+  config.source = "fake apiserver " + url();
+  return config;
+}
+
 }  // namespace sizeguard::test

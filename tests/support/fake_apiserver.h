@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "webhook/kubeapi.h"
 #include "webhook/review.h"
 
 namespace httplib {
@@ -46,6 +47,8 @@ class FakeApiServer {
   const std::string& ca_pem() const { return ca_pem_; }
   std::filesystem::path ca_file() const;  // the same CA as a file
   std::string token() const;
+  // A client configuration that trusts this server's CA and carries its token.
+  KubeConfig client_config(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
   void set_token(std::string token);  // e.g. to simulate rotation
 
   // Stores `object` (its metadata.name names it; metadata.namespace is set to `ns`) with

@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "recommender/publish.h"
+
 namespace sizeguard {
 
 RecommendationStore::RecommendationStore(std::filesystem::path path, Metrics& metrics, Readiness* readiness)
@@ -19,15 +21,26 @@ RecommendationStore::~RecommendationStore() { poller_.stop(); }
 
 std::string RecommendationStore::reload() {
   std::lock_guard lock(reload_mutex_);
-  std::ifstream in(path_, std::ios::binary);
-  std::ostringstream text;
-  if (in) text << in.rdbuf();
-  const size_t hash = std::hash<std::string>{}(text.str()) ^ static_cast<size_t>(static_cast<bool>(in));
+  // The publisher gzips snapshots above 900 KiB into "<name>.gz" (ConfigMaps hold 1 MiB)
+  // and drops the plain key: read whichever exists.
+  std::filesystem::path source = path_;
+  std::error_code ec;
+  if (!std::filesystem::exists(source, ec)) source += ".gz";
+  std::ifstream in(source, std::ios::binary);
+  std::ostringstream buffer;
+  if (in) buffer << in.rdbuf();
+  std::string text = buffer.str();
+  const size_t hash = std::hash<std::string>{}(text) ^ static_cast<size_t>(static_cast<bool>(in));
   if (loaded_once_ && hash == last_hash_) return "";
   last_hash_ = hash;
   try {
-    if (!in) throw SnapshotError(path_.string() + ": cannot read");
-    auto snapshot = std::make_shared<const RecommendationSnapshot>(parse_recommendations(text.str(), path_.string()));
+    if (!in) throw SnapshotError(path_.string() + ": cannot read (nor " + path_.string() + ".gz)");
+    if (text.size() >= 2 && static_cast<unsigned char>(text[0]) == 0x1f && static_cast<unsigned char>(text[1]) == 0x8b) {
+      auto plain = gunzip(text);
+      if (!plain) throw SnapshotError(source.string() + ": corrupt or truncated gzip data");
+      text = std::move(*plain);
+    }
+    auto snapshot = std::make_shared<const RecommendationSnapshot>(parse_recommendations(text, source.string()));
     const size_t count = snapshot->recommendations.size();
     current_.store(std::move(snapshot));
     loaded_once_ = true;

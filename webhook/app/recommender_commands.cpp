@@ -26,7 +26,9 @@
 #include "recommender/model.h"
 #include "recommender/prometheus.h"
 #include "recommender/recommend.h"
+#include "recommender/publish.h"
 #include "webhook/app/commands.h"
+#include "webhook/kubeapi.h"
 
 #ifndef SIZEGUARD_DEFAULT_MODEL_DIR
 #define SIZEGUARD_DEFAULT_MODEL_DIR "recommender/models/default"
@@ -235,13 +237,24 @@ void add_recommend(CLI::App& app, int& exit_code) {
   add_source_options(cmd, *f);
   cmd->add_option("--max-series", f->max_series, "read at most N series");
   cmd->add_option("--model", *model_dir, "model directory (default: the built-in default model)");
-  cmd->add_option("--out", *out, "snapshot file to write (JSON; '-' for stdout)")->required();
+  auto publish = std::make_shared<std::string>();
+  auto kubeconfig = std::make_shared<std::string>();
+  cmd->add_option("--out", *out, "snapshot file to write (JSON; '-' for stdout)");
+  cmd->add_option("--publish-configmap", *publish,
+                  "NAMESPACE/NAME: also write the snapshot into this ConfigMap (gzip into binaryData above 900 KiB)");
+  cmd->add_option("--kubeconfig", *kubeconfig, "for --publish-configmap outside a pod (default: the service account)");
   cmd->add_option("--margin", policy->margin, "safety margin multiplied onto predictions (default 1.1)");
   cmd->add_option("--at", *at, "recommend as of this time (epoch or RFC3339; default: just after the last sample)");
   cmd->add_option("--explain", *top, "top feature contributions per resource (default 3)");
   cmd->callback([=, &exit_code] {
     run("recommend", exit_code, [&] {
       if (!(policy->margin > 0)) throw InputError("--margin must be positive");
+      if (out->empty() && publish->empty()) throw InputError("give --out FILE, --publish-configmap NAMESPACE/NAME or both");
+      std::optional<std::pair<std::string, std::string>> target;
+      if (!publish->empty()) {
+        target = parse_configmap_ref(*publish);
+        if (!target) throw InputError("--publish-configmap: expected NAMESPACE/NAME, got '" + *publish + "'");
+      }
       const QuantileModel model = QuantileModel::load(*model_dir);
       const auto series = read_source(*f);
       int64_t now = 0;
@@ -254,11 +267,20 @@ void add_recommend(CLI::App& app, int& exit_code) {
       const auto recs = recommend_batch(model, series, now, *policy, *top);
       const auto snapshot = make_snapshot(series, recs, model.version(), now);
       if (*out == "-") std::cout << snapshot_to_json(snapshot);
-      else save_recommendations(snapshot, *out);
+      else if (!out->empty()) save_recommendations(snapshot, *out);
+      if (target) {
+        auto config = kubeconfig->empty() ? in_cluster_config() : kubeconfig_config(*kubeconfig);
+        if (auto* error = std::get_if<std::string>(&config)) throw InputError("cluster access: " + *error);
+        KubeClient client(std::get<KubeConfig>(config));
+        if (auto error = publish_snapshot(client, target->first, target->second, snapshot_to_json(snapshot))) {
+          throw std::runtime_error(*error);
+        }
+      }
       size_t cold = 0;
       for (const auto& r : recs) cold += r.cold_start;
       std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
-                << snapshot.generated_at << " to " << *out << "\n";
+                << snapshot.generated_at << " to " << (out->empty() ? "" : *out)
+                << (target ? (out->empty() ? "" : " and ") + std::string("configmap ") + *publish : "") << "\n";
     });
   });
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "recommender/publish.h"
 #include "webhook/devcerts.h"
 
 namespace sizeguard {
@@ -58,6 +59,28 @@ TEST(RecommendationStore, AMissingFileIsNotReadyUntilItAppears) {
   std::ofstream(dir / "nope.json") << snapshot_json("100m");
   EXPECT_EQ(store.reload(), "");
   EXPECT_TRUE(readiness.report().ready);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+TEST(RecommendationStore, ReadsTheGzippedKeyThePublisherWritesForLargeSnapshots) {
+  const auto dir = make_private_temp_directory("sizeguard-recs");
+  Metrics metrics;
+  RecommendationStore store(dir / "recommendations.json", metrics, nullptr);
+  std::ofstream(dir / "recommendations.json.gz", std::ios::binary) << gzip_compress(snapshot_json("750m"));
+  EXPECT_EQ(store.reload(), "");
+  ASSERT_NE(store.current(), nullptr);
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "750m");
+  // Truncated gzip: an error naming the file, the snapshot stays.
+  const std::string gz = gzip_compress(snapshot_json("900m"));
+  std::ofstream(dir / "recommendations.json.gz", std::ios::binary) << gz.substr(0, gz.size() / 2);
+  EXPECT_THAT(store.reload(), ::testing::HasSubstr("corrupt or truncated gzip"));
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "750m");
   std::filesystem::remove_all(dir);
 }
 
