@@ -162,6 +162,19 @@ int run_serve(ServeFlags flags) {
     }
     return stamp;
   };
+  // From 30 days before notAfter, a warning at startup and then every hour, so a stuck
+  // renewal shows up in the logs long before the apiserver starts failing calls.
+  auto warn_if_expiring = [&, last_warning = std::chrono::steady_clock::time_point()]() mutable {
+    const auto left = server->tls().not_after() - std::chrono::system_clock::now();
+    if (left > std::chrono::hours(24 * 30)) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (last_warning != std::chrono::steady_clock::time_point() && now - last_warning < std::chrono::hours(1)) return;
+    last_warning = now;
+    const auto days = std::chrono::duration_cast<std::chrono::hours>(left).count() / 24.0;
+    log_event(*logger, spdlog::level::warn, "serving certificate expires soon",
+              {{"days_left", std::to_string(static_cast<int>(days)), true}, {"cert", flags.server.tls_cert}});
+  };
+  warn_if_expiring();
   PeriodicTask cert_watcher;
   cert_watcher.start(tls_reload_interval, [&, last = cert_stamp()]() mutable {
     std::string now = cert_stamp();
@@ -169,6 +182,7 @@ int run_serve(ServeFlags flags) {
       last = now;
       reload_certificate("file change");
     }
+    warn_if_expiring();
   });
 
   int signal_number = 0;
