@@ -91,7 +91,8 @@ if [[ $mode == local ]]; then
   [[ -x $build/sizeguard ]] || { cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSIZEGUARD_BUILD_TESTS=OFF >/dev/null; cmake --build "$build" --target sizeguard -j"$(nproc)"; }
   "$build/sizeguard" serve --listen "$host_port" --metrics-listen 127.0.0.1:0 \
     --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
-    --policies "$work/policies" --model "$root/recommender/models/default" >"$work/sizeguard.log" 2>&1 &
+    --policies "$work/policies" --model "$root/recommender/models/default" \
+    --kubeconfig "${KUBECONFIG:-$HOME/.kube/config}" >"$work/sizeguard.log" 2>&1 &
   local_pid=$!
   sleep 2
   kill -0 "$local_pid" || { cat "$work/sizeguard.log"; exit 1; }
@@ -179,14 +180,28 @@ kubectl -n "$ns" scale deployment/demo --replicas=1 > /dev/null 2>&1 && ok "huma
 step "audit mode: nothing changes, warnings still explain"
 kubectl label namespace "$ns" sizeguard.io/mode=audit sizeguard.io/rightsize=audit --overwrite >/dev/null
 sed 's/name: demo/name: audited/; s/app: demo/app: audited/g' "$work/demo.yaml" > "$work/audited.yaml"
-kubectl apply -f "$work/audited.yaml" > "$work/apply-audit.out" 2>&1 || bad "apply in audit mode failed"
-grep -q "sizeguard:" "$work/apply-audit.out" && ok "audit mode warned: $(grep sizeguard: "$work/apply-audit.out" | head -1)" || bad "no sizeguard warning in audit mode"
-sleep 5
-apod=$(kubectl -n "$ns" get pods -l app=audited -o name | head -1)
-if [[ -n $apod ]]; then
-  acpu=$(kubectl -n "$ns" get "$apod" -o jsonpath='{.spec.containers[0].resources.requests.cpu}')
-  [[ $acpu == 4 ]] && ok "audit mode left the pod as written" || bad "audit mode changed the pod (cpu $acpu)"
-else bad "no audited pod"; fi
+kubectl apply -f "$work/audited.yaml" > /dev/null 2>&1 || bad "apply in audit mode failed"
+# A Pod created by kubectl itself, so the right-sizing warning comes back to this client
+# (Pods made by a controller warn the controller, not kubectl).
+cat > "$work/audited-pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: audited-pod, namespace: $ns}
+spec:
+  containers:
+    - name: web
+      image: registry.k8s.io/pause:3.9
+      resources:
+        requests: {cpu: "4", memory: 8Gi}
+        limits: {memory: 8Gi}
+YAML
+kubectl apply -f "$work/audited-pod.yaml" > "$work/apply-audit.out" 2>&1 || bad "apply of a pod in audit mode failed"
+grep -q "sizeguard: \[audit, not applied\]" "$work/apply-audit.out" \
+  && ok "audit mode warned: $(grep sizeguard: "$work/apply-audit.out" | head -1)" || bad "no sizeguard audit warning: $(cat "$work/apply-audit.out")"
+acpu=$(kubectl -n "$ns" get pod audited-pod -o jsonpath='{.spec.containers[0].resources.requests.cpu}')
+[[ $acpu == 4 ]] && ok "audit mode left the pod as written" || bad "audit mode changed the pod (cpu $acpu)"
+[[ -z $(kubectl -n "$ns" get pod audited-pod -o jsonpath='{.metadata.annotations.sizeguard\.io/rightsized}') ]] \
+  && ok "audit mode added no annotation" || bad "audit mode annotated the pod"
 kubectl -n "$ns" scale deployment/audited --replicas=0 --as="system:serviceaccount:$ns:agent" >/dev/null 2>&1 \
   && ok "audit mode did not deny the agent" || bad "audit mode denied"
 
