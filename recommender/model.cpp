@@ -139,6 +139,7 @@ json metadata_to_json(const ModelMetadata& m) {
                 {"valid_begin", m.valid_begin}}},
               {"cold_start", {{"cpu_request_ratio", m.cold_cpu_request_ratio},
                               {"memory_request_ratio", m.cold_memory_request_ratio}}},
+              {"calibration", {{"cpu_margin", m.calibrated_cpu_margin}, {"memory_margin", m.calibrated_memory_margin}}},
               {"xgboost_version", m.xgboost_version},
               {"created_at", m.created_at}};
 }
@@ -171,6 +172,10 @@ ModelMetadata metadata_from_json(const json& j) {
   m.valid_begin = d.at("valid_begin").get<int64_t>();
   m.cold_cpu_request_ratio = j.at("cold_start").at("cpu_request_ratio").get<double>();
   m.cold_memory_request_ratio = j.at("cold_start").at("memory_request_ratio").get<double>();
+  if (j.contains("calibration")) {  // absent in models saved before calibration existed
+    m.calibrated_cpu_margin = j.at("calibration").value("cpu_margin", 0.0);
+    m.calibrated_memory_margin = j.at("calibration").value("memory_margin", 0.0);
+  }
   m.xgboost_version = j.at("xgboost_version").get<std::string>();
   m.created_at = j.at("created_at").get<std::string>();
   return m;
@@ -303,6 +308,10 @@ QuantileModel::QuantileModel(QuantileModel&&) noexcept = default;
 QuantileModel& QuantileModel::operator=(QuantileModel&&) noexcept = default;
 
 const ModelMetadata& QuantileModel::metadata() const { return impl_->metadata; }
+void QuantileModel::set_calibration(double cpu_margin, double memory_margin) {
+  impl_->metadata.calibrated_cpu_margin = cpu_margin;
+  impl_->metadata.calibrated_memory_margin = memory_margin;
+}
 std::string QuantileModel::version() const { return impl_->version; }
 bool QuantileModel::loaded() const { return impl_ && impl_->booster != nullptr; }
 
@@ -620,7 +629,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   for (size_t k = 0; k < rows.size(); ++k) {
     Recommendation& r = out[index[k]];
     r.cpu_cores = round_up_clamped(predictions[k].cpu_cores * policy.margin, policy.cpu_min, policy.cpu_max, policy.cpu_step);
-    r.memory_bytes = round_up_clamped(predictions[k].memory_bytes * policy.margin, policy.memory_min,
+    r.memory_bytes = round_up_clamped(predictions[k].memory_bytes * (policy.memory_margin > 0 ? policy.memory_margin : policy.margin), policy.memory_min,
                                       policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
     if (top_features > 0) {

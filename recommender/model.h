@@ -94,6 +94,10 @@ struct ModelMetadata {
   int64_t data_start = 0, data_end = 0, train_begin = 0, train_end = 0, valid_begin = 0;
   // Cold start: p90 over training rows of (next-horizon target / request), per resource.
   double cold_cpu_request_ratio = 1.0, cold_memory_request_ratio = 1.0;
+  // Margins that met the target risks (5% of CPU windows, 1% of memory windows above the
+  // recommendation) in a backtest on the validation days; 0 = not calibrated. `recommend`
+  // uses them unless --margin is given.
+  double calibrated_cpu_margin = 0, calibrated_memory_margin = 0;
   std::string xgboost_version, created_at;
 };
 
@@ -122,6 +126,7 @@ class QuantileModel {
   void save(const std::filesystem::path& dir) const;
 
   const ModelMetadata& metadata() const;
+  void set_calibration(double cpu_margin, double memory_margin);  // before save()
   std::string version() const;  // "xgb-" + hash of the model JSON
   bool loaded() const;
 
@@ -142,6 +147,7 @@ class QuantileModel {
 // How predictions become recommendations.
 struct RecommendationPolicy {
   double margin = 1.1;
+  double memory_margin = 0;  // 0: the same as `margin`
   double cpu_min = 0.01, cpu_max = 64;                                   // cores
   double memory_min = 16.0 * 1048576, memory_max = 1024.0 * 1073741824;  // bytes
   double cpu_step = 0.005;                                               // 5m

@@ -2,6 +2,7 @@
 // memory gauges for two pods of Deployment "web", one pod of StatefulSet "db" and one bare pod,
 // kube_pod_owner for some of them) backfilled with promtool, served by a child prometheus.
 #include "recommender/prometheus.h"
+#include "recommender/recommend.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -355,6 +356,27 @@ TEST_F(PrometheusTest, UnreachableUrlGivesClearError) {
   }
   o.url = "ftp://example";
   EXPECT_THROW(read_prometheus(o, report), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+// `sizeguard recommend --prometheus` on the real server: the CLI path end to end.
+TEST_F(PrometheusTest, RecommendCommandWritesASnapshotFromPrometheus) {
+  const auto o = options();
+  const fs::path out = dir_ / "recommendations.json";
+  const std::string command = std::string(SIZEGUARD_BINARY) + " recommend --prometheus " + o.url +
+                              " --start " + std::to_string(o.start) + " --end " + std::to_string(o.end) +
+                              " --step 5m --out " + out.string() + " 2>" + (dir_ / "recommend.err").string();
+  ASSERT_EQ(std::system(command.c_str()), 0) << std::ifstream(dir_ / "recommend.err").rdbuf();
+  const RecommendationSnapshot snapshot = load_recommendations(out);
+  for (const char* key : {"shop/Deployment/web/app", "data/StatefulSet/db/postgres", "shop/Pod/toolbox/shell"}) {
+    ASSERT_EQ(snapshot.recommendations.count(key), 1u) << key;
+    EXPECT_GT(snapshot.recommendations.at(key).cpu_cores, 0) << key;
+  }
 }
 
 }  // namespace

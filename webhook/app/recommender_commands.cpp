@@ -211,8 +211,25 @@ void add_train(CLI::App& app, int& exit_code) {
           std::fprintf(stderr, "\rround %d/%d  train %.4f  valid %.4f  best %d  ETA %s (max)   ", p.round, p.max_rounds,
                        p.train_loss, p.valid_loss, p.best_round, fmt_eta(eta).c_str());
         };
-      const QuantileModel model = QuantileModel::train(series, options);
+      QuantileModel model = QuantileModel::train(series, options);
       if (tty()) std::cerr << "\n";
+      // Calibrate the margins that meet the target risks on the validation days: inside the
+      // training range, so days held out for evaluation stay unseen.
+      const int64_t train_end = model.metadata().train_end;
+      const int last_day = static_cast<int>((train_end - day1) / kSecondsPerDay);
+      EvaluateOptions calibration;
+      calibration.first_day = std::max(1, last_day - options.validation_days + 1);
+      calibration.last_day = last_day;
+      calibration.chart_series = 0;
+      const Evaluation check = run_backtest(series, model, calibration);
+      for (const auto& method : check.methods) {
+        if (method.name != "model") continue;
+        model.set_calibration(method.cpu.matched_margin, method.memory.matched_margin);
+        std::cout << "calibrated margins on validation days " << calibration.first_day << "-" << calibration.last_day
+                  << ": cpu " << std::fixed << std::setprecision(2) << method.cpu.matched_margin << " ("
+                  << calibration.cpu_risk * 100 << "% of windows above), memory " << method.memory.matched_margin << " ("
+                  << calibration.memory_risk * 100 << "%)\n";
+      }
       model.save(*out);
       const auto& m = model.metadata();
       std::cout << "trained " << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
@@ -243,7 +260,9 @@ void add_recommend(CLI::App& app, int& exit_code) {
   cmd->add_option("--publish-configmap", *publish,
                   "NAMESPACE/NAME: also write the snapshot into this ConfigMap (gzip into binaryData above 900 KiB)");
   cmd->add_option("--kubeconfig", *kubeconfig, "for --publish-configmap outside a pod (default: the service account)");
-  cmd->add_option("--margin", policy->margin, "safety margin multiplied onto predictions (default 1.1)");
+  auto* margin_option = cmd->add_option(
+      "--margin", policy->margin,
+      "safety margin multiplied onto predictions (default: the model's calibrated margins, else 1.1)");
   cmd->add_option("--at", *at, "recommend as of this time (epoch or RFC3339; default: just after the last sample)");
   cmd->add_option("--explain", *top, "top feature contributions per resource (default 3)");
   cmd->callback([=, &exit_code] {
@@ -256,6 +275,10 @@ void add_recommend(CLI::App& app, int& exit_code) {
         if (!target) throw InputError("--publish-configmap: expected NAMESPACE/NAME, got '" + *publish + "'");
       }
       const QuantileModel model = QuantileModel::load(*model_dir);
+      if (margin_option->count() == 0 && model.metadata().calibrated_cpu_margin > 0) {
+        policy->margin = model.metadata().calibrated_cpu_margin;
+        policy->memory_margin = model.metadata().calibrated_memory_margin;
+      }
       const auto series = read_source(*f);
       int64_t now = 0;
       if (!at->empty()) {

@@ -97,10 +97,21 @@ TEST(Model, LearnsAKnownQuantile) {
 }
 
 TEST(Model, SaveLoadRoundTripAndBatch) {
+  const QuantileModel shipped = QuantileModel::load(std::filesystem::path(SIZEGUARD_SOURCE_DIR) / "recommender/models/default");
+  EXPECT_GT(shipped.metadata().calibrated_cpu_margin, 0) << "the default model ships calibrated margins";
   const auto& model = trained();
   const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-model-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   model.save(dir);
+  {  // calibration survives save/load
+    QuantileModel copy = QuantileModel::load(dir);
+    copy.set_calibration(2.5, 1.25);
+    copy.save(dir / "calibrated");
+    const QuantileModel again = QuantileModel::load(dir / "calibrated");
+    EXPECT_DOUBLE_EQ(again.metadata().calibrated_cpu_margin, 2.5);
+    EXPECT_DOUBLE_EQ(again.metadata().calibrated_memory_margin, 1.25);
+    EXPECT_EQ(again.version(), model.version());
+  }
   EXPECT_TRUE(std::filesystem::exists(dir / "model.json"));
   EXPECT_TRUE(std::filesystem::exists(dir / "metadata.json"));
   const QuantileModel loaded = QuantileModel::load(dir);
@@ -192,6 +203,12 @@ TEST(Recommendation, FromModelAndColdStart) {
   EXPECT_FALSE(rec.cold_start);
   const Prediction p = model.predict(compute_features(data[1], kStart + 8 * kSecondsPerDay));
   EXPECT_DOUBLE_EQ(rec.cpu_cores, round_up_clamped(p.cpu_cores * 1.2, 0.01, 64, 0.005));
+  EXPECT_DOUBLE_EQ(rec.memory_bytes, round_up_clamped(p.memory_bytes * 1.2, policy.memory_min, policy.memory_max, 1048576));
+  RecommendationPolicy split = policy;
+  split.memory_margin = 2.0;  // calibrated margins differ per resource
+  const auto rec2 = recommend(model, data[1], kStart + 8 * kSecondsPerDay, split, 2);
+  EXPECT_DOUBLE_EQ(rec2.cpu_cores, rec.cpu_cores);
+  EXPECT_DOUBLE_EQ(rec2.memory_bytes, round_up_clamped(p.memory_bytes * 2.0, policy.memory_min, policy.memory_max, 1048576));
   EXPECT_EQ(std::fmod(rec.memory_bytes, 1048576.0), 0.0);
   EXPECT_GT(rec.confidence, 0.5);
   EXPECT_LE(rec.confidence, 1.0);
