@@ -52,6 +52,7 @@ INSTANTIATE_TEST_SUITE_P(Forms, QuantityCanonical, testing::Values(
     Canonical{"0.025Ti", "27487790694400m"}, Canonical{"0.1Ki", "102400m"},
     Canonical{"0.000000000001Ki", "2n"}, Canonical{"1Ki", "1Ki"}, Canonical{"-1Ki", "-1Ki"},
     Canonical{"-1.5Mi", "-1536Ki"},
+
     // Decimal SI suffixes.
     Canonical{"5n", "5n"}, Canonical{"4u", "4u"}, Canonical{"3m", "3m"}, Canonical{"9", "9"},
     Canonical{"8k", "8k"}, Canonical{"50k", "50k"}, Canonical{"7M", "7M"}, Canonical{"6G", "6G"},
@@ -125,6 +126,18 @@ TEST(Quantity, ErrorSaysWhatWasWrong) {
   EXPECT_NE(error.find("empty"), std::string::npos) << error;
   ASSERT_FALSE(Quantity::parse("1ki", &error));
   EXPECT_NE(error.find("unknown suffix \"ki\""), std::string::npos) << error;
+}
+
+// Found by tests/fuzz: a binary value that is no multiple of 1024 is written without a
+// suffix, as the apiserver writes it; that text reads back as DecimalSI, whose canonical
+// form differs. Same value throughout, stable from the second round.
+TEST(Quantity, BinaryValuesWithoutABinarySuffixBecomeDecimal) {
+  const Quantity binary = q("62.5Ki");
+  EXPECT_EQ(binary.to_string(), "64000");
+  const Quantity decimal = q(binary.to_string());
+  EXPECT_EQ(decimal, binary);
+  EXPECT_EQ(decimal.to_string(), "64k");
+  EXPECT_EQ(q(decimal.to_string()).to_string(), "64k");
 }
 
 TEST(Quantity, ExponentsAtTheEdgeOfInt32) {
