@@ -13,28 +13,24 @@ namespace {
 
 constexpr const char* kServiceAccountPrefix = "system:serviceaccount:";
 
-bool any_glob(const std::vector<std::string>& globs, const std::string& text) {
-  return std::any_of(globs.begin(), globs.end(), [&](const std::string& g) { return glob_match(g, text); });
-}
-
 // Matched by identity (service account or username), as opposed to only by a group.
 bool matches_identity(const ActorMatch& actors, const UserInfo& user) {
   if (user.username.rfind(kServiceAccountPrefix, 0) == 0) {
     const std::string ns_name = user.username.substr(std::string_view(kServiceAccountPrefix).size());
-    if (any_glob(actors.service_accounts, ns_name)) return true;
+    if (glob_match_any(actors.service_accounts, ns_name)) return true;
   }
-  return any_glob(actors.usernames, user.username);
+  return glob_match_any(actors.usernames, user.username);
 }
 
 bool is_agent(const ActorMatch& actors, const UserInfo& user) {
   if (matches_identity(actors, user)) return true;
   return std::any_of(user.groups.begin(), user.groups.end(),
-                     [&](const std::string& g) { return any_glob(actors.groups, g); });
+                     [&](const std::string& g) { return glob_match_any(actors.groups, g); });
 }
 
 bool may_break_glass(const BreakGlass& bg, const UserInfo& user) {
-  if (any_glob(bg.users, user.username)) return true;
-  return std::any_of(user.groups.begin(), user.groups.end(), [&](const std::string& g) { return any_glob(bg.groups, g); });
+  if (glob_match_any(bg.users, user.username)) return true;
+  return std::any_of(user.groups.begin(), user.groups.end(), [&](const std::string& g) { return glob_match_any(bg.groups, g); });
 }
 
 std::string annotation(const Json& object, const std::string& key) {

@@ -26,9 +26,7 @@ MatchResult matches(const MatchCriteria& m, Subject& subject) {
   }
   if (!subject.kind_matches(m.kinds)) return false;
   if (!m.namespaces.empty()) {
-    const bool any = std::any_of(m.namespaces.begin(), m.namespaces.end(),
-                                 [&](const std::string& glob) { return glob_match(glob, request.namespace_); });
-    if (!any) return false;
+    if (!glob_match_any(m.namespaces, request.namespace_)) return false;
   }
   if (m.namespace_selector && !m.namespace_selector->empty()) {
     const auto& labels = subject.namespace_labels();

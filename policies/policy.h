@@ -21,6 +21,8 @@ std::optional<Mode> mode_from(std::string_view text);
 
 // Shell-style glob: '*' any run of characters, '?' one character, everything else literal.
 bool glob_match(std::string_view pattern, std::string_view text);
+// True when any of the globs matches.
+bool glob_match_any(const std::vector<std::string>& patterns, std::string_view text);
 
 // Kubernetes label selector semantics: every matchLabels pair and every expression must
 // hold; an empty selector matches everything.

@@ -25,6 +25,10 @@ bool glob_match(std::string_view pattern, std::string_view text) {
   return p == pattern.size();
 }
 
+bool glob_match_any(const std::vector<std::string>& patterns, std::string_view text) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return glob_match(p, text); });
+}
+
 bool LabelSelector::matches(const Json& labels) const {
   auto value_of = [&](const std::string& key) -> const std::string* {
     if (!labels.is_object()) return nullptr;

@@ -94,6 +94,24 @@ struct Requirement {
   std::set<std::string> values;
 };
 
+// "key!=value", "key=value" or "key==value" into r; false when it is none of them.
+bool parse_comparison(const std::string& text, Requirement& r) {
+  if (auto ne = text.find("!="); ne != std::string::npos) {
+    r.op = Requirement::Op::NotEquals;
+    r.key = trim(text.substr(0, ne));
+    r.values.insert(trim(text.substr(ne + 2)));
+    return true;
+  }
+  if (auto eq = text.find('='); eq != std::string::npos) {
+    r.op = Requirement::Op::Equals;
+    r.key = trim(text.substr(0, eq));
+    std::size_t skip = (eq + 1 < text.size() && text[eq + 1] == '=') ? 2 : 1;
+    r.values.insert(trim(text.substr(eq + skip)));
+    return true;
+  }
+  return false;
+}
+
 std::variant<std::vector<Requirement>, std::string> parse_label_selector(const std::string& selector) {
   std::vector<Requirement> out;
   for (const auto& text : split_requirements(selector)) {
@@ -116,16 +134,7 @@ std::variant<std::vector<Requirement>, std::string> parse_label_selector(const s
       std::string list = text.substr(paren + 1, text.size() - paren - 2);
       std::istringstream values(list);
       for (std::string value; std::getline(values, value, ',');) r.values.insert(trim(value));
-    } else if (auto ne = text.find("!="); ne != std::string::npos) {
-      r.op = Requirement::Op::NotEquals;
-      r.key = trim(text.substr(0, ne));
-      r.values.insert(trim(text.substr(ne + 2)));
-    } else if (auto eq = text.find('='); eq != std::string::npos) {
-      r.op = Requirement::Op::Equals;
-      r.key = trim(text.substr(0, eq));
-      std::size_t skip = (eq + 1 < text.size() && text[eq + 1] == '=') ? 2 : 1;
-      r.values.insert(trim(text.substr(eq + skip)));
-    } else {
+    } else if (!parse_comparison(text, r)) {
       r.op = Requirement::Op::Exists;
       r.key = text;
     }
@@ -139,16 +148,7 @@ std::variant<std::vector<Requirement>, std::string> parse_field_selector(const s
   std::vector<Requirement> out;
   for (const auto& text : split_requirements(selector)) {
     Requirement r;
-    if (auto ne = text.find("!="); ne != std::string::npos) {
-      r.op = Requirement::Op::NotEquals;
-      r.key = trim(text.substr(0, ne));
-      r.values.insert(trim(text.substr(ne + 2)));
-    } else if (auto eq = text.find('='); eq != std::string::npos) {
-      r.op = Requirement::Op::Equals;
-      r.key = trim(text.substr(0, eq));
-      std::size_t skip = (eq + 1 < text.size() && text[eq + 1] == '=') ? 2 : 1;
-      r.values.insert(trim(text.substr(eq + skip)));
-    } else {
+    if (!parse_comparison(text, r)) {
       return "invalid field selector requirement \"" + text + "\"";
     }
     if (r.key.empty()) return "invalid field selector requirement \"" + text + "\"";

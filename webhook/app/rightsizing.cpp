@@ -12,10 +12,6 @@ namespace {
 
 constexpr const char* kResources[] = {"cpu", "memory"};
 
-bool any_glob(const std::vector<std::string>& globs, const std::string& text) {
-  return std::any_of(globs.begin(), globs.end(), [&](const std::string& g) { return glob_match(g, text); });
-}
-
 std::string string_at(const Json& object, const char* pointer) {
   const Json::json_pointer p(pointer);
   return object.contains(p) && object.at(p).is_string() ? object.at(p).get<std::string>() : "";
@@ -188,8 +184,8 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
 
   for (const auto& c : containers(request.object, kind)) {
     if (c.type == ContainerType::Ephemeral) continue;
-    if (!rule.include_containers.empty() && !any_glob(rule.include_containers, c.name)) continue;
-    if (any_glob(rule.exclude_containers, c.name)) continue;
+    if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
+    if (glob_match_any(rule.exclude_containers, c.name)) continue;
     const Json& resources = c.node->value("resources", Json::object());
 
     // The recommendation: the snapshot under the most specific workload key, else a
