@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-all}
 
 build_pkgs=(build-essential cmake pkg-config libcpp-httplib-dev libssl-dev zlib1g-dev
-  nlohmann-json3-dev libxgboost-dev xgboost libspdlog-dev libyaml-cpp-dev libcli11-dev
+  nlohmann-json3-dev libsimdjson-dev libxgboost-dev xgboost libspdlog-dev libyaml-cpp-dev libcli11-dev
   libhowardhinnant-date-dev tzdata openssl curl ca-certificates)
 test_pkgs=(libgtest-dev googletest libgmock-dev libbenchmark-dev prometheus python3 clang chromium
   libclang-rt-14-dev)

@@ -3,7 +3,6 @@
 // last good set and reports why.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -15,6 +14,7 @@
 #include "policies/policy.h"
 #include "webhook/metrics.h"
 #include "webhook/periodic.h"
+#include "webhook/shared_snapshot.h"
 
 namespace sizeguard {
 
@@ -47,7 +47,7 @@ class PolicyStore {
   std::filesystem::path path_;
   Metrics& metrics_;
   StatusCallback on_status_;
-  std::atomic<std::shared_ptr<const PolicySet>> current_;
+  SharedSnapshot<PolicySet> current_;
   std::mutex reload_mutex_;  // one reload at a time (poller vs explicit calls)
   std::string last_fingerprint_;
   bool have_good_set_ = false;

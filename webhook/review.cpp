@@ -1,5 +1,7 @@
 #include "webhook/review.h"
 
+#include "webhook/json_read.h"
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -167,8 +169,8 @@ const Json& AdmissionRequest::subject() const {
 }
 
 std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_view body) {
-  Json document = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-  if (document.is_discarded()) {
+  std::optional<Json> parsed = parse_json(body);
+  if (!parsed) {
     // Re-parse with exceptions only on the error path, for the parser's position message.
     try {
       const Json unreachable = Json::parse(body.begin(), body.end());
@@ -178,6 +180,7 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
     }
     return DecodeError{"body is not valid JSON"};
   }
+  Json& document = *parsed;
   if (!document.is_object()) {
     return DecodeError{"body is a JSON " + json_type_name(document) + ", expected an AdmissionReview object"};
   }

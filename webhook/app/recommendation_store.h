@@ -3,7 +3,6 @@
 // file that does not load leaves the last good snapshot in force.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -14,6 +13,7 @@
 #include "webhook/metrics.h"
 #include "webhook/periodic.h"
 #include "webhook/server.h"
+#include "webhook/shared_snapshot.h"
 
 namespace sizeguard {
 
@@ -33,7 +33,7 @@ class RecommendationStore {
   std::filesystem::path path_;
   Metrics& metrics_;
   Readiness* readiness_;
-  std::atomic<std::shared_ptr<const RecommendationSnapshot>> current_;
+  SharedSnapshot<RecommendationSnapshot> current_;
   std::mutex reload_mutex_;
   size_t last_hash_ = 0;
   bool loaded_once_ = false;
