@@ -260,13 +260,19 @@ std::string readable_path(const Json& document, const std::string& pointer) {
   return path;
 }
 
-std::optional<Json> value_at(const Json& document, const std::string& pointer) {
+// The node at `pointer`, or null (no copy: a Pod's containers array can be megabytes).
+const Json* node_at(const Json& document, const std::string& pointer) {
   try {
     Json::json_pointer p(pointer);
-    if (document.contains(p)) return document.at(p);
+    if (document.contains(p)) return &document.at(p);
   } catch (const Json::exception&) {
   }
-  return std::nullopt;
+  return nullptr;
+}
+
+std::optional<Json> value_at(const Json& document, const std::string& pointer) {
+  const Json* node = node_at(document, pointer);
+  return node ? std::optional<Json>(*node) : std::nullopt;
 }
 
 // The patch operations as changes against `original`, each read against the document as the
@@ -287,7 +293,7 @@ std::vector<Change> describe_patch(const Json& original, const Json& patch) {
       // Adding into an array inserts; adding over an existing member replaces it.
       bool array_insert = false;
       if (auto slash = pointer.rfind('/'); slash != std::string::npos) {
-        auto parent = value_at(current, pointer.substr(0, slash));
+        const Json* parent = node_at(current, pointer.substr(0, slash));
         array_insert = parent && parent->is_array();
       }
       if (op == "add" && array_insert) change.old_value.reset();
@@ -308,7 +314,7 @@ std::vector<Change> describe_patch(const Json& original, const Json& patch) {
     }
     if (!change.op.empty()) changes.push_back(std::move(change));
     try {
-      current = current.patch(Json::array({operation}));
+      current.patch_inplace(Json::array({operation}));  // in place: linear in the operations
     } catch (const Json::exception&) {
       break;  // decide() already rejected patches that do not apply
     }

@@ -11,6 +11,8 @@ namespace sizeguard {
 namespace {
 
 constexpr const char* kResources[] = {"cpu", "memory"};
+// Budget for the per-container part of the sizeguard.io/rightsized annotation.
+constexpr size_t kMaxExplanationBytes = 32 * 1024;
 
 std::string string_at(const Json& object, const char* pointer) {
   const Json::json_pointer p(pointer);
@@ -182,6 +184,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   else if (!inputs.model_version.empty()) explanation["model"] = inputs.model_version;
   if (inputs.model) explanation["quantile"] = inputs.model->cpu_quantile;
 
+  size_t explanation_bytes = 0, omitted_containers = 0;
   for (const auto& c : containers(request.object, kind)) {
     if (c.type == ContainerType::Ephemeral) continue;
     if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
@@ -329,7 +332,15 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       top.push_back({{"feature", rec->explanation[i].feature}, {"contribution", std::round(rec->explanation[i].contribution * 1000) / 1000}});
     }
     container_explanation["top"] = std::move(top);
-    explanation["containers"][c.name] = std::move(container_explanation);
+    // The apiserver rejects objects whose annotations exceed 256 KiB in total, so the
+    // explanation keeps the first containers up to a budget and counts the rest.
+    const size_t size = container_explanation.dump().size() + c.name.size() + 4;
+    if (explanation_bytes + size <= kMaxExplanationBytes) {
+      explanation_bytes += size;
+      explanation["containers"][c.name] = std::move(container_explanation);
+    } else {
+      ++omitted_containers;
+    }
 
     char confidence[16];
     std::snprintf(confidence, sizeof confidence, "%.2f", rec->confidence);
@@ -342,6 +353,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
                               "container " + c.name + ": " + text + " (" + why + ")");
   }
   if (!result.changes.empty()) {
+    if (omitted_containers > 0) explanation["omittedContainers"] = omitted_containers;
     patch.set({"metadata", "annotations", kRightsizedAnnotation}, explanation.dump());
     result.patch = patch.operations();
   }

@@ -129,6 +129,27 @@ TEST_F(Rightsizing, PodFromTheReplicaSetTakesItsDeploymentsRecommendation) {
   EXPECT_TRUE(after["metadata"]["annotations"].contains(kRightsizedAnnotation));
 }
 
+// Kubernetes rejects objects whose annotations total more than 256 KiB: a Pod with
+// thousands of containers must still be admitted, so the explanation is bounded while
+// every container is still right-sized.
+TEST_F(Rightsizing, ExplanationOfAHugePodStaysWithinTheAnnotationLimit) {
+  Json containers = Json::array();
+  for (int i = 0; i < 5000; ++i) containers.push_back(container("c" + std::to_string(i), {{"requests", {{"cpu", "2"}}}}));
+  const AdmissionRequest r = deployment_request(containers);
+  std::map<std::string, std::pair<std::string, std::string>> recs;
+  for (int i = 0; i < 5000; ++i) recs["shop/Deployment/web/c" + std::to_string(i)] = {"250m", "300Mi"};
+  auto result = run(r, policy_set("    target: templates\n"), snapshot(recs));
+  ASSERT_TRUE(result.applies);
+  const Json after = patched(r, result);
+  for (int i : {0, 2500, 4999}) EXPECT_EQ(after["spec"]["template"]["spec"]["containers"][i]["resources"]["requests"]["cpu"], "250m");
+  const std::string annotation = after["metadata"]["annotations"][kRightsizedAnnotation].get<std::string>();
+  EXPECT_LT(annotation.size(), 64u * 1024);
+  const Json explanation = Json::parse(annotation);
+  EXPECT_TRUE(explanation["containers"].contains("c0"));
+  ASSERT_TRUE(explanation.contains("omittedContainers"));
+  EXPECT_EQ(explanation["containers"].size() + explanation["omittedContainers"].get<size_t>(), 5000u);
+}
+
 TEST_F(Rightsizing, DryRunAndServerSideApplyGetTheSamePatch) {
   const auto set = policy_set("    target: templates\n");
   for (const char* name : {"deployment-create-dryrun.json", "deployment-create-server-side-apply.json"}) {
