@@ -190,6 +190,11 @@ class Connection {
   }
 
   bool is_open() const { return ssl_ != nullptr; }
+  // The server has closed its side (FIN or reset seen), without reading anything.
+  bool peer_closed() const {
+    pollfd p{fd_, POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  }
   int fd() const { return fd_; }
   SSL* ssl() const { return ssl_; }
 
@@ -264,7 +269,11 @@ class Connection {
     }
     int error = SSL_get_error(ssl_, 0);
     if (error == SSL_ERROR_ZERO_RETURN) return ReadStatus::Closed;
-    if (error == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadStatus::Timeout;
+    // SO_RCVTIMEO expiring: OpenSSL sees EAGAIN and reports WANT_READ on a blocking socket.
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE ||
+        (error == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+      return ReadStatus::Timeout;
+    }
     return ReadStatus::Closed;
   }
 
@@ -346,7 +355,8 @@ std::vector<Fixture> load_fixtures(const std::filesystem::path& dir) {
 // ------------------------------------------------------------------------------------------
 // Hostile bodies.
 
-std::string hostile_body(const std::string& kind, const std::vector<Fixture>& fixtures, size_t oversize_bytes) {
+std::string hostile_body(const std::string& kind, const std::vector<Fixture>& fixtures, size_t oversize_bytes,
+                         int containers_count) {
   const Fixture* pod = &fixtures.front();
   for (const auto& f : fixtures) {
     if (f.name == "pod-create-from-replicaset") pod = &f;
@@ -365,7 +375,7 @@ std::string hostile_body(const std::string& kind, const std::vector<Fixture>& fi
   if (kind == "many-containers") {
     json review = json::parse(pod->body);
     json containers = json::array();
-    for (int i = 0; i < 10'000; ++i) {
+    for (int i = 0; i < containers_count; ++i) {
       containers.push_back({{"name", "c" + std::to_string(i)},
                             {"image", "nginx:1.25"},
                             {"resources", {{"requests", {{"cpu", "100m"}, {"memory", "64Mi"}}}}}});
@@ -534,20 +544,24 @@ struct Options {
   double progress = 0;
   std::string hostile;
   size_t oversize_bytes = 4 * 1024 * 1024;
+  int containers = 10'000;
   std::string label;
 };
 
 struct Counters {
   uint64_t sent = 0, ok = 0, status_errors = 0, mismatches = 0, connect_failures = 0, timeouts = 0,
-           unanswered = 0, broken = 0, reconnects = 0, server_closes = 0;
+           unanswered = 0, broken = 0, reconnects = 0, server_closes = 0, stale = 0, missed = 0;
   std::map<int, uint64_t> statuses;
   void add(const Counters& o) {
     sent += o.sent, ok += o.ok, status_errors += o.status_errors, mismatches += o.mismatches;
     connect_failures += o.connect_failures, timeouts += o.timeouts, unanswered += o.unanswered;
-    broken += o.broken, reconnects += o.reconnects, server_closes += o.server_closes;
+    broken += o.broken, reconnects += o.reconnects, server_closes += o.server_closes, stale += o.stale;
+    missed += o.missed;
     for (auto [k, v] : o.statuses) statuses[k] += v;
   }
-  uint64_t errors() const { return status_errors + mismatches + connect_failures + timeouts + unanswered + broken; }
+  // Missed sends count: at a fixed rate, a request never sent because the server held the
+  // connection too long is a client not served (and would otherwise hide from the latencies).
+  uint64_t errors() const { return status_errors + mismatches + connect_failures + timeouts + unanswered + broken + missed; }
 };
 
 struct WorkerResult {
@@ -598,8 +612,20 @@ void run_worker(Shared& s, int index, WorkerResult& r) {
     if (!fixed) intended = now_ns();
     const bool in_window = intended >= s.window_start_ns;
     if (s.window_end_ns ? intended >= s.window_end_ns : (in_window && counted >= quota)) break;
+    if (s.window_end_ns && now_ns() >= s.window_end_ns) {
+      // Time is up but the schedule is behind (a slow server): the sends still due are
+      // counted as missed, not sent late after the window.
+      if (fixed) r.counters.missed += uint64_t((s.window_end_ns - intended + interval - 1) / interval);
+      break;
+    }
 
     RequestTemplate& t = templates[(size_t(index) + k) % templates.size()];
+    // Like Go's transport (the apiserver's client), whose reader notices an idle connection the
+    // server closed: never write on a connection whose FIN has already arrived, reconnect.
+    if (conn.is_open() && conn.peer_closed()) {
+      ++r.counters.stale;
+      conn.close();
+    }
     if (!conn.is_open()) {
       std::string error;
       bool timed_out = false;
@@ -820,7 +846,7 @@ int run(const Options& o) {
   }
   if (paths.empty()) throw std::invalid_argument("--paths: none given");
   if (!o.hostile.empty()) {
-    const std::string body = hostile_body(o.hostile, fixtures, o.oversize_bytes);
+    const std::string body = hostile_body(o.hostile, fixtures, o.oversize_bytes, o.containers);
     const std::string uid = o.hostile == "deep-json" ? "" : fixtures.front().uid;
     for (const auto& p : paths) s.templates.push_back(make_template(o.hostile, p, target.host, body, uid));
     s.check_answers = false;
@@ -919,13 +945,14 @@ int run(const Options& o) {
   out["errors"] = {{"total", total.errors()},          {"status", total.status_errors},
                    {"mismatch", total.mismatches},     {"connect", total.connect_failures},
                    {"timeout", total.timeouts},        {"unanswered", total.unanswered},
-                   {"broken", total.broken}};
+                   {"broken", total.broken},           {"missed_schedule", total.missed}};
   json statuses = json::object();
   for (auto [k, v] : total.statuses) statuses[std::to_string(k)] = v;
   out["statuses"] = statuses;
   out["first_errors"] = errors;
   out["connections_opened"] = total.reconnects;
-  out["server_closes"] = total.server_closes;
+  out["server_closes"] = total.server_closes;  // answers with Connection: close
+  out["idle_closed_by_server"] = total.stale;  // connections found closed before a request was written
   out["expect"] = !s.expected.empty();
   out["latency_ms"] = percentiles_ms(latency);
   out["service_ms"] = percentiles_ms(service);
@@ -988,6 +1015,7 @@ int main(int argc, char** argv) {
   app.add_option("--progress", o.progress, "print progress to stderr every S seconds");
   app.add_option("--hostile", o.hostile, "misbehave: slowloris, oversize, deep-json, many-containers, bad-utf8");
   app.add_option("--oversize-bytes", o.oversize_bytes, "body size for --hostile oversize")->capture_default_str();
+  app.add_option("--containers", o.containers, "containers in the Pod for --hostile many-containers")->capture_default_str();
   app.add_option("--label", o.label, "copied into the JSON output");
   CLI11_PARSE(app, argc, argv);
   try {
