@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
 # Sourced by tests/bench/load.sh and tests/soak/*.sh: build, dev certificates, a recommendations
 # snapshot, starting sizeguard and the floor server, reading metrics. Not run on its own.
 #

@@ -12,6 +12,7 @@
 # PIN (both | unpinned | pinned), OUT (directory for results.jsonl and logs; default a temp
 # dir, kept), BUILD_DIR, NO_BUILD=1, SERVER_ARGS (see tests/bench/lib.sh).
 set -euo pipefail
+# shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 duration=${DURATION:-30}

@@ -591,6 +591,8 @@ void note_error(WorkerResult& r, const Shared& s, int64_t t, const std::string& 
   }
 }
 
+constexpr int64_t kMissedGraceNs = 1'000'000'000;
+
 void run_worker(Shared& s, int index, WorkerResult& r) {
   const Options& o = s.options;
   std::vector<RequestTemplate> templates = s.templates;  // own copy: uids are stamped in place
@@ -612,9 +614,9 @@ void run_worker(Shared& s, int index, WorkerResult& r) {
     if (!fixed) intended = now_ns();
     const bool in_window = intended >= s.window_start_ns;
     if (s.window_end_ns ? intended >= s.window_end_ns : (in_window && counted >= quota)) break;
-    if (s.window_end_ns && now_ns() >= s.window_end_ns) {
-      // Time is up but the schedule is behind (a slow server): the sends still due are
-      // counted as missed, not sent late after the window.
+    if (s.window_end_ns && now_ns() >= s.window_end_ns + kMissedGraceNs) {
+      // Time is up (with a grace for late sends, which count through their latency) but the
+      // schedule is still behind (a stalled server): the sends still due count as missed.
       if (fixed) r.counters.missed += uint64_t((s.window_end_ns - intended + interval - 1) / interval);
       break;
     }

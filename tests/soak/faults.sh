@@ -15,6 +15,7 @@
 #
 # Environment: RATE, CONNECTIONS (8), OUT, BUILD_DIR, NO_BUILD=1, SERVER_ARGS.
 set -euo pipefail
+# shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/../bench/lib.sh"
 
 rate=${RATE:-1000}

@@ -8,6 +8,7 @@
 # Environment: REQUESTS, RATE, CONNECTIONS (16), WARMUP_S, OUT (kept results dir), BUILD_DIR,
 # NO_BUILD=1, SERVER_ARGS (see tests/bench/lib.sh).
 set -euo pipefail
+# shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/../bench/lib.sh"
 
 requests=${REQUESTS:-1000000}
