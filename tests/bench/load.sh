@@ -31,7 +31,7 @@ sg_pid="" floor_pid=""
 cleanup() {
   [[ -n $sg_pid ]] && sg_stop "$sg_pid"
   [[ -n $floor_pid ]] && sg_stop "$floor_pid"
-  rm -f "$work/audit.log"  # grows by ~1 KB per review
+  sg_trim_logs "$work"
 }
 trap cleanup EXIT
 

@@ -56,7 +56,7 @@ sg_pid="" load_pid=""
 cleanup() {
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
   [[ -n $sg_pid ]] && sg_stop "$sg_pid"
-  rm -f "$work/audit.log"
+  sg_trim_logs "$work"
 }
 trap cleanup EXIT
 SG_POLICIES=$policies sg_start_sizeguard "$work" --policy-poll-interval 250ms --tls-reload-interval 250ms \

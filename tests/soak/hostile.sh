@@ -32,7 +32,7 @@ sg_pid="" bad_pid=""
 cleanup() {
   [[ -n $bad_pid ]] && kill "$bad_pid" 2>/dev/null
   [[ -n $sg_pid ]] && sg_stop "$sg_pid"
-  rm -f "$work/audit.log"
+  sg_trim_logs "$work"
 }
 trap cleanup EXIT
 sg_start_sizeguard "$work"

@@ -26,7 +26,7 @@ sg_pid="" sampler=""
 cleanup() {
   [[ -n $sampler ]] && kill "$sampler" 2>/dev/null
   [[ -n $sg_pid ]] && sg_stop "$sg_pid"
-  rm -f "$work/audit.log"
+  sg_trim_logs "$work"
 }
 trap cleanup EXIT
 sg_start_sizeguard "$work"
