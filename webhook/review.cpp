@@ -170,10 +170,11 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
   Json document = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) {
     // Re-parse with exceptions only on the error path, for the parser's position message.
+    // Not only parse_error: a number beyond double's range is an out_of_range.
     try {
       const Json unreachable = Json::parse(body.begin(), body.end());
       (void)unreachable;
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
       return DecodeError{std::string("body is not valid JSON: ") + e.what()};
     }
     return DecodeError{"body is not valid JSON"};

@@ -153,6 +153,14 @@ TEST(ReviewDecode, ErrorsSayExactlyWhatIsWrong) {
   EXPECT_NE(decode_error("").find("not valid JSON"), std::string::npos);
 }
 
+// Found by tests/fuzz/admission_fuzz: a number beyond double's range threw out of decode
+// (nlohmann reports it as out_of_range, not parse_error) instead of becoming a DecodeError.
+TEST(ReviewDecode, NumberBeyondDoubleRangeIsADecodeError) {
+  EXPECT_EQ(decode_error(R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a",)"
+                         R"("operation":"CREATE","object":{"spec":{"replicas":1e400}}}})"),
+            "body is not valid JSON: [json.exception.out_of_range.406] number overflow parsing '1e400'");
+}
+
 TEST(ReviewEncode, AllowedWithoutPatchHasNoPatchType) {
   AdmissionResponse response;
   response.uid = "abc";
