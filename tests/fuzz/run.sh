@@ -40,10 +40,11 @@ done
 mkdir -p "$seeds/policy"
 cp policies/examples/*.yaml "$seeds/policy/"
 find tests/fixtures -name '*.yaml' -exec cp {} "$seeds/policy/" \;
-# Usage: heads of the real Bitbrains traces, the same rows as a long CSV, and a CSV with
-# every feature of the format (quoting, RFC3339, optional and unknown columns, bad rows).
+# Usage: heads of the real Bitbrains traces, the same rows as a long CSV, and a file of each
+# format with its features (quoting, RFC3339, exponents, optional columns, bad rows).
 mkdir -p "$seeds/bitbrains" "$seeds/usage_csv"
 cp tests/fuzz/seeds/usage.csv "$seeds/usage_csv/"
+cp tests/fuzz/seeds/bitbrains.csv "$seeds/bitbrains/"
 for n in 1 2 3; do
   trace=$shared/data/bitbrains-rnd-2013-07/$n.csv.gz
   [[ -f $trace ]] || continue
