@@ -290,11 +290,10 @@ struct FileResult {
   std::string fatal;  // set when the file gave no series
 };
 
-FileResult parse_bitbrains_file(const fs::path& path) {
+// `file` names the text in messages; the workload name is its stem.
+FileResult parse_bitbrains_text(std::string_view data, const std::string& file) {
   FileResult result;
   IngestReport& report = result.report;
-  const std::string file = path.string();
-  const std::string data = read_whole_file(path);
   LineReader lines(data);
 
   std::vector<std::string> names(kBitbrainsColumns.begin(), kBitbrainsColumns.end());
@@ -316,7 +315,7 @@ FileResult parse_bitbrains_file(const fs::path& path) {
 
   std::vector<Row> rows;
   rows.reserve(data.size() / 120 + 16);
-  WorkloadKey key{"bitbrains", "VM", bitbrains_stem(path), "main"};
+  WorkloadKey key{"bitbrains", "VM", bitbrains_stem(file), "main"};
   ResourceSpec spec;
   int64_t spec_time = INT64_MIN;
   bool first = true;
@@ -368,12 +367,22 @@ FileResult parse_bitbrains_file(const fs::path& path) {
     }
     if (!ok) continue;
     const double cores = v[1];
-    const double mhz_per_core = v[2] / cores;
-    rows.push_back({*timestamp, v[3] / mhz_per_core, v[6] * kBytesPerKB, ln});
+    const double cpu = v[3] / (v[2] / cores);
+    const double memory = v[6] * kBytesPerKB, memory_capacity = v[5] * kBytesPerKB;
+    // Each value is finite, but the conversions can overflow (1e308 KB) or divide by an
+    // underflowed per-core capacity; infinite or NaN usage must never reach training.
+    if (!std::isfinite(cpu) || !std::isfinite(memory) || !std::isfinite(memory_capacity)) {
+      const size_t c = !std::isfinite(cpu) ? 3 : !std::isfinite(memory) ? 6 : 5;
+      report.bad_row(bad_value(file, ln, names[c], fields[c],
+                               c == 3 ? "out of range: not a finite number of cores at the provisioned MHz per core"
+                                      : "out of range: not a finite number of bytes"));
+      continue;
+    }
+    rows.push_back({*timestamp, cpu, memory, ln});
     if (*timestamp >= spec_time) {
       spec_time = *timestamp;
       spec.cpu_request = cores;
-      spec.memory_request = v[5] * kBytesPerKB;
+      spec.memory_request = memory_capacity;
     }
   }
   auto samples = finalize_rows(rows, file, names[0], key, report);
@@ -384,6 +393,8 @@ FileResult parse_bitbrains_file(const fs::path& path) {
   result.series = UsageSeries{std::move(key), std::move(samples), spec};
   return result;
 }
+
+FileResult parse_bitbrains_file(const fs::path& path) { return parse_bitbrains_text(read_whole_file(path), path.string()); }
 
 std::vector<fs::path> bitbrains_files(const fs::path& dir) {
   std::vector<fs::path> files;
@@ -498,11 +509,8 @@ std::vector<UsageSeries> read_bitbrains(const std::filesystem::path& file_or_dir
                                         size_t max_files) {
   if (!fs::exists(file_or_dir)) throw std::runtime_error("Bitbrains trace not found: " + file_or_dir.string());
   if (!fs::is_directory(file_or_dir)) {
-    FileResult result = parse_bitbrains_file(file_or_dir);
-    report.merge(result.report);
-    if (!result.series) throw std::runtime_error(result.fatal);
     std::vector<UsageSeries> out;
-    out.push_back(std::move(*result.series));
+    out.push_back(parse_bitbrains(read_whole_file(file_or_dir), file_or_dir.string(), report));
     return out;
   }
   std::vector<fs::path> files = bitbrains_files(file_or_dir);
@@ -545,10 +553,19 @@ std::vector<UsageSeries> read_bitbrains(const std::filesystem::path& file_or_dir
   return out;
 }
 
-std::vector<UsageSeries> read_usage_csv(const std::filesystem::path& path, IngestReport& total) {
+UsageSeries parse_bitbrains(std::string_view text, const std::string& source, IngestReport& report) {
+  FileResult result = parse_bitbrains_text(text, source);
+  report.merge(result.report);
+  if (!result.series) throw std::runtime_error(result.fatal);
+  return std::move(*result.series);
+}
+
+std::vector<UsageSeries> read_usage_csv(const std::filesystem::path& path, IngestReport& report) {
+  return parse_usage_csv(read_whole_file(path), path.string(), report);
+}
+
+std::vector<UsageSeries> parse_usage_csv(std::string_view data, const std::string& file, IngestReport& total) {
   IngestReport report;
-  const std::string file = path.string();
-  const std::string data = read_whole_file(path);
   LineReader lines(data);
   std::string_view line;
   std::vector<std::string_view> fields;

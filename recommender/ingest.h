@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -39,6 +40,12 @@ std::vector<UsageSeries> read_bitbrains(const std::filesystem::path& file_or_dir
 // "file:line: column 'cpu_cores': bad value 'abc' (expected a non-negative number)".
 // A file with no usable row throws std::runtime_error. Series come back sorted by key.
 std::vector<UsageSeries> read_usage_csv(const std::filesystem::path& file, IngestReport& report);
+
+// The same readers on text already in memory (fuzzing, tests). `source` names the text in
+// messages as the path does; the Bitbrains workload name is its stem ("17.csv" -> "17").
+// Throws std::runtime_error where the file readers do.
+UsageSeries parse_bitbrains(std::string_view text, const std::string& source, IngestReport& report);
+std::vector<UsageSeries> parse_usage_csv(std::string_view text, const std::string& source, IngestReport& report);
 
 // Epoch seconds from an RFC3339 timestamp; nullopt when malformed. Exposed for tests/tools.
 std::optional<int64_t> parse_rfc3339(std::string_view text);

@@ -873,7 +873,8 @@ struct AdmissionServer::Impl {
       response.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
     });
     for (const auto& [path, handler] : extra_routes) {
-      server.Get(path, [handler](const httplib::Request& request, httplib::Response& response) {
+      // An init-capture: clang 14 cannot capture a structured binding directly.
+      server.Get(path, [handler = handler](const httplib::Request& request, httplib::Response& response) {
         HttpAnswer answer = handler(request.params);
         response.status = answer.status;
         response.set_content(std::move(answer.body),

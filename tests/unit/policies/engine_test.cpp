@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
 #include "support/fixtures.h"
@@ -29,7 +31,9 @@ Json container(const std::string& name, Json resources = Json::object()) {
   return {{"name", name}, {"image", "nginx"}, {"resources", std::move(resources)}};
 }
 
-Json deployment(Json replicas, Json containers, Json labels = Json::object()) {
+// Containers as a vector: a braced {container(...)} passed as Json is an array under GCC but
+// a copy of the one object under clang.
+Json deployment(Json replicas, std::vector<Json> containers, Json labels = Json::object()) {
   Json object = {{"apiVersion", "apps/v1"},
                  {"kind", "Deployment"},
                  {"metadata", {{"name", "web"}, {"namespace", "team-a"}, {"labels", labels}}},
@@ -243,7 +247,7 @@ TEST_F(Engine, GpuPodFootprintCountsInitContainersAndSidecarsAsTheSchedulerDoes)
   // A native sidecar (restartPolicy: Always) keeps running next to the app: 1 + 2 = 3.
   Json sidecar = gpu_container("proxy", {{"nvidia.com/gpu", 2}});
   sidecar["restartPolicy"] = "Always";
-  spec["initContainers"] = {sidecar};
+  spec["initContainers"] = Json::array({sidecar});
   auto e = evaluate(request_for(pod(spec)), set, state_);
   ASSERT_EQ(e.reasons, std::vector<std::string>{"GPUQuotaExceeded"});
   EXPECT_THAT(e.decision.findings[0].cause.message, HasSubstr("each pod asks 3 GPUs"));
@@ -339,7 +343,7 @@ TEST_F(Engine, InitContainersAndSidecarsAreCheckedWithTheirOwnPaths) {
   Json sidecar = container("proxy");
   sidecar["restartPolicy"] = "Always";
   Json d = deployment(2, {container("app", {{"requests", {{"memory", "1Gi"}}}})});
-  d["spec"]["template"]["spec"]["initContainers"] = {sidecar};
+  d["spec"]["template"]["spec"]["initContainers"] = Json::array({sidecar});
   auto e = evaluate(request_for(d), set, state_);
   ASSERT_EQ(e.reasons, std::vector<std::string>{"MissingRequest"});
   EXPECT_EQ(e.decision.findings[0].cause.message, "sidecar proxy has no memory request (policy req)");

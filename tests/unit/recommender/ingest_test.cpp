@@ -240,6 +240,26 @@ TEST(UsageCsv, ReadsGzipAndQuotedFields) {
   EXPECT_EQ(series[0].key.name, "we,b");
 }
 
+TEST(UsageCsv, TextInMemoryReadsLikeAFile) {
+  const std::string text =
+      "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"
+      "1714564800,shop,Deployment,web,app,0.25,52428800\n"
+      "1714565100,shop,Deployment,web,app,x,1\n";
+  TempDir dir;
+  IngestReport from_file, in_memory;
+  const auto a = read_usage_csv(dir.write("usage.csv", text), from_file);
+  const auto b = parse_usage_csv(text, "usage.csv", in_memory);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].key.to_string(), a[0].key.to_string());
+  ASSERT_EQ(b[0].samples.size(), 1u);
+  EXPECT_EQ(b[0].samples[0].timestamp, a[0].samples[0].timestamp);
+  EXPECT_EQ(b[0].samples[0].cpu_cores, 0.25);
+  EXPECT_EQ(in_memory.rows_bad, 1u);
+  EXPECT_EQ(in_memory.errors,
+            std::vector<std::string>{"usage.csv:3: column 'cpu_cores': bad value 'x' (expected a non-negative number)"});
+}
+
 TEST(Rfc3339, ParsesAndRejects) {
   EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00Z"), 0);
   EXPECT_EQ(parse_rfc3339("2024-02-29T23:59:59Z"), 1709251199);
@@ -321,6 +341,44 @@ TEST(Bitbrains, GzipFileConversions) {
   ASSERT_EQ(series.size(), 1u);
   expect_fake_series(series[0], "17");
   expect_fake_report(report, file.string());
+}
+
+TEST(Bitbrains, TextInMemoryReadsLikeAFile) {
+  IngestReport report;
+  const UsageSeries series = parse_bitbrains(fake_trace(), "17.csv", report);
+  expect_fake_series(series, "17");
+  expect_fake_report(report, "17.csv");
+  IngestReport empty_report;
+  EXPECT_EQ(message_of([&] { parse_bitbrains(kBitbrainsHeader, "5.csv", empty_report); }),
+            "5.csv: no usable row (0 rows read, 0 bad)");
+}
+
+// Found by tests/fuzz/bitbrains_fuzz: each value was finite, but the conversions gave
+// infinite or NaN usage (MHz per core underflowing to 0, KB x 1024 overflowing).
+TEST(Bitbrains, ConversionsThatLeaveTheDoubleRangeAreBadRows) {
+  const std::string text = std::string(kBitbrainsHeader) +
+                           "1372629804;\t2;\t5200.0;\t650.0;\t12.5;\t4194304.0;\t256.0;\t0;\t0;\t0;\t0\n"
+                           "1372630104;\t1e300;\t1e-300;\t87.7;\t1.5;\t4194304.0;\t256.0;\t0;\t0;\t0;\t0\n"
+                           "1372630404;\t1e300;\t1e-300;\t0;\t0;\t4194304.0;\t256.0;\t0;\t0;\t0;\t0\n"
+                           "1372630704;\t2;\t5200.0;\t650.0;\t12.5;\t4194304.0;\t1e308;\t0;\t0;\t0;\t0\n"
+                           "1372631004;\t2;\t5200.0;\t650.0;\t12.5;\t1e308;\t256.0;\t0;\t0;\t0;\t0\n";
+  IngestReport report;
+  const UsageSeries series = parse_bitbrains(text, "9.csv", report);
+  ASSERT_EQ(series.samples.size(), 1u);
+  EXPECT_DOUBLE_EQ(series.samples[0].cpu_cores, 0.25);
+  EXPECT_EQ(series.spec.memory_request, 4294967296.0);  // the overflowing capacity is not taken
+  EXPECT_EQ(report.rows_read, 5u);
+  EXPECT_EQ(report.rows_bad, 4u);
+  const std::vector<std::string> expected = {
+      "9.csv:3: column 'CPU usage [MHZ]': bad value '87.7' (out of range: not a finite number of cores at the "
+      "provisioned MHz per core)",
+      "9.csv:4: column 'CPU usage [MHZ]': bad value '0' (out of range: not a finite number of cores at the "
+      "provisioned MHz per core)",
+      "9.csv:5: column 'Memory usage [KB]': bad value '1e308' (out of range: not a finite number of bytes)",
+      "9.csv:6: column 'Memory capacity provisioned [KB]': bad value '1e308' (out of range: not a finite number of "
+      "bytes)",
+  };
+  EXPECT_EQ(report.errors, expected);
 }
 
 TEST(Bitbrains, DirectoryInNumericOrderWithMaxFilesAndSkippedFiles) {

@@ -169,10 +169,16 @@ TEST(HostileInput, APodWithTenThousandContainersGetsABoundedDenial) {
   EXPECT_LT(encode_admission_review(response, r.api_version).size(), 64u * 1024);
 }
 
+// Up to the depth the apiserver itself accepts (Go's encoding/json: 10000 levels), a review
+// is decided; deeper is refused at decode (ReviewDecode.NestingDeeperThan...), since a
+// million levels overflowed the stack in /mutate's recursive copies.
 TEST(HostileInput, DeeplyNestedJsonDecodesAndIsAnsweredWithoutRecursion) {
-  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
-  const std::string body = R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{"username":"a"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"x"},"spec":{"containers":[]},"x":)" + deep + "}}}";
-  auto decoded = decode_admission_review(body);
+  auto body_nested = [](size_t arrays) {
+    return R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{"username":"a"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"x"},"spec":{"containers":[]},"x":)" +
+           std::string(arrays, '[') + std::string(arrays, ']') + "}}}";
+  };
+  EXPECT_TRUE(std::holds_alternative<DecodeError>(decode_admission_review(body_nested(100000))));
+  auto decoded = decode_admission_review(body_nested(9997));
   ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(decoded));
   auto set = policy_set(kPolicies);
   FileClusterState state(std::vector<Json>{});

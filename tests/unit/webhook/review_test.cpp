@@ -153,6 +153,33 @@ TEST(ReviewDecode, ErrorsSayExactlyWhatIsWrong) {
   EXPECT_NE(decode_error("").find("not valid JSON"), std::string::npos);
 }
 
+// Found by tests/fuzz/admission_fuzz: a number beyond double's range threw out of decode
+// (nlohmann reports it as out_of_range, not parse_error) instead of becoming a DecodeError.
+TEST(ReviewDecode, NumberBeyondDoubleRangeIsADecodeError) {
+  EXPECT_EQ(decode_error(R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a",)"
+                         R"("operation":"CREATE","object":{"spec":{"replicas":1e400}}}})"),
+            "body is not valid JSON: [json.exception.out_of_range.406] number overflow parsing '1e400'");
+}
+
+// Found with the admission_fuzz harness on a hand-made input (its 32 KiB inputs cannot nest
+// this deep): an object nested a million levels deep (2 MB, under the body limit) overflowed
+// the stack in /mutate's recursive JSON copies. Decode now refuses what Go's encoding/json,
+// and so the apiserver, refuses: more than 10000 levels.
+TEST(ReviewDecode, NestingDeeperThanTheApiserverAcceptsIsADecodeError) {
+  const std::string prefix = R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a",)"
+                             R"("operation":"CREATE","object":{"kind":"Pod","x":)";
+  auto review = [&](size_t arrays) { return prefix + std::string(arrays, '[') + std::string(arrays, ']') + "}}}"; };
+  // Three objects enclose the arrays: 9997 arrays reach 10000 levels exactly.
+  EXPECT_TRUE(std::holds_alternative<AdmissionRequest>(decode_admission_review(review(9997))));
+  EXPECT_EQ(decode_error(review(9998)), "body nests arrays and objects more than 10000 levels deep (at byte " +
+                                            std::to_string(prefix.size() + 9997) + ")");
+  EXPECT_EQ(decode_error(review(1000000)).substr(0, 43), "body nests arrays and objects more than 100");
+  // Brackets inside strings, escaped quotes included, are text.
+  const auto in_string = decode_admission_review(prefix + "\"\\\"" + std::string(20000, '[') + "\"}}}");
+  ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(in_string));
+  EXPECT_EQ(std::get<AdmissionRequest>(in_string).object["x"].get<std::string>().size(), 20001u);
+}
+
 TEST(ReviewEncode, AllowedWithoutPatchHasNoPatchType) {
   AdmissionResponse response;
   response.uid = "abc";

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
@@ -52,8 +53,10 @@ Json container(const std::string& name, Json resources) {
   return {{"name", name}, {"image", "shop/" + name + ":1"}, {"resources", std::move(resources)}};
 }
 
-AdmissionRequest deployment_request(Json containers, Json init_containers = Json::array(), Json annotations = Json::object(),
-                                    Operation op = Operation::Create) {
+// Containers as vectors: a braced {container(...)} passed as Json is an array under GCC but
+// a copy of the one object under clang.
+AdmissionRequest deployment_request(std::vector<Json> containers, std::vector<Json> init_containers = {},
+                                    Json annotations = Json::object(), Operation op = Operation::Create) {
   AdmissionRequest r;
   r.api_version = "admission.k8s.io/v1";
   r.uid = "u1";
@@ -66,7 +69,7 @@ AdmissionRequest deployment_request(Json containers, Json init_containers = Json
               {"kind", "Deployment"},
               {"metadata", {{"name", "web"}, {"namespace", "shop"}, {"annotations", annotations}}},
               {"spec", {{"replicas", 3}, {"template", {{"spec", {{"containers", containers}}}}}}}};
-  if (!init_containers.empty()) r.object["spec"]["template"]["spec"]["initContainers"] = init_containers;
+  if (!init_containers.empty()) r.object["spec"]["template"]["spec"]["initContainers"] = Json(init_containers);
   if (op == Operation::Update) r.old_object = r.object;
   return r;
 }
