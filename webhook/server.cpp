@@ -625,8 +625,8 @@ class ConnectionServer final : public httplib::Server {
         return;
       }
       if (owned_.size() + busy_ >= limits_.max_connections) {
+        metrics_.increment(kRejectedConnections, {{"listener", listener_}});  // before the peer sees EOF
         ::close(fd);
-        metrics_.increment(kRejectedConnections, {{"listener", listener_}});
         continue;
       }
       int one = 1;

@@ -90,7 +90,8 @@ class HostileClientsTest : public ::testing::Test {
  protected:
   void SetUp() override { certs_ = make_dev_certificates(dir_.path / "certs"); }
 
-  void start(std::chrono::milliseconds read_timeout, std::size_t max_buffered_bytes = ServerOptions{}.max_buffered_bytes) {
+  void start(std::chrono::milliseconds read_timeout, std::size_t max_buffered_bytes = ServerOptions{}.max_buffered_bytes,
+             std::size_t max_connections = ServerOptions{}.max_connections) {
     AdmissionHandlers handlers;
     handlers.mutate = [this](const AdmissionRequest& r) { return mutate(r, context_); };
     handlers.validate = [this](const AdmissionRequest& r) { return validate(r, context_); };
@@ -104,6 +105,7 @@ class HostileClientsTest : public ::testing::Test {
     options.workers = kWorkers;
     options.drain_timeout = 10s;
     options.max_buffered_bytes = max_buffered_bytes;
+    options.max_connections = max_connections;
     auto logger = make_logger("test", LogFormat::Json, std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
     server_ = std::make_unique<AdmissionServer>(options, std::move(handlers), metrics_, readiness_, logger);
     server_->start();
@@ -267,6 +269,29 @@ TEST_F(HostileClientsTest, HugeDeclaredBodyThatStallsIsCutOffAtTheReadTimeout) {
   EXPECT_TRUE(result.connection->wait_closed()) << "still open after the 2 s read timeout";
   // And the server still serves.
   EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+}
+
+// --max-connections: a listener that already holds that many closes new connections at
+// accept (and counts them), and accepts again once connections have gone.
+TEST_F(HostileClientsTest, ConnectionsBeyondTheLimitAreClosedAtAccept) {
+  start(30s, ServerOptions{}.max_buffered_bytes, 16);
+  const std::string open = "sizeguard_http_open_connections{listener=\"webhook\"}";
+  const std::string rejected = "sizeguard_http_rejected_connections_total{listener=\"webhook\"}";
+  {
+    std::vector<std::unique_ptr<RawSocket>> silent;
+    for (int i = 0; i < 16; ++i) silent.push_back(std::make_unique<RawSocket>(port_));
+    for (int i = 0; i < 500 && gauge(open) < 16; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(gauge(open), 16);
+    RawSocket extra(port_);
+    ASSERT_GE(extra.fd, 0);  // the kernel completes the TCP handshake
+    char byte;
+    EXPECT_EQ(::recv(extra.fd, &byte, 1, 0), 0) << "closed at accept, not left waiting";
+    EXPECT_EQ(gauge(rejected), 1);
+    EXPECT_EQ(gauge(open), 16);
+  }
+  for (int i = 0; i < 500 && gauge(open) > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+  EXPECT_EQ(gauge(rejected), 1);
 }
 
 // Past the buffer budget, connections still receiving go to workers (which read the rest
