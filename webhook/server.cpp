@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,11 +19,14 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <stdexcept>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <httplib.h>
@@ -71,6 +76,8 @@ constexpr const char* kHttpErrors = "sizeguard_http_errors_total";
 constexpr const char* kHandshakeFailures = "sizeguard_tls_handshake_failures_total";
 constexpr const char* kOpenConnections = "sizeguard_http_open_connections";
 constexpr const char* kWorkers = "sizeguard_http_workers";
+constexpr const char* kBusyWorkers = "sizeguard_http_busy_workers";
+constexpr const char* kRejectedConnections = "sizeguard_http_rejected_connections_total";
 constexpr const char* kConnectionsTotal = "sizeguard_http_connections_total";
 constexpr const char* kCertExpiry = "sizeguard_tls_cert_expiry_timestamp_seconds";
 
@@ -86,8 +93,8 @@ std::string openssl_errors() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Worker pool: runs connections. Unlike httplib::ThreadPool it blocks SIGPIPE in its
-// threads (a peer closing mid-write must not kill the process) and counts busy workers.
+// Worker pool: answers complete requests. Unlike httplib::ThreadPool it blocks SIGPIPE in
+// its threads (a peer closing mid-write must not kill the process).
 
 class WorkerPool final : public httplib::TaskQueue {
  public:
@@ -203,50 +210,196 @@ struct SslDeleter {
 };
 using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 
-// One connection's byte stream for httplib's request parser, over TLS or plain TCP on a
-// non-blocking socket. Reads are bounded by a per-request deadline (slowloris cannot
-// stretch a request by trickling bytes); writes are buffered and flushed as one TLS
-// record per response, each flush bounded by the write timeout.
+// Header sections larger than this are handed to httplib's parser as they are, which
+// rejects them; the loop does not buffer more while looking for the end of the headers.
+constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+constexpr std::size_t kReadChunk = 16 * 1024;  // one TLS record's worth of plaintext
+
+// One client connection. The listener's event loop owns it while it handshakes, waits
+// for a request or receives one; a worker owns it from the moment a complete request is
+// buffered until the answer is written. Ownership moves through queues, never shared.
+struct Connection {
+  enum class Phase { Handshake, AwaitFirst, Idle, Receiving };
+  int fd = -1;
+  SslPtr ssl;
+  Phase phase = Phase::AwaitFirst;
+  Clock::time_point deadline;         // of the current phase
+  Clock::time_point request_started;  // first byte of the request being received
+  std::size_t served = 0;
+  bool close = false;  // set by the worker: close once back in the loop
+  bool broken = false;  // I/O failed: no close_notify
+  bool writing = false;  // the handshake waits for the socket to become writable
+
+  // Received bytes; `pos` is how far the worker's parser has read. Requests are framed
+  // here (headers end + Content-Length) without copying the body.
+  std::string in;
+  std::size_t pos = 0;
+  std::size_t scanned = 0;  // where the search for the end of the headers resumes
+  std::size_t needed = 0;   // bytes of the whole current request, once its headers are in
+  // A declared body over the size limit is received and dropped by the loop; the worker's
+  // parser then reads `skipped` zero bytes at offset `skip_at` in their place, so httplib
+  // answers 413 and the connection stays in step, without holding a worker meanwhile.
+  std::uint64_t skip = 0;     // still to drop as it arrives
+  std::uint64_t skipped = 0;  // still to hand to the parser as zeros
+  std::size_t skip_at = 0;
+
+  std::string remote_ip, local_ip;
+  int remote_port = 0, local_port = 0;
+
+  void consume() {
+    in.erase(0, pos);
+    pos = scanned = needed = skip_at = 0;
+  }
+};
+
+enum class Framing { Incomplete, Complete, HandOver };
+
+bool header_is(std::string_view line, std::string_view name) {
+  if (line.size() <= name.size() || line[name.size()] != ':') return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
+  }
+  return true;
+}
+
+// Whether `c.in` holds a whole request. Chunked bodies, "Expect: 100-continue", an
+// unreadable Content-Length and oversized header sections are handed over as soon as the
+// headers are in (or the limit is hit): httplib's parser answers or rejects those,
+// reading with the per-request deadline.
+Framing frame_request(Connection& c, std::size_t max_body) {
+  if (c.skip > 0) return Framing::Incomplete;
+  if (c.needed > 0) return c.in.size() >= c.needed ? Framing::Complete : Framing::Incomplete;
+  const char* data = c.in.data();
+  const std::size_t size = c.in.size();
+  std::size_t end = 0;
+  for (std::size_t i = c.scanned; i < size;) {
+    const void* found = std::memchr(data + i, '\n', size - i);
+    if (!found) break;
+    i = static_cast<std::size_t>(static_cast<const char*>(found) - data);
+    if (i + 1 < size && data[i + 1] == '\n') {
+      end = i + 2;
+      break;
+    }
+    if (i + 2 < size && data[i + 1] == '\r' && data[i + 2] == '\n') {
+      end = i + 3;
+      break;
+    }
+    ++i;
+  }
+  if (end == 0) {
+    c.scanned = size >= 2 ? size - 2 : 0;
+    return size > kMaxHeaderBytes ? Framing::HandOver : Framing::Incomplete;
+  }
+  std::uint64_t length = 0;
+  bool has_length = false;
+  std::string_view headers(data, end);
+  for (std::size_t line_start = headers.find('\n') + 1; line_start < end;) {
+    std::size_t line_end = headers.find('\n', line_start);
+    std::string_view line = headers.substr(line_start, line_end - line_start);
+    line_start = line_end + 1;
+    if (header_is(line, "transfer-encoding") || header_is(line, "expect")) return Framing::HandOver;
+    if (has_length || !header_is(line, "content-length")) continue;
+    std::string_view value = line.substr(15);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    if (value.empty() || ec != std::errc() || stop != value.data() + value.size()) return Framing::HandOver;
+    has_length = true;
+  }
+  if (length > max_body) {
+    // Drop what already arrived of the body; the rest is dropped as it arrives.
+    std::size_t here = static_cast<std::size_t>(std::min<std::uint64_t>(size - end, length));
+    c.in.erase(end, here);
+    c.skip = length - here;
+    c.skipped = length;
+    c.skip_at = end;
+    c.needed = end;
+    return c.skip > 0 ? Framing::Incomplete : Framing::Complete;
+  }
+  c.needed = end + static_cast<std::size_t>(length);
+  if (size >= c.needed) return Framing::Complete;
+  c.in.reserve(c.needed);
+  return Framing::Incomplete;
+}
+
+// Non-blocking read of up to `size` bytes: > 0 bytes read, 0 at EOF, kWouldBlock (with
+// `events` set to what to wait for), or kFailed.
+constexpr ssize_t kWouldBlock = -1, kFailed = -2;
+ssize_t read_some(int fd, SSL* ssl, char* ptr, std::size_t size, short& events) {
+  if (ssl) {
+    ERR_clear_error();
+    std::size_t got = 0;
+    int rc = SSL_read_ex(ssl, ptr, size, &got);
+    if (rc == 1) return static_cast<ssize_t>(got);
+    int error = SSL_get_error(ssl, rc);
+    if (error == SSL_ERROR_ZERO_RETURN) return 0;
+    events = error == SSL_ERROR_WANT_READ ? POLLIN : error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    return events ? kWouldBlock : kFailed;
+  }
+  for (;;) {
+    ssize_t n = ::recv(fd, ptr, size, 0);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    events = POLLIN;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? kWouldBlock : kFailed;
+  }
+}
+
+// Appends what the socket has (one chunk, through the loop's scratch buffer) to c.in,
+// dropping declared-oversize body bytes. Connections only hold what they received.
+ssize_t receive(Connection& c, char (&scratch)[kReadChunk], short& events) {
+  ssize_t n = read_some(c.fd, c.ssl.get(), scratch, sizeof scratch, events);
+  if (n <= 0) return n;
+  std::size_t keep = static_cast<std::size_t>(n);
+  std::size_t drop = static_cast<std::size_t>(std::min<std::uint64_t>(keep, c.skip));
+  c.skip -= drop;
+  c.in.append(scratch + drop, keep - drop);
+  return n;
+}
+
+// The byte stream httplib's request parser and response writer use in a worker: first
+// the bytes the loop buffered, then (for handed-over requests) the socket, bounded by
+// the per-request deadline. Writes are buffered and flushed as one TLS record per
+// response, each flush bounded by the write timeout.
 class ConnectionStream final : public httplib::Stream {
  public:
-  ConnectionStream(int fd, SSL* ssl, milliseconds write_timeout)
-      : fd_(fd), ssl_(ssl), write_timeout_(write_timeout) {
-    sockaddr_storage address{};
-    socklen_t length = sizeof address;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-      remote_ip_ = numeric_address(address, length, remote_port_);
-    }
-    length = sizeof address;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-      local_ip_ = numeric_address(address, length, local_port_);
-    }
-  }
+  ConnectionStream(Connection& c, milliseconds write_timeout) : c_(c), write_timeout_(write_timeout) {}
 
   void start_request(Clock::time_point read_deadline) { read_deadline_ = read_deadline; }
+
   bool has_buffered_input() const {
-    return in_pos_ < in_len_ || (ssl_ && SSL_has_pending(ssl_) == 1);  // decrypted or read-ahead bytes
+    return c_.pos < c_.in.size() || c_.skipped > 0 || (c_.ssl && SSL_has_pending(c_.ssl.get()) == 1);
   }
 
-  bool is_readable() const override {
-    return has_buffered_input() || wait_fd(fd_, POLLIN, read_deadline_);
-  }
-  bool is_writable() const override { return wait_fd(fd_, POLLOUT, Clock::now() + write_timeout_); }
+  bool is_readable() const override { return has_buffered_input() || wait_fd(c_.fd, POLLIN, read_deadline_); }
+  bool is_writable() const override { return wait_fd(c_.fd, POLLOUT, Clock::now() + write_timeout_); }
 
   ssize_t read(char* ptr, size_t size) override {
     if (!out_.empty() && !flush()) return -1;  // e.g. "100 Continue" must go out first
-    if (in_pos_ < in_len_) {
-      size_t n = std::min(size, in_len_ - in_pos_);
-      std::memcpy(ptr, in_ + in_pos_, n);
-      in_pos_ += n;
+    if (c_.skipped > 0 && c_.pos == c_.skip_at) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, c_.skipped));
+      std::memset(ptr, 0, n);
+      c_.skipped -= n;
       return static_cast<ssize_t>(n);
     }
-    if (size >= sizeof in_) return read_raw(ptr, size);
-    ssize_t n = read_raw(in_, sizeof in_);
+    std::size_t limit = c_.skipped > 0 ? c_.skip_at : c_.in.size();
+    if (c_.pos < limit) {
+      std::size_t n = std::min(size, limit - c_.pos);
+      std::memcpy(ptr, c_.in.data() + c_.pos, n);
+      c_.pos += n;
+      return static_cast<ssize_t>(n);
+    }
+    // Everything buffered is parsed: this request was handed over before it was complete.
+    c_.in.clear();
+    c_.pos = 0;
+    if (size >= kReadChunk) return read_blocking(ptr, size);
+    c_.in.resize(kReadChunk);
+    ssize_t n = read_blocking(c_.in.data(), kReadChunk);
+    c_.in.resize(static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
     if (n <= 0) return n;
-    in_len_ = static_cast<size_t>(n);
-    in_pos_ = std::min(size, in_len_);
-    std::memcpy(ptr, in_, in_pos_);
-    return static_cast<ssize_t>(in_pos_);
+    c_.pos = std::min(size, c_.in.size());
+    std::memcpy(ptr, c_.in.data(), c_.pos);
+    return static_cast<ssize_t>(c_.pos);
   }
 
   ssize_t write(const char* ptr, size_t size) override {
@@ -258,26 +411,27 @@ class ConnectionStream final : public httplib::Stream {
   bool flush() {
     auto deadline = Clock::now() + write_timeout_;
     size_t done = 0;
+    SSL* ssl = c_.ssl.get();
     while (done < out_.size()) {
-      if (ssl_) {
+      if (ssl) {
         ERR_clear_error();
         size_t written = 0;
-        int rc = SSL_write_ex(ssl_, out_.data() + done, out_.size() - done, &written);
+        int rc = SSL_write_ex(ssl, out_.data() + done, out_.size() - done, &written);
         if (rc == 1) {
           done += written;
           continue;
         }
-        int error = SSL_get_error(ssl_, rc);
+        int error = SSL_get_error(ssl, rc);
         short events = error == SSL_ERROR_WANT_WRITE ? POLLOUT : error == SSL_ERROR_WANT_READ ? POLLIN : 0;
-        if (events == 0 || !wait_fd(fd_, events, deadline)) return fail_output();
+        if (events == 0 || !wait_fd(c_.fd, events, deadline)) return fail_output();
       } else {
-        ssize_t n = ::send(fd_, out_.data() + done, out_.size() - done, MSG_NOSIGNAL);
+        ssize_t n = ::send(c_.fd, out_.data() + done, out_.size() - done, MSG_NOSIGNAL);
         if (n >= 0) {
           done += static_cast<size_t>(n);
           continue;
         }
         if (errno == EINTR) continue;
-        if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait_fd(fd_, POLLOUT, deadline)) {
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait_fd(c_.fd, POLLOUT, deadline)) {
           return fail_output();
         }
       }
@@ -286,79 +440,66 @@ class ConnectionStream final : public httplib::Stream {
     return true;
   }
 
-  bool healthy() const { return healthy_; }
+  bool healthy() const { return !c_.broken; }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = remote_ip_;
-    port = remote_port_;
+    ip = c_.remote_ip;
+    port = c_.remote_port;
   }
   void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = local_ip_;
-    port = local_port_;
+    ip = c_.local_ip;
+    port = c_.local_port;
   }
-  socket_t socket() const override { return fd_; }
+  socket_t socket() const override { return c_.fd; }
 
  private:
   static constexpr size_t kFlushThreshold = 16 * 1024;
 
   bool fail_output() {
     out_.clear();
-    healthy_ = false;
+    c_.broken = true;
     return false;
   }
 
-  ssize_t read_raw(char* ptr, size_t size) {
+  ssize_t read_blocking(char* ptr, size_t size) {
     for (;;) {
-      if (ssl_) {
-        ERR_clear_error();
-        size_t got = 0;
-        int rc = SSL_read_ex(ssl_, ptr, size, &got);
-        if (rc == 1) return static_cast<ssize_t>(got);
-        int error = SSL_get_error(ssl_, rc);
-        if (error == SSL_ERROR_ZERO_RETURN) return 0;
-        short events = error == SSL_ERROR_WANT_READ ? POLLIN : error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-        if (events == 0 || !wait_fd(fd_, events, read_deadline_)) {
-          healthy_ = false;
-          return -1;
-        }
-      } else {
-        ssize_t n = ::recv(fd_, ptr, size, 0);
-        if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait_fd(fd_, POLLIN, read_deadline_)) {
-          healthy_ = false;
-          return -1;
-        }
+      short events = 0;
+      ssize_t n = read_some(c_.fd, c_.ssl.get(), ptr, size, events);
+      if (n >= 0) return n;
+      if (n == kFailed || !wait_fd(c_.fd, events, read_deadline_)) {
+        c_.broken = true;
+        return -1;
       }
     }
   }
 
-  int fd_;
-  SSL* ssl_;
+  Connection& c_;
   milliseconds write_timeout_;
   Clock::time_point read_deadline_ = Clock::now();
-  char in_[16 * 1024];
-  size_t in_pos_ = 0, in_len_ = 0;
   std::string out_;
-  bool healthy_ = true;
-  std::string remote_ip_, local_ip_;
-  int remote_port_ = 0, local_port_ = 0;
 };
 
 struct ConnectionLimits {
   milliseconds read_timeout, write_timeout, idle_timeout;
   std::size_t workers;
+  std::size_t max_connections;
+  std::size_t max_body_bytes;  // bodies declared larger are dropped by the loop (413)
+  std::size_t max_buffered_bytes;
 };
 
-// httplib::Server with our own connection loop: TLS from a swappable TlsContext, request
-// deadlines, idle timeout, and drain on shutdown (idle connections close at once, a
-// request already arriving is answered with "Connection: close").
+// httplib::Server for routing and request parsing, with our own connection handling: one
+// event-loop thread (epoll, non-blocking sockets and TLS) owns every connection while it
+// handshakes, waits between requests or receives a request, so slow or idle clients cost
+// a buffer, not a thread. Only a connection with a complete request buffered goes to a
+// worker, which answers it (and any further request already buffered) and gives the
+// connection back. Deadlines per phase, a bound on open connections, TLS from a swappable
+// TlsContext, and drain on shutdown (idle connections close at once, a request already
+// arriving is answered with "Connection: close").
 class ConnectionServer final : public httplib::Server {
  public:
   ConnectionServer(std::string listener, const TlsContext* tls, ConnectionLimits limits,
                    const DrainSignal& drain, Metrics& metrics, spdlog::logger& log)
       : listener_(std::move(listener)), tls_(tls), limits_(limits), drain_(drain), metrics_(metrics), log_(log) {
-    new_task_queue = [workers = limits.workers] { return new WorkerPool(workers); };
     // Only for the Keep-Alive header httplib writes; the loop below enforces both.
     set_keep_alive_timeout(std::max<time_t>(1, std::chrono::duration_cast<std::chrono::seconds>(limits.idle_timeout).count()));
     set_keep_alive_max_count(kMaxRequestsPerConnection);
@@ -368,8 +509,22 @@ class ConnectionServer final : public httplib::Server {
       int yes = 1;
       ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     });
-    metrics_.set(kWorkers, {{"listener", listener_}}, static_cast<double>(limits.workers));
-    metrics_.set(kOpenConnections, {{"listener", listener_}}, 0);
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (wake_fd_ < 0 || epoll_fd_ < 0) {
+      throw std::runtime_error(std::string("cannot create the event loop: ") + std::strerror(errno));
+    }
+    const MetricLabels labels{{"listener", listener_}};
+    metrics_.set(kWorkers, labels, static_cast<double>(limits.workers));
+    metrics_.set(kOpenConnections, labels, 0);
+    metrics_.set(kBusyWorkers, labels, 0);
+    metrics_.increment(kRejectedConnections, labels, 0);
+  }
+
+  ~ConnectionServer() override {
+    close_listener();
+    ::close(wake_fd_);
+    ::close(epoll_fd_);
   }
 
   std::function<void(httplib::Request&)> setup_request;
@@ -378,91 +533,307 @@ class ConnectionServer final : public httplib::Server {
   // drops SYNs and clients wait a 1 s retransmit. Linux lets listen() raise it in place.
   void raise_listen_backlog() { ::listen(svr_sock_, SOMAXCONN); }
 
- private:
-  enum class Wait { Request, Close };
+  bool running() const { return running_.load(); }
 
-  bool process_and_close_socket(socket_t fd) override {
-    try {
-      serve_connection(fd);
-    } catch (const std::exception& e) {
-      log_.error("{} connection failed: {}", listener_, e.what());
-    } catch (...) {
-      log_.error("{} connection failed with an unknown exception", listener_);
-    }
-    ::close(fd);
-    return true;
+  // Stops accepting; run() returns once every open connection is done.
+  void stop() {
+    stopping_ = true;
+    wake();
   }
 
-  void serve_connection(int fd) {
-    struct OpenGauge {
-      Metrics& metrics;
-      const std::string& listener;
-      OpenGauge(Metrics& m, const std::string& l) : metrics(m), listener(l) {
-        metrics.increment(kOpenConnections, {{"listener", listener}}, 1);
+  // The event loop; returns after stop() once all connections are closed.
+  void run() {
+    block_sigpipe();  // a peer closing mid-handshake must not kill the process
+    WorkerPool pool(limits_.workers);
+    pool_ = &pool;
+    listen_fd_ = svr_sock_;
+    ::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
+    watch(listen_fd_, &listen_marker_, EPOLLIN, EPOLL_CTL_ADD);
+    watch(wake_fd_, &wake_marker_, EPOLLIN, EPOLL_CTL_ADD);
+    watch(drain_.fd(), &drain_marker_, EPOLLIN, EPOLL_CTL_ADD);
+    running_ = true;
+    auto next_sweep = Clock::now();
+    std::vector<epoll_event> events(256);
+    for (;;) {
+      if (stopping_ && listen_fd_ >= 0) close_listener();
+      if (stopping_ && owned_.empty() && busy_ == 0) break;
+      int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 100);
+      if (n < 0 && errno != EINTR) {
+        log_.error("{}: epoll_wait failed: {}", listener_, std::strerror(errno));
+        std::this_thread::sleep_for(milliseconds(10));
       }
-      ~OpenGauge() { metrics.increment(kOpenConnections, {{"listener", listener}}, -1); }
-    } open_gauge(metrics_, listener_);
-    metrics_.increment(kConnectionsTotal, {{"listener", listener_}});
+      for (int i = 0; i < n; ++i) {
+        void* what = events[i].data.ptr;
+        if (what == &listen_marker_) accept_connections();
+        else if (what == &wake_marker_) take_back();
+        else if (what == &drain_marker_) start_drain();
+        else {
+          auto* c = static_cast<Connection*>(what);
+          if (owned_.count(c)) on_ready(c);
+        }
+      }
+      auto now = Clock::now();
+      if (now >= next_sweep) {
+        sweep(now);
+        next_sweep = now + milliseconds(100);
+      }
+    }
+    pool.shutdown();  // every job already ran: nothing is busy
+    pool_ = nullptr;
+    running_ = false;
+  }
 
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+ private:
+  static void block_sigpipe() {
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+  }
 
-    SslPtr ssl;
-    if (tls_) {
-      ssl.reset(SSL_new(tls_->current().get()));  // the SSL keeps its own reference
-      if (!ssl || SSL_set_fd(ssl.get(), fd) != 1 || !handshake(ssl.get(), fd)) {
+  void wake() {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto written = ::write(wake_fd_, &one, sizeof one);
+  }
+
+  void watch(int fd, void* tag, std::uint32_t events, int op) {
+    epoll_event event{};
+    event.events = events;
+    event.data.ptr = tag;
+    ::epoll_ctl(epoll_fd_, op, fd, &event);
+  }
+
+  void close_listener() {
+    int fd = svr_sock_.exchange(INVALID_SOCKET);
+    if (fd == INVALID_SOCKET) return;
+    if (running_) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+    listen_fd_ = -1;
+  }
+
+  void accept_connections() {
+    for (int batch = 0; batch < 64 && listen_fd_ >= 0; ++batch) {
+      sockaddr_storage address{};
+      socklen_t length = sizeof address;
+      int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        // Out of descriptors or memory: stop accepting for a moment instead of spinning.
+        log_.warn("{}: accept failed: {}; pausing accepts for 100 ms", listener_, std::strerror(errno));
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        accept_paused_until_ = Clock::now() + milliseconds(100);
+        return;
+      }
+      if (owned_.size() + busy_ >= limits_.max_connections) {
+        metrics_.increment(kRejectedConnections, {{"listener", listener_}});  // before the peer sees EOF
+        ::close(fd);
+        continue;
+      }
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<Connection>();
+      c->fd = fd;
+      c->remote_ip = numeric_address(address, length, c->remote_port);
+      length = sizeof address;
+      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+        c->local_ip = numeric_address(address, length, c->local_port);
+      }
+      c->deadline = Clock::now() + limits_.read_timeout;  // handshake, then the first request
+      if (tls_) {
+        c->ssl.reset(SSL_new(tls_->current().get()));  // the SSL keeps its own reference
+        if (!c->ssl || SSL_set_fd(c->ssl.get(), fd) != 1) {
+          metrics_.increment(kHandshakeFailures);
+          log_.warn("{}: cannot set up TLS for a connection: {}", listener_, openssl_errors());
+          ::close(fd);
+          continue;
+        }
+        SSL_set_accept_state(c->ssl.get());
+        c->phase = Connection::Phase::Handshake;
+      }
+      metrics_.increment(kConnectionsTotal, {{"listener", listener_}});
+      metrics_.increment(kOpenConnections, {{"listener", listener_}}, 1);
+      watch(fd, c.get(), EPOLLIN, EPOLL_CTL_ADD);
+      owned_.insert(c.release());
+    }
+  }
+
+  void on_ready(Connection* c) {
+    if (c->writing && c->phase != Connection::Phase::Handshake) {
+      watch(c->fd, c, EPOLLIN, EPOLL_CTL_MOD);
+      c->writing = false;
+    }
+    if (c->phase == Connection::Phase::Handshake) {
+      ERR_clear_error();
+      int rc = SSL_accept(c->ssl.get());
+      if (rc != 1) {
+        int error = SSL_get_error(c->ssl.get(), rc);
+        if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+          bool writing = error == SSL_ERROR_WANT_WRITE;
+          if (writing != c->writing) watch(c->fd, c, writing ? EPOLLOUT : EPOLLIN, EPOLL_CTL_MOD);
+          c->writing = writing;
+          return;
+        }
         metrics_.increment(kHandshakeFailures);
         log_.debug("{}: TLS handshake failed: {}", listener_, openssl_errors());
+        c->broken = true;
+        close_connection(c);
+        return;
+      }
+      if (c->writing) watch(c->fd, c, EPOLLIN, EPOLL_CTL_MOD);
+      c->writing = false;
+      c->phase = Connection::Phase::AwaitFirst;
+      c->deadline = Clock::now() + limits_.read_timeout;
+    }
+    // Bounded per wake-up, so one fast sender cannot monopolise the loop.
+    for (int round = 0; round < 16; ++round) {
+      short events = 0;
+      const std::size_t before = c->in.size();
+      ssize_t n = receive(*c, scratch_, events);
+      buffered_ += c->in.size() - before;
+      if (n == kWouldBlock) {
+        bool writing = events == POLLOUT;  // OpenSSL must write first (rare)
+        if (writing != c->writing) watch(c->fd, c, writing ? EPOLLOUT : EPOLLIN, EPOLL_CTL_MOD);
+        c->writing = writing;
+        return;
+      }
+      if (n <= 0) {
+        c->broken = n < 0;
+        close_connection(c);
+        return;
+      }
+      if (c->phase != Connection::Phase::Receiving) {
+        c->phase = Connection::Phase::Receiving;
+        c->request_started = Clock::now();
+        c->deadline = c->request_started + limits_.read_timeout;
+      }
+      const std::size_t received = c->in.size();
+      Framing framing = frame_request(*c, limits_.max_body_bytes);
+      buffered_ -= received - c->in.size();  // body bytes over the limit were dropped
+      // Past the buffer budget a worker receives the rest, as a worker used to receive
+      // every request: memory stays bounded by the workers, not by the connections.
+      if (framing != Framing::Incomplete || (c->skip == 0 && buffered_ > limits_.max_buffered_bytes)) {
+        hand_over(c);
         return;
       }
     }
+  }
 
-    ConnectionStream stream(fd, ssl.get(), limits_.write_timeout);
-    for (std::size_t served = 0;; ++served) {
-      const bool first = served == 0;
-      // The first request of an accepted connection is always awaited; later ones only
-      // while not draining.
-      if (wait_for_request(stream, fd, first) != Wait::Request) break;
-      stream.start_request(Clock::now() + limits_.read_timeout);
-      bool close_after = drain_.triggered() || served + 1 >= kMaxRequestsPerConnection;
-      bool client_closed = false;
-      bool ok = process_request(stream, close_after, client_closed, setup_request);
-      close_after = close_after || drain_.triggered();  // shutdown began while answering
-      if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after) break;
+  void hand_over(Connection* c) {
+    buffered_ -= c->in.size();
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->fd, nullptr);
+    owned_.erase(c);
+    ++busy_;
+    pool_->enqueue([this, c] { serve_requests(c); });
+  }
+
+  // In a worker: answers the buffered request and any further complete request already
+  // buffered behind it, then gives the connection back to the loop.
+  void serve_requests(Connection* c) {
+    metrics_.increment(kBusyWorkers, {{"listener", listener_}}, 1);
+    try {
+      ConnectionStream stream(*c, limits_.write_timeout);
+      for (;;) {
+        stream.start_request(c->request_started + limits_.read_timeout);
+        bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection;
+        bool client_closed = false;
+        bool ok = process_request(stream, close_after, client_closed, setup_request);
+        ++c->served;
+        close_after = close_after || drain_.triggered();  // shutdown began while answering
+        if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after || c->skipped > 0) {
+          c->close = true;
+          break;
+        }
+        c->consume();
+        if (c->in.empty() || frame_request(*c, limits_.max_body_bytes) == Framing::Incomplete) break;
+        c->request_started = Clock::now();
+      }
+    } catch (const std::exception& e) {
+      log_.error("{} connection failed: {}", listener_, e.what());
+      c->close = c->broken = true;
+    } catch (...) {
+      log_.error("{} connection failed with an unknown exception", listener_);
+      c->close = c->broken = true;
     }
-    if (ssl && stream.healthy()) {
-      ERR_clear_error();
-      SSL_shutdown(ssl.get());  // best effort close_notify; never wait for the peer's
+    metrics_.increment(kBusyWorkers, {{"listener", listener_}}, -1);
+    bool first;
+    {
+      std::lock_guard lock(returned_mutex_);
+      first = returned_.empty();
+      returned_.push_back(c);
+    }
+    if (first) wake();
+  }
+
+  // In the loop: connections coming back from workers.
+  void take_back() {
+    std::uint64_t count;
+    [[maybe_unused]] auto got = ::read(wake_fd_, &count, sizeof count);
+    std::vector<Connection*> back;
+    {
+      std::lock_guard lock(returned_mutex_);
+      back.swap(returned_);
+    }
+    const auto now = Clock::now();
+    for (Connection* c : back) {
+      --busy_;
+      owned_.insert(c);
+      buffered_ += c->in.size();
+      // Idle keep-alive connections end at once while draining.
+      if (c->close || (drain_.triggered() && c->in.empty())) {
+        close_connection(c);
+        continue;
+      }
+      if (c->in.empty()) {
+        std::string().swap(c->in);  // idle connections hold no buffer
+        c->phase = Connection::Phase::Idle;
+        c->deadline = now + limits_.idle_timeout;
+      } else {  // part of the next request is already here
+        c->phase = Connection::Phase::Receiving;
+        c->request_started = now;
+        c->deadline = now + limits_.read_timeout;
+      }
+      watch(c->fd, c, EPOLLIN, EPOLL_CTL_ADD);
+      // Bytes OpenSSL already holds never make the socket readable again.
+      if (c->ssl && SSL_has_pending(c->ssl.get()) == 1) on_ready(c);
     }
   }
 
-  bool handshake(SSL* ssl, int fd) {
-    auto deadline = Clock::now() + limits_.read_timeout;
-    for (;;) {
-      ERR_clear_error();
-      int rc = SSL_accept(ssl);
-      if (rc == 1) return true;
-      int error = SSL_get_error(ssl, rc);
-      short events = error == SSL_ERROR_WANT_READ ? POLLIN : error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-      if (events == 0 || !wait_fd(fd, events, deadline)) return false;
+  void start_drain() {
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, drain_.fd(), nullptr);  // it stays readable
+    std::vector<Connection*> idle;
+    for (Connection* c : owned_) {
+      if (c->phase == Connection::Phase::Idle) idle.push_back(c);
+    }
+    for (Connection* c : idle) close_connection(c);
+  }
+
+  void sweep(Clock::time_point now) {
+    if (listen_fd_ >= 0 && accept_paused_until_ && now >= *accept_paused_until_) {
+      accept_paused_until_.reset();
+      watch(listen_fd_, &listen_marker_, EPOLLIN, EPOLL_CTL_ADD);
+    }
+    std::vector<Connection*> expired;
+    for (Connection* c : owned_) {
+      if (now >= c->deadline) expired.push_back(c);
+    }
+    for (Connection* c : expired) {
+      if (c->phase == Connection::Phase::Handshake) metrics_.increment(kHandshakeFailures);
+      if (c->phase != Connection::Phase::Idle) c->broken = true;  // no close_notify mid-request
+      close_connection(c);
     }
   }
 
-  Wait wait_for_request(const ConnectionStream& stream, int fd, bool first) {
-    if (stream.has_buffered_input()) return Wait::Request;
-    auto timeout = first ? limits_.read_timeout : limits_.idle_timeout;
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-      pollfd fds[2] = {{fd, POLLIN, 0}, {drain_.fd(), POLLIN, 0}};
-      auto remaining = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-      if (remaining < 0) return Wait::Close;
-      int rc = ::poll(fds, first ? 1 : 2, static_cast<int>(std::min<long long>(remaining + 1, 1 << 30)));
-      if (rc < 0 && errno != EINTR) return Wait::Close;
-      if (rc <= 0) continue;
-      if (fds[0].revents != 0) return Wait::Request;  // data, or EOF/error the parser sees
-      if (!first && fds[1].revents != 0) return Wait::Close;  // draining and idle
+  void close_connection(Connection* c) {
+    owned_.erase(c);
+    buffered_ -= c->in.size();
+    if (c->ssl && !c->broken && c->phase != Connection::Phase::Handshake) {
+      ERR_clear_error();
+      SSL_shutdown(c->ssl.get());  // best effort close_notify; never wait for the peer's
     }
+    ::close(c->fd);  // also removes it from the epoll set
+    metrics_.increment(kOpenConnections, {{"listener", listener_}}, -1);
+    delete c;
   }
 
   std::string listener_;
@@ -471,6 +842,20 @@ class ConnectionServer final : public httplib::Server {
   const DrainSignal& drain_;
   Metrics& metrics_;
   spdlog::logger& log_;
+
+  int epoll_fd_ = -1, wake_fd_ = -1, listen_fd_ = -1;
+  char listen_marker_ = 0, wake_marker_ = 0, drain_marker_ = 0;
+  std::atomic<bool> running_{false}, stopping_{false};
+  WorkerPool* pool_ = nullptr;
+  // Loop thread only.
+  std::unordered_set<Connection*> owned_;
+  char scratch_[kReadChunk];
+  std::size_t busy_ = 0;      // handed to workers, not back yet
+  std::size_t buffered_ = 0;  // request bytes held by connections the loop owns
+  std::optional<Clock::time_point> accept_paused_until_;
+  // Workers to loop.
+  std::mutex returned_mutex_;
+  std::vector<Connection*> returned_;
 };
 
 bool body_expected_without_length(const httplib::Request& request) {
@@ -570,9 +955,12 @@ void describe_server_metrics(Metrics& metrics, std::string_view version) {
                    "HTTP answers with a 4xx or 5xx status, by listener, path and status code.");
   metrics.describe(kHandshakeFailures, MetricType::Counter, "TLS handshakes that failed or timed out.");
   metrics.increment(kHandshakeFailures, {}, 0);
-  metrics.describe(kOpenConnections, MetricType::Gauge,
-                   "Open connections per listener; each holds a worker thread while open.");
+  metrics.describe(kOpenConnections, MetricType::Gauge, "Open connections per listener.");
   metrics.describe(kWorkers, MetricType::Gauge, "Worker threads per listener.");
+  metrics.describe(kBusyWorkers, MetricType::Gauge,
+                   "Worker threads per listener that are answering a request right now.");
+  metrics.describe(kRejectedConnections, MetricType::Counter,
+                   "Connections closed at accept because the listener already held --max-connections.");
   metrics.describe(kConnectionsTotal, MetricType::Counter, "Connections accepted per listener.");
   metrics.describe(kCertExpiry, MetricType::Gauge, "notAfter of the serving certificate, as a Unix timestamp.");
 }
@@ -631,7 +1019,8 @@ std::shared_ptr<SSL_CTX> make_server_context(const std::string& cert_path, const
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
                                SSL_OP_IGNORE_UNEXPECTED_EOF);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Idle connections (up to --max-connections of them) then hold no TLS record buffers.
+  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_set_cipher_list(ctx,
                               "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                               "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -713,8 +1102,9 @@ ListenAddress parse_listen_address(std::string_view text) {
 }
 
 std::size_t default_worker_count() {
-  // Mostly they wait on idle keep-alive connections (each apiserver may keep tens of
-  // them), which costs a small stack each, not CPU.
+  // Workers only run complete requests (idle and slow connections wait in the event
+  // loop), but a handler may block on I/O and a slow reader may hold one for up to the
+  // write timeout, so many per core: a small stack each.
   std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
   return std::max<std::size_t>(128, 32 * cores);
 }
@@ -760,7 +1150,9 @@ struct AdmissionServer::Impl {
   }
 
   void configure_webhook_server() {
-    ConnectionLimits limits{options.read_timeout, options.write_timeout, options.idle_timeout, options.workers};
+    ConnectionLimits limits{options.read_timeout,    options.write_timeout,   options.idle_timeout,
+                            options.workers,         options.max_connections, options.max_body_bytes,
+                            options.max_buffered_bytes};
     webhook_server = std::make_unique<ConnectionServer>("webhook", &tls, limits, drain, metrics, *logger);
     auto& server = *webhook_server;
     // Answers stay plain: an AdmissionReview response is small, so gzip would cost more
@@ -857,10 +1249,13 @@ struct AdmissionServer::Impl {
   }
 
   void configure_metrics_server() {
+    // Probes and scrapes: few, short, bodyless.
     ConnectionLimits limits{options.read_timeout, options.write_timeout, options.idle_timeout,
-                            std::size_t{8}};  // probes and scrapes: few, short
+                            std::size_t{8},       options.max_connections, std::size_t{64 * 1024},
+                            options.max_buffered_bytes};
     metrics_server = std::make_unique<ConnectionServer>("metrics", nullptr, limits, drain, metrics, *logger);
     auto& server = *metrics_server;
+    server.set_payload_max_length(limits.max_body_bytes);
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
       response.set_content("ok\n", kTextType);
     });
@@ -910,10 +1305,10 @@ struct AdmissionServer::Impl {
   }
 
   static std::thread serve(ConnectionServer& server, std::future<void>& done) {
-    std::packaged_task<void()> task([&server] { server.listen_after_bind(); });
+    std::packaged_task<void()> task([&server] { server.run(); });
     done = task.get_future();
     std::thread thread(std::move(task));
-    for (int i = 0; i < 10'000 && !server.is_running(); ++i) {
+    for (int i = 0; i < 10'000 && !server.running(); ++i) {
       std::this_thread::sleep_for(milliseconds(1));
     }
     return thread;
@@ -973,7 +1368,8 @@ void AdmissionServer::start() {
              {"webhook_port", std::to_string(impl.webhook_port), true},
              {"metrics", impl.options.metrics_listen},
              {"metrics_port", std::to_string(impl.metrics_port), true},
-             {"workers", std::to_string(impl.options.workers), true}});
+             {"workers", std::to_string(impl.options.workers), true},
+             {"max_connections", std::to_string(impl.options.max_connections), true}});
 }
 
 int AdmissionServer::webhook_port() const { return impl_->webhook_port; }
@@ -986,7 +1382,7 @@ bool AdmissionServer::shutdown() {
   const auto deadline = Clock::now() + impl.options.drain_timeout;
   impl.drain.trigger();
   impl.readiness.set("webhook-listener", false, "shutting down");
-  impl.webhook_server->stop();  // stop accepting; queued connections are still served
+  impl.webhook_server->stop();  // stop accepting; open connections are still served
   bool drained = impl.wait(impl.webhook_done, deadline);
   impl.metrics_server->stop();
   drained = impl.wait(impl.metrics_done, std::max(deadline, Clock::now() + milliseconds(1000))) && drained;

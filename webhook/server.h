@@ -124,8 +124,8 @@ struct ListenAddress {
 // Parses "host:port", ":port" or "[v6addr]:port". Throws std::invalid_argument.
 ListenAddress parse_listen_address(std::string_view text);
 
-// Worker threads for the webhook listener when --workers is not given: each open
-// connection holds a worker while it is open (cpp-httplib's model), so many per core.
+// Worker threads for the webhook listener when --workers is not given. A worker holds a
+// connection only while it answers one complete request; waiting connections do not.
 std::size_t default_worker_count();
 
 struct ServerOptions {
@@ -133,8 +133,8 @@ struct ServerOptions {
   std::string metrics_listen = ":9090";
   std::string tls_cert, tls_key;
   std::size_t max_body_bytes = 3 * 1024 * 1024;
-  // The TLS handshake and reading one whole request (headers + body) must each finish
-  // within read_timeout, so a slow client cannot hold a worker longer than that.
+  // The TLS handshake, the first request's arrival, and reading one whole request
+  // (headers + body) must each finish within read_timeout.
   std::chrono::milliseconds read_timeout{10'000};
   std::chrono::milliseconds write_timeout{10'000};
   // A keep-alive connection with no request for this long is closed. Longer than Go's
@@ -142,6 +142,13 @@ struct ServerOptions {
   // sends just as the server closes would not be retried.
   std::chrono::milliseconds idle_timeout{120'000};
   std::size_t workers = default_worker_count();
+  // Open connections per listener (each costs a descriptor and its buffered bytes); more
+  // are closed at accept and counted in sizeguard_http_rejected_connections_total.
+  std::size_t max_connections = 10'000;
+  // Request bytes all waiting connections of a listener may hold. Beyond it, a connection
+  // still receiving is handed to a worker, which reads the rest (bounded by
+  // read_timeout), so memory is bounded by workers x max_body_bytes plus this.
+  std::size_t max_buffered_bytes = 64 * 1024 * 1024;
   std::chrono::milliseconds drain_timeout{30'000};
 };
 

@@ -36,7 +36,8 @@ done
 # The body parser (differential against nlohmann): the same reviews, without the selector byte.
 mkdir -p "$seeds/json"
 for f in "$shared"/fixtures/admission-apiserver-1.28/*.json tests/fixtures/admission/*.json; do
-  [[ -f $f ]] && cp "$f" "$seeds/json/"
+  [[ -f $f ]] || continue
+  cp "$f" "$seeds/json/"
 done
 mkdir -p "$seeds/quantity"
 for q in 0 500m 1.5Gi 1e3 1E-3 .5 +1 128974848 100.035k 9Ei 0.000000000001Ki -1.5Mi 1e2147483647; do

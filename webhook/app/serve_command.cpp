@@ -1,7 +1,9 @@
 // `sizeguard serve`: the admission server wired to the mutate/validate handlers.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +40,24 @@ struct ServeFlags {
   std::string tls_reload_interval = "30s";
 };
 
+// Each open connection is a descriptor: raise the soft limit (often 1024) towards the hard
+// limit so --max-connections, not EMFILE, is what bounds them.
+void raise_open_file_limit(std::size_t max_connections, spdlog::logger& logger) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t wanted = static_cast<rlim_t>(2 * max_connections + 256);  // both listeners, plus files
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
+    logger.warn("open file limit {} is below what --max-connections {} needs ({}); accepts may fail first",
+                static_cast<unsigned long long>(limit.rlim_cur), max_connections,
+                static_cast<unsigned long long>(wanted));
+  }
+}
+
 // Blocks the shutdown signals in this thread and every thread started after, so that
 // sigwait() below is the one place they arrive.
 sigset_t block_shutdown_signals() {
@@ -66,12 +86,14 @@ int run_serve(ServeFlags flags) {
     parse_listen_address(flags.server.listen);
     parse_listen_address(flags.server.metrics_listen);
     if (flags.server.workers == 0) throw std::invalid_argument("--workers must be at least 1");
+    if (flags.server.max_connections == 0) throw std::invalid_argument("--max-connections must be at least 1");
     if (flags.server.max_body_bytes == 0) throw std::invalid_argument("--max-body-bytes must be at least 1");
   } catch (const std::exception& e) {
     std::cerr << "sizeguard serve: " << e.what() << "\n";
     return 2;
   }
   spdlog::set_default_logger(logger);
+  raise_open_file_limit(flags.server.max_connections, *logger);
 
   // Dev certificates when asked for and no cert given; a temp dir we made is removed at exit.
   std::optional<std::filesystem::path> temp_cert_dir;
@@ -231,7 +253,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "on SIGTERM/SIGINT, how long to wait for accepted requests before exiting")
       ->capture_default_str();
   cmd->add_option("--workers", flags->server.workers,
-                  "worker threads for the webhook listener (each open connection holds one)")
+                  "worker threads for the webhook listener (each answers one complete request at a time)")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", flags->server.max_connections,
+                  "open connections per listener; more are closed at accept")
       ->capture_default_str();
   cmd->add_option("--tls-reload-interval", flags->tls_reload_interval,
                   "how often the cert/key files are checked for changes (SIGHUP reloads at once)")

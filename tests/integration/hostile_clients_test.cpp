@@ -1,0 +1,437 @@
+// Hostile clients against the real admission server (small worker pool, loopback, throwaway
+// certificates): more slow or silent connections than there are workers, huge declared
+// bodies that never arrive, invalid UTF-8. Good clients opening NEW connections meanwhile
+// must get correct answers. Every blocking client call has a 5 s bound, far below the
+// server's read timeout, so a starved server fails the test instead of hanging it; these
+// are functional bounds, not latency assertions.
+#include "webhook/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include "support/fixtures.h"
+#include "support/tls_client.h"
+#include "webhook/app/handlers.h"
+#include "webhook/devcerts.h"
+#include "webhook/logging.h"
+
+namespace sizeguard {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using test::ConnectStage;
+using test::HttpResponse;
+
+constexpr auto kClientBound = 5s;  // far below the server's read timeout below
+constexpr std::size_t kWorkers = 8;
+constexpr int kHostileConnections = 64;  // 8x the workers
+
+struct TempDir {
+  std::filesystem::path path = make_private_temp_directory("sizeguard-hostile-test");
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+// A plain TCP connection to the webhook port (no TLS), closed on destruction.
+struct RawSocket {
+  int fd = -1;
+  explicit RawSocket(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{static_cast<time_t>(kClientBound.count()), 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~RawSocket() {
+    if (fd >= 0) ::close(fd);
+  }
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+  bool send_byte(char byte) const { return fd >= 0 && ::send(fd, &byte, 1, MSG_NOSIGNAL) == 1; }
+};
+
+// True if every byte sequence in `text` is well-formed UTF-8.
+bool valid_utf8(std::string_view text) {
+  try {
+    (void)Json(std::string(text)).dump();  // the strict encoder throws on ill-formed UTF-8
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
+class HostileClientsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { certs_ = make_dev_certificates(dir_.path / "certs"); }
+
+  void start(std::chrono::milliseconds read_timeout, std::size_t max_buffered_bytes = ServerOptions{}.max_buffered_bytes,
+             std::size_t max_connections = ServerOptions{}.max_connections) {
+    AdmissionHandlers handlers;
+    handlers.mutate = [this](const AdmissionRequest& r) { return mutate(r, context_); };
+    handlers.validate = [this](const AdmissionRequest& r) { return validate(r, context_); };
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.metrics_listen = "127.0.0.1:0";
+    options.tls_cert = certs_.server_cert.string();
+    options.tls_key = certs_.server_key.string();
+    options.read_timeout = read_timeout;
+    options.idle_timeout = 60s;
+    options.workers = kWorkers;
+    options.drain_timeout = 10s;
+    options.max_buffered_bytes = max_buffered_bytes;
+    options.max_connections = max_connections;
+    auto logger = make_logger("test", LogFormat::Json, std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
+    server_ = std::make_unique<AdmissionServer>(options, std::move(handlers), metrics_, readiness_, logger);
+    server_->start();
+    port_ = server_->webhook_port();
+  }
+
+  test::TlsConnectResult connect() { return test::connect_tls(port_, certs_.ca_cert.string(), kClientBound); }
+
+  // Opens `count` verified TLS connections in parallel (a starved server would otherwise
+  // make a serial loop take count x kClientBound); returns the ones that connected.
+  std::vector<std::unique_ptr<test::TlsConnection>> connect_many(int count) {
+    std::vector<std::unique_ptr<test::TlsConnection>> connections(count);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < count; ++i) {
+      threads.emplace_back([&, i] { connections[i] = connect().connection; });
+    }
+    for (auto& thread : threads) thread.join();
+    std::erase(connections, nullptr);
+    return connections;
+  }
+
+  // A good client: every shared fixture on a NEW connection each, answered correctly
+  // within kClientBound. Returns the problems seen.
+  std::vector<std::string> good_client_round() {
+    std::vector<std::string> problems;
+    for (const auto& fixture : test::shared_admission_fixtures()) {
+      const std::string name = fixture.filename().string();
+      const std::string body = test::read_file(fixture);
+      const std::string path = name.rfind("validate-", 0) == 0 ? "/validate" : "/mutate";
+      auto result = connect();
+      if (result.stage != ConnectStage::Connected) {
+        problems.push_back(name + ": connect: " + result.error);
+        continue;
+      }
+      auto& connection = *result.connection;
+      if (!connection.send(test::apiserver_request(path + "?timeout=10s", body, port_))) {
+        problems.push_back(name + ": send: " + connection.last_error());
+        continue;
+      }
+      auto response = connection.read_response();
+      if (!response) {
+        problems.push_back(name + ": no answer: " + connection.last_error());
+        continue;
+      }
+      Json answer = Json::parse(response->body, nullptr, false);
+      std::string uid = Json::parse(body)["request"]["uid"].get<std::string>();
+      if (response->status != 200 || !answer.is_object() || answer["response"].value("uid", "") != uid ||
+          !answer["response"].contains("allowed")) {
+        problems.push_back(name + ": wrong answer " + std::to_string(response->status) + " " + response->body);
+      }
+    }
+    return problems;
+  }
+
+  double gauge(const std::string& series) {
+    std::string text = metrics_.render();
+    auto at = text.find("\n" + series + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+  }
+
+  std::string log_text() {
+    std::lock_guard lock(log_mutex_);
+    return log_.str();
+  }
+
+  TempDir dir_;
+  DevCertificates certs_;
+  AdmissionContext context_;
+  Metrics metrics_;
+  Readiness readiness_;
+  std::mutex log_mutex_;
+  std::ostringstream log_;
+  std::unique_ptr<AdmissionServer> server_;
+  int port_ = 0;
+};
+
+// Slowloris: half the attackers are still in the TLS handshake, half finished it and
+// trickle an HTTP request; each sends one byte per 200 ms, 8x as many as there are workers.
+TEST_F(HostileClientsTest, SlowlorisBeyondTheWorkerCountDoesNotStarveNewConnections) {
+  start(30s);
+  std::vector<std::unique_ptr<RawSocket>> in_handshake;
+  for (int i = 0; i < kHostileConnections / 2; ++i) {
+    in_handshake.push_back(std::make_unique<RawSocket>(port_));
+    ASSERT_GE(in_handshake.back()->fd, 0);
+  }
+  auto in_request = connect_many(kHostileConnections / 2);
+  const std::size_t tls_attackers = in_request.size();
+
+  // A TLS record header announcing a 512-byte ClientHello, then its bytes, one at a time.
+  const std::string hello = std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11) + std::string(501, 'a');
+  const std::string slow_request = "POST /mutate HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(4096, 'a');
+  std::atomic<bool> stop{false};
+  std::atomic<int> trickled{0}, cut_off{0};
+  std::thread trickler([&] {
+    for (std::size_t step = 0; !stop; ++step) {
+      for (auto& raw : in_handshake) {
+        if (raw->send_byte(hello[step % hello.size()])) ++trickled;
+        else ++cut_off;
+      }
+      for (auto& tls : in_request) {
+        if (tls->send(std::string_view(&slow_request[step % slow_request.size()], 1))) ++trickled;
+        else ++cut_off;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  });
+  std::this_thread::sleep_for(500ms);  // every attacker has sent something
+
+  auto problems = good_client_round();
+  std::this_thread::sleep_for(500ms);
+  auto more_problems = good_client_round();  // still served while the trickle goes on
+  problems.insert(problems.end(), more_problems.begin(), more_problems.end());
+  const double open = gauge("sizeguard_http_open_connections{listener=\"webhook\"}");
+  stop = true;
+  trickler.join();
+
+  EXPECT_EQ(tls_attackers, static_cast<std::size_t>(kHostileConnections / 2))
+      << "attackers could not even complete the TLS handshake";
+  EXPECT_THAT(problems, ::testing::IsEmpty());
+  EXPECT_GT(trickled.load(), kHostileConnections * 2);
+  EXPECT_EQ(cut_off.load(), 0) << "slow connections are held within the read timeout, not dropped early";
+  EXPECT_GE(open, kHostileConnections) << "the server held every slow connection while serving";
+}
+
+// Silent connections (TCP only, and TLS done but no request) plus requests declaring a
+// huge body that never arrives: none of them may keep good clients waiting.
+TEST_F(HostileClientsTest, SilentConnectionsAndHugeDeclaredBodiesDoNotStarveNewConnections) {
+  start(30s);
+  std::vector<std::unique_ptr<RawSocket>> silent_tcp;
+  for (int i = 0; i < kHostileConnections; ++i) {
+    silent_tcp.push_back(std::make_unique<RawSocket>(port_));
+    ASSERT_GE(silent_tcp.back()->fd, 0);
+  }
+  auto silent_tls = connect_many(kHostileConnections);
+  auto huge_body = connect_many(kHostileConnections / 4);
+  const std::string huge_headers =
+      "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 1000000000000\r\n\r\n{\"apiVersion\":";
+  for (auto& connection : huge_body) EXPECT_TRUE(connection->send(huge_headers));
+
+  auto problems = good_client_round();
+  EXPECT_EQ(silent_tls.size(), static_cast<std::size_t>(kHostileConnections));
+  EXPECT_EQ(huge_body.size(), static_cast<std::size_t>(kHostileConnections / 4));
+  EXPECT_THAT(problems, ::testing::IsEmpty());
+  EXPECT_GE(gauge("sizeguard_http_open_connections{listener=\"webhook\"}"),
+            kHostileConnections * 2 + kHostileConnections / 4);
+}
+
+// A huge declared body is refused with 413 once it has been skipped, however the bytes
+// arrive; the server does not keep the connection beyond the read timeout when they don't.
+TEST_F(HostileClientsTest, HugeDeclaredBodyThatStallsIsCutOffAtTheReadTimeout) {
+  start(2s);
+  auto result = connect();
+  ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
+  ASSERT_TRUE(result.connection->send("POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n{"));
+  auto response = result.connection->read_response();  // bounded by kClientBound
+  if (response) {
+    EXPECT_GE(response->status, 400) << response->body;
+    EXPECT_TRUE(valid_utf8(response->body));
+  }
+  EXPECT_TRUE(result.connection->wait_closed()) << "still open after the 2 s read timeout";
+  // And the server still serves.
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+}
+
+// --max-connections: a listener that already holds that many closes new connections at
+// accept (and counts them), and accepts again once connections have gone.
+TEST_F(HostileClientsTest, ConnectionsBeyondTheLimitAreClosedAtAccept) {
+  start(30s, ServerOptions{}.max_buffered_bytes, 16);
+  const std::string open = "sizeguard_http_open_connections{listener=\"webhook\"}";
+  const std::string rejected = "sizeguard_http_rejected_connections_total{listener=\"webhook\"}";
+  {
+    std::vector<std::unique_ptr<RawSocket>> silent;
+    for (int i = 0; i < 16; ++i) silent.push_back(std::make_unique<RawSocket>(port_));
+    for (int i = 0; i < 500 && gauge(open) < 16; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(gauge(open), 16);
+    RawSocket extra(port_);
+    ASSERT_GE(extra.fd, 0);  // the kernel completes the TCP handshake
+    char byte;
+    EXPECT_EQ(::recv(extra.fd, &byte, 1, 0), 0) << "closed at accept, not left waiting";
+    EXPECT_EQ(gauge(rejected), 1);
+    EXPECT_EQ(gauge(open), 16);
+  }
+  for (int i = 0; i < 500 && gauge(open) > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+  EXPECT_EQ(gauge(rejected), 1);
+}
+
+// Past the buffer budget, connections still receiving go to workers (which read the rest
+// within the read timeout) instead of growing the loop's memory; their requests are still
+// answered once complete, and the remaining workers keep serving new connections.
+TEST_F(HostileClientsTest, OverTheBufferBudgetReceivingMovesToWorkers) {
+  start(30s, 256 * 1024);
+  const std::string fixture = test::load_shared_fixture("deployment-create.json");
+  const std::string uid = Json::parse(fixture)["request"]["uid"].get<std::string>();
+  const std::string body = fixture + std::string((1 << 20) - fixture.size(), ' ');  // 1 MiB, valid JSON
+  const std::string request = test::apiserver_request("/validate", body, port_);
+  const std::size_t first_part = request.size() - body.size() + 200 * 1024;
+  auto senders = connect_many(4);
+  ASSERT_EQ(senders.size(), 4u);
+  for (auto& sender : senders) ASSERT_TRUE(sender->send(std::string_view(request).substr(0, first_part)));
+  const std::string busy = "sizeguard_http_busy_workers{listener=\"webhook\"}";
+  for (int i = 0; i < 500 && gauge(busy) < 3; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(gauge(busy), 3) << "800 KiB of partial bodies against a 256 KiB budget";
+
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+  for (auto& sender : senders) {
+    ASSERT_TRUE(sender->send(std::string_view(request).substr(first_part)));
+    auto response = sender->read_response();
+    ASSERT_TRUE(response) << sender->last_error();
+    EXPECT_EQ(response->status, 200) << response->body;
+    EXPECT_THAT(response->body, HasSubstr(uid));
+  }
+  for (int i = 0; i < 500 && gauge(busy) > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(gauge(busy), 0);
+}
+
+// The decoder-level hostile bodies of tests/unit/webhook/handlers_test.cpp, over the
+// wire: JSON nested 100,000 deep and a Pod with 10,000 containers get well-formed
+// answers on a connection that keeps serving.
+TEST_F(HostileClientsTest, DeepJsonAndTenThousandContainersOverTheWire) {
+  start(30s);
+  Json review = Json::parse(test::load_shared_fixture("pod-create-from-replicaset.json"));
+  const std::string uid = review["request"]["uid"].get<std::string>();
+  Json& containers = review["request"]["object"]["spec"]["containers"];
+  const Json first = containers[0];
+  for (int i = 0; i < 10'000; ++i) {
+    Json container = {{"name", "c" + std::to_string(i)}, {"image", first["image"]}};
+    if (first.contains("resources")) container["resources"] = first["resources"];
+    containers.push_back(std::move(container));
+  }
+  const std::string many = review.dump();
+  review["request"]["object"]["spec"]["containers"] = Json::array({first});
+  std::string deep = review.dump();
+  deep.insert(deep.rfind("}}"), ",\"x\":" + std::string(100'000, '[') + std::string(100'000, ']'));
+  ASSERT_FALSE(Json::parse(deep, nullptr, false).is_discarded());
+
+  auto result = connect();
+  ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
+  auto& connection = *result.connection;
+  const std::vector<std::pair<std::string, const std::string*>> bodies = {{"10,000 containers", &many},
+                                                                           {"100,000 deep", &deep}};
+  for (const auto& [name, body] : bodies) {
+    for (const char* path : {"/mutate", "/validate"}) {
+      ASSERT_TRUE(connection.send(test::apiserver_request(path, *body, port_))) << name;
+      auto response = connection.read_response();
+      ASSERT_TRUE(response) << name << " " << path << ": " << connection.last_error();
+      EXPECT_EQ(response->status, 200) << name << " " << path << ": " << response->body.substr(0, 500);
+      Json answer = Json::parse(response->body, nullptr, false);
+      ASSERT_TRUE(answer.is_object()) << name;
+      EXPECT_EQ(answer["response"].value("uid", ""), uid) << name;
+      EXPECT_LT(response->body.size(), 4u << 20) << name;
+    }
+  }
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+}
+
+// Invalid UTF-8 inside JSON strings of an otherwise real review (label value, object
+// name, a lone surrogate escape) and in the request path: a 400 Status that names the
+// problem, every answer and log line well-formed UTF-8, and the connection keeps serving.
+TEST_F(HostileClientsTest, InvalidUtf8GetsAWellFormedErrorAndTheServerKeepsServing) {
+  start(30s);
+  const std::string good = test::load_shared_fixture("pod-create-from-replicaset.json");
+  auto with_name = [&](std::string_view raw_json_string) {
+    // Splices raw bytes into the JSON text, since a Json value cannot hold them.
+    Json review = Json::parse(good);
+    review["request"]["object"]["metadata"]["name"] = "NAME-PLACEHOLDER";
+    review["request"]["object"]["metadata"]["labels"] = {{"app", "LABEL-PLACEHOLDER"}};
+    std::string text = review.dump();
+    text.replace(text.find("NAME-PLACEHOLDER"), 16, "web-\xff\xfe");
+    text.replace(text.find("LABEL-PLACEHOLDER"), 17, std::string(raw_json_string));
+    return text;
+  };
+  struct Case {
+    std::string name, body;
+  };
+  const std::vector<Case> cases = {
+      {"truncated 2-byte sequence", with_name("caf\xc3")},
+      {"bad continuation", with_name("\xc3\x28")},
+      {"overlong slash", with_name("\xc0\xaf")},
+      {"encoded surrogate", with_name("\xed\xa0\x80")},
+      {"lone surrogate escape", with_name("\\udc00")},
+      {"truncated 4-byte emoji", with_name("\xf0\x9f\x98")},
+  };
+  auto result = connect();
+  ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
+  auto& connection = *result.connection;
+  for (const auto& c : cases) {
+    for (const char* path : {"/mutate", "/validate"}) {
+      ASSERT_TRUE(connection.send(test::apiserver_request(path, c.body, port_))) << c.name;
+      auto response = connection.read_response();
+      ASSERT_TRUE(response) << c.name << ": " << connection.last_error();
+      EXPECT_EQ(response->status, 400) << c.name << " " << path << ": " << response->body;
+      ASSERT_TRUE(valid_utf8(response->body)) << c.name << ": answer is not UTF-8: " << response->body;
+      Json status = Json::parse(response->body);
+      EXPECT_EQ(status["kind"], "Status") << c.name;
+      EXPECT_THAT(status["message"].get<std::string>(), HasSubstr("invalid AdmissionReview")) << c.name;
+      EXPECT_THAT(status["message"].get<std::string>(), ::testing::AnyOf(HasSubstr("UTF-8"), HasSubstr("surrogate")))
+          << c.name;
+    }
+  }
+  // Invalid UTF-8 in the request target is echoed in a 404 Status, replaced, not raw.
+  ASSERT_TRUE(connection.send("GET /\xff\xfe-admit HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto not_found = connection.read_response();
+  ASSERT_TRUE(not_found) << connection.last_error();
+  EXPECT_EQ(not_found->status, 404);
+  EXPECT_TRUE(valid_utf8(not_found->body)) << not_found->body;
+  EXPECT_THAT(not_found->body, HasSubstr("\xef\xbf\xbd"));  // U+FFFD
+
+  // The same connection still answers a real review.
+  ASSERT_TRUE(connection.send(test::apiserver_request("/mutate", good, port_)));
+  auto after = connection.read_response();
+  ASSERT_TRUE(after) << connection.last_error();
+  EXPECT_EQ(after->status, 200) << after->body;
+  EXPECT_THAT(after->body, HasSubstr(Json::parse(good)["request"]["uid"].get<std::string>()));
+
+  server_->shutdown();
+  std::istringstream lines(log_text());
+  int rejected = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ASSERT_TRUE(valid_utf8(line)) << "log line is not UTF-8: " << line;
+    Json entry = Json::parse(line);
+    if (entry["msg"] == "admission request rejected") ++rejected;
+  }
+  EXPECT_EQ(rejected, static_cast<int>(cases.size() * 2));
+}
+
+}  // namespace
+}  // namespace sizeguard
