@@ -38,6 +38,11 @@ std::optional<HttpAnswer> LargeReviewLane::run(std::function<HttpAnswer()> work)
   return std::move(job.answer);
 }
 
+std::size_t LargeReviewLane::waiting() {
+  std::lock_guard lock(mutex_);
+  return queue_.size();
+}
+
 void LargeReviewLane::loop(int nice_increment) {
   // On Linux a thread's nice value is its own (setpriority on the thread id), and raising
   // it needs no privilege.

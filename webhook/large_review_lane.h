@@ -29,6 +29,8 @@ class LargeReviewLane {
   // nullopt when `max_waiting` reviews are already waiting. If `work` throws, the answer
   // is a 500 naming the error.
   std::optional<HttpAnswer> run(std::function<HttpAnswer()> work);
+  // Reviews queued behind the running one.
+  std::size_t waiting();
 
  private:
   struct Job;

@@ -1,5 +1,7 @@
 #include "webhook/server.h"
 
+#include "webhook/large_review_lane.h"
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -61,6 +63,7 @@ std::string_view status_reason(int code) {
     case 413: return "RequestEntityTooLarge";
     case 414: return "RequestURITooLong";
     case 415: return "UnsupportedMediaType";
+    case 429: return "TooManyRequests";
     case 503: return "ServiceUnavailable";
     default: return code >= 500 ? "InternalError" : "BadRequest";
   }
@@ -78,6 +81,7 @@ constexpr const char* kOpenConnections = "sizeguard_http_open_connections";
 constexpr const char* kWorkers = "sizeguard_http_workers";
 constexpr const char* kBusyWorkers = "sizeguard_http_busy_workers";
 constexpr const char* kRejectedConnections = "sizeguard_http_rejected_connections_total";
+constexpr const char* kLargeReviews = "sizeguard_large_reviews_total";
 constexpr const char* kConnectionsTotal = "sizeguard_http_connections_total";
 constexpr const char* kCertExpiry = "sizeguard_tls_cert_expiry_timestamp_seconds";
 
@@ -962,6 +966,10 @@ void describe_server_metrics(Metrics& metrics, std::string_view version) {
   metrics.describe(kRejectedConnections, MetricType::Counter,
                    "Connections closed at accept because the listener already held --max-connections.");
   metrics.describe(kConnectionsTotal, MetricType::Counter, "Connections accepted per listener.");
+  metrics.describe(kLargeReviews, MetricType::Counter,
+                   "Reviews over --large-review-bytes: decided on the low-priority lane, or refused (429) when its queue was full.");
+  metrics.increment(kLargeReviews, {{"outcome", "decided"}}, 0);
+  metrics.increment(kLargeReviews, {{"outcome", "refused"}}, 0);
   metrics.describe(kCertExpiry, MetricType::Gauge, "notAfter of the serving certificate, as a Unix timestamp.");
 }
 
@@ -1128,6 +1136,8 @@ struct AdmissionServer::Impl {
   std::shared_ptr<spdlog::logger> logger;
   TlsContext tls;
   DrainSignal drain;
+  // Before the servers, so it outlives the workers that hand reviews to it.
+  std::unique_ptr<LargeReviewLane> large_reviews;  // null when large_review_bytes is 0
   std::unique_ptr<ConnectionServer> webhook_server, metrics_server;
   std::thread webhook_thread, metrics_thread;
   std::future<void> webhook_done, metrics_done;
@@ -1153,6 +1163,7 @@ struct AdmissionServer::Impl {
     ConnectionLimits limits{options.read_timeout,    options.write_timeout,   options.idle_timeout,
                             options.workers,         options.max_connections, options.max_body_bytes,
                             options.max_buffered_bytes};
+    if (options.large_review_bytes > 0) large_reviews = std::make_unique<LargeReviewLane>(options.large_review_queue);
     webhook_server = std::make_unique<ConnectionServer>("webhook", &tls, limits, drain, metrics, *logger);
     auto& server = *webhook_server;
     // Answers stay plain: an AdmissionReview response is small, so gzip would cost more
@@ -1197,8 +1208,25 @@ struct AdmissionServer::Impl {
                                kJsonType);
           return;
         }
-        HttpAnswer answer = handle_admission(webhook, body, handler,
-                                             [this](const DecisionRecord& record) { observe(record); });
+        auto decide = [&] {
+          return handle_admission(webhook, body, handler, [this](const DecisionRecord& record) { observe(record); });
+        };
+        HttpAnswer answer;
+        if (large_reviews && body.size() > options.large_review_bytes) {
+          if (std::optional<HttpAnswer> decided = large_reviews->run(decide)) {
+            answer = std::move(*decided);
+            metrics.increment(kLargeReviews, {{"outcome", "decided"}});
+          } else {
+            metrics.increment(kLargeReviews, {{"outcome", "refused"}});
+            answer = {429, kJsonType,
+                      status_body(429, "too many large reviews waiting (" + std::to_string(options.large_review_queue) +
+                                           " queued behind one running); bodies over " +
+                                           std::to_string(options.large_review_bytes) +
+                                           " bytes are decided one at a time (--large-review-bytes)")};
+          }
+        } else {
+          answer = decide();
+        }
         response.status = answer.status;
         response.set_content(std::move(answer.body), answer.content_type);
         // Shutdown began while deciding: tell the client this connection ends here.

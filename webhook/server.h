@@ -150,6 +150,11 @@ struct ServerOptions {
   // read_timeout), so memory is bounded by workers x max_body_bytes plus this.
   std::size_t max_buffered_bytes = 64 * 1024 * 1024;
   std::chrono::milliseconds drain_timeout{30'000};
+  // Reviews with a larger body (a Pod with hundreds of containers) are decided one at a
+  // time on a lower-priority thread (webhook/large_review_lane.h); at most
+  // large_review_queue wait for it, more are answered 429. 0 = every review inline.
+  std::size_t large_review_bytes = 256 * 1024;
+  std::size_t large_review_queue = 4;
 };
 
 // GET routes on the metrics listener: query parameters in, answer out.

@@ -243,6 +243,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "where --dev writes ca.crt, tls.crt, tls.key (default: a temp dir removed at exit)");
   cmd->add_option("--max-body-bytes", flags->server.max_body_bytes, "largest accepted request body; larger gets 413")
       ->capture_default_str();
+  cmd->add_option("--large-review-bytes", flags->server.large_review_bytes,
+                  "reviews with a larger body are decided one at a time at lower CPU priority, so they cannot slow the "
+                  "others; 0 = all inline")
+      ->capture_default_str();
   cmd->add_option("--read-timeout", flags->read_timeout,
                   "limit for the TLS handshake and for reading each whole request")
       ->capture_default_str();
