@@ -58,7 +58,9 @@ TEST(LargeReviewLane, OneAtATimeAndOnlyMaxWaitingMayQueue) {
   for (int i = 0; i < 5000 && lane.waiting() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const bool second_waits = lane.waiting() == 1;
   EXPECT_TRUE(second_waits);  // no ASSERT: returning early would leave the lane blocked
-  if (second_waits) EXPECT_FALSE(lane.run([] { return HttpAnswer{200, "text/plain", "third"}; }).has_value());
+  if (second_waits) {
+    EXPECT_FALSE(lane.run([] { return HttpAnswer{200, "text/plain", "third"}; }).has_value());
+  }
   release.set_value();
   EXPECT_EQ(first.get()->body, "slow");
   EXPECT_EQ(second.get()->body, "second");
