@@ -461,7 +461,7 @@ void QuantileModel::save(const std::filesystem::path& dir) const {
   if (!out) throw ModelError((dir / "metadata.json").string() + ": write failed", false);
 }
 
-QuantileModel QuantileModel::load(const std::filesystem::path& dir) {
+QuantileModel QuantileModel::load(const std::filesystem::path& dir, int threads) {
   const auto meta_path = dir / "metadata.json", model_path = dir / "model.json";
   for (const auto& p : {meta_path, model_path})
     if (!std::filesystem::is_regular_file(p)) throw ModelError(p.string() + ": no such file (is " + dir.string() + " a model directory?)", true);
@@ -487,13 +487,14 @@ QuantileModel QuantileModel::load(const std::filesystem::path& dir) {
   }
   QuantileModel model;
   model.impl_->booster = std::make_unique<XgbBooster>();
+  // Before loading: XGBoost parses the model with as many OpenMP threads as this says.
+  model.impl_->booster->set("nthread", std::to_string(hardware_threads(threads)));
   check(XGBoosterLoadModel(model.impl_->booster->get(), model_path.c_str()), "XGBoosterLoadModel");
   bst_ulong features = 0;
   check(XGBoosterGetNumFeature(model.impl_->booster->get(), &features), "XGBoosterGetNumFeature");
   if (features != expected.size())
     throw ModelError(model_path.string() + ": booster has " + std::to_string(features) + " features, metadata lists " +
                          std::to_string(expected.size()), true);
-  model.impl_->booster->set("nthread", std::to_string(hardware_threads(0)));
   model.impl_->metadata = std::move(meta);
   model.impl_->inputs = expected.size();
   model.impl_->finish();

@@ -122,7 +122,8 @@ class QuantileModel {
 
   // Throws ModelError (bad_input when there are no usable rows).
   static QuantileModel train(const std::vector<UsageSeries>& series, const TrainOptions& options);
-  static QuantileModel load(const std::filesystem::path& dir);
+  // `threads`: XGBoost threads for large batches (0 = all cores).
+  static QuantileModel load(const std::filesystem::path& dir, int threads = 0);
   void save(const std::filesystem::path& dir) const;
 
   const ModelMetadata& metadata() const;

@@ -107,7 +107,9 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
   // Right-sizing: a snapshot and/or a model; without either, /mutate changes nothing.
   if (!options.model.empty()) {
     try {
-      QuantileModel model = QuantileModel::load(options.model);
+      // Only the metadata and version are kept: one thread, so serving never starts an
+      // OpenMP pool beside its own workers.
+      QuantileModel model = QuantileModel::load(options.model, 1);
       runtime->model = std::make_shared<const ModelMetadata>(model.metadata());
       runtime->model_version = model.version();
     } catch (const std::exception& e) {
