@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stages=(default sanitize fuzz)
+stages=(default sanitize fuzz tsan)
 configure_only=false
 for arg in "$@"; do
   case $arg in
