@@ -8,24 +8,19 @@
 #include <simdjson.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+
+#include "bench_fixtures.h"
 
 #include "webhook/review.h"
 
 namespace sizeguard {
 namespace {
 
-std::string fixture(const std::string& name) {
-  std::ifstream in(std::filesystem::path(SIZEGUARD_SHARED_DIR_BENCH) / "fixtures/admission-apiserver-1.28" / name);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using bench::apiserver_fixture;
 
 std::string body_for(int64_t size) {
-  if (size == 0) return fixture("pod-create-from-replicaset.json");
-  Json review = Json::parse(fixture("pod-create-from-replicaset.json"));
+  if (size == 0) return apiserver_fixture("pod-create-from-replicaset.json");
+  Json review = Json::parse(apiserver_fixture("pod-create-from-replicaset.json"));
   Json& containers = review["request"]["object"]["spec"]["containers"];
   const Json first = containers.at(0);
   containers = Json::array();

@@ -6,8 +6,8 @@
 #include <benchmark/benchmark.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+
+#include "bench_fixtures.h"
 
 #include "policies/engine.h"
 #include "policies/file_cluster_state.h"
@@ -20,14 +20,9 @@
 namespace sizeguard {
 namespace {
 
-std::string fixture(const std::string& name) {
-  std::ifstream in(std::filesystem::path(SIZEGUARD_SHARED_DIR_BENCH) / "fixtures/admission-apiserver-1.28" / name);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using bench::apiserver_fixture;
 
-AdmissionRequest decoded(const std::string& name) { return std::get<AdmissionRequest>(decode_admission_review(fixture(name))); }
+AdmissionRequest decoded(const std::string& name) { return std::get<AdmissionRequest>(decode_admission_review(apiserver_fixture(name))); }
 
 std::shared_ptr<const PolicySet> examples() {
   PolicyLoad load = load_policies(std::filesystem::path(SIZEGUARD_SOURCE_DIR_BENCH) / "policies/examples");
@@ -37,7 +32,7 @@ std::shared_ptr<const PolicySet> examples() {
 }
 
 void Decode(benchmark::State& state) {
-  const std::string body = fixture("pod-create-from-replicaset.json");
+  const std::string body = apiserver_fixture("pod-create-from-replicaset.json");
   for (auto _ : state) benchmark::DoNotOptimize(decode_admission_review(body));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
 }
