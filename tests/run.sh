@@ -49,12 +49,40 @@ configure() {  # configure DIR COMPILER CMAKE-ARGS...
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+# CI shows only the tail of the output, so failing tests are named again in the summary
+# with their assertion lines. Each failing test is run once more, alone: one that passes
+# then is reported as FLAKY (and does not fail the stage), one that fails again fails it.
+report_failures() {  # report_failures DIR: for each test in LastTestsFailed.log
+  local dir=$1 name output rc=0
+  cp "$dir/Testing/Temporary/LastTestsFailed.log" "$dir/first-failures.log"
+  while IFS=: read -r _ name; do
+    if output=$(ctest --test-dir "$dir" --no-tests=error -R "^${name//./\\.}\$" --output-on-failure --timeout 900 2>&1); then
+      echo "  FLAKY (failed in the parallel run, passed alone): $name"
+    else
+      echo "  FAILED twice: $name"
+      rc=1
+    fi
+    # The first run's output is in the log above; these are the second run's key lines.
+    grep -E "Failure$|^Expected|^  Actual|Which is|Value of|^FAIL|ERROR: |runtime error|\*\*\*Timeout|exception" \
+      <<<"$output" | head -12 | sed 's/^/      /' || true
+  done < "$dir/first-failures.log"
+  return $rc
+}
+
+run_ctest() {  # run_ctest DIR CTEST-ARGS...
+  local dir=$1
+  shift
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@" && return 0
+  report_failures "$dir" | tee -a "$stage_report"
+  return "${PIPESTATUS[0]}"
+}
+
 run_default() {
   local dir=${BUILD_DIR:-build}
   configure "$dir" g++ -DSIZEGUARD_SANITIZE=OFF
   $configure_only && return
   cmake --build "$dir" -j "$jobs"
-  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 600
+  run_ctest "$dir" --timeout 600
 }
 
 run_sanitize() {
@@ -63,7 +91,7 @@ run_sanitize() {
   configure "$dir" clang++ -DSIZEGUARD_SANITIZE=ON
   $configure_only && return
   cmake --build "$dir" -j "$jobs"
-  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 900
+  run_ctest "$dir" --timeout 900
 }
 
 run_fuzz() {
@@ -78,7 +106,7 @@ run_tsan() {
     integration_hostile_clients_test integration_policy_reload_test integration_budget_test integration_kubeapi_test
   # XGBoost's OpenMP runtime is not instrumented: one thread keeps model loading visible.
   OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
-    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 900 \
+    run_ctest "$dir" --timeout 900 \
       -R '^(integration\.(server|hostile_clients|policy_reload|budget|kubeapi)_test\.|unit\.webhook\.(Metrics|RecommendationStore)|script\.(rightsizing_serve|cert_rotation)$)'
 }
 
@@ -87,6 +115,8 @@ status=0
 for stage in "${stages[@]}"; do
   start=$SECONDS
   echo "=== tests/run.sh: stage $stage"
+  stage_report=$(mktemp)
+  export stage_report
   # Not in an `if`: that would switch off errexit inside the stage.
   set +e
   ( set -e; "run_$stage" )
@@ -94,6 +124,9 @@ for stage in "${stages[@]}"; do
   set -e
   if ((rc == 0)); then result=passed; else result="FAILED (exit $rc)"; status=1; fi
   summary+=("$stage: $result in $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s")
+  while IFS= read -r line; do summary+=("$line"); done < "$stage_report"
+  rm -f "$stage_report"
 done
-((${#stages[@]} > 1)) && { echo "=== tests/run.sh summary"; printf '  %s\n' "${summary[@]}"; }
+echo "=== tests/run.sh summary"
+printf '  %s\n' "${summary[@]}"
 exit $status

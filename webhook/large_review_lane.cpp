@@ -16,8 +16,9 @@ struct LargeReviewLane::Job {
   std::condition_variable finished;
 };
 
-LargeReviewLane::LargeReviewLane(std::size_t max_waiting, int nice_increment)
-    : max_waiting_(max_waiting), thread_([this, nice_increment] { loop(nice_increment); }) {}
+LargeReviewLane::LargeReviewLane(std::size_t max_waiting, int nice_increment,
+                                 std::function<void(std::size_t)> on_waiting)
+    : max_waiting_(max_waiting), on_waiting_(std::move(on_waiting)), thread_([this, nice_increment] { loop(nice_increment); }) {}
 
 LargeReviewLane::~LargeReviewLane() {
   {
@@ -33,6 +34,7 @@ std::optional<HttpAnswer> LargeReviewLane::run(std::function<HttpAnswer()> work)
   std::unique_lock lock(mutex_);
   if (queue_.size() + (running_ ? 1 : 0) > max_waiting_) return std::nullopt;
   queue_.push_back(&job);
+  if (on_waiting_) on_waiting_(queue_.size());
   wake_.notify_one();
   job.finished.wait(lock, [&] { return job.done; });
   return std::move(job.answer);
@@ -54,6 +56,7 @@ void LargeReviewLane::loop(int nice_increment) {
     if (queue_.empty()) return;  // stopping, and nothing left to answer
     Job* job = queue_.front();
     queue_.pop_front();
+    if (on_waiting_) on_waiting_(queue_.size());
     running_ = true;
     lock.unlock();
     std::optional<HttpAnswer> answer;

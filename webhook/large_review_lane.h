@@ -20,7 +20,9 @@ namespace sizeguard {
 class LargeReviewLane {
  public:
   // `max_waiting`: reviews allowed to queue behind the one running; more are refused.
-  explicit LargeReviewLane(std::size_t max_waiting = 4, int nice_increment = 10);
+  // `on_waiting` hears the new queue length each time it changes (for a gauge).
+  explicit LargeReviewLane(std::size_t max_waiting = 4, int nice_increment = 10,
+                           std::function<void(std::size_t)> on_waiting = {});
   ~LargeReviewLane();  // finishes the queued work, then joins
   LargeReviewLane(const LargeReviewLane&) = delete;
   LargeReviewLane& operator=(const LargeReviewLane&) = delete;
@@ -37,6 +39,7 @@ class LargeReviewLane {
   void loop(int nice_increment);
 
   std::size_t max_waiting_;
+  std::function<void(std::size_t)> on_waiting_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Job*> queue_;

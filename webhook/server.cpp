@@ -82,6 +82,7 @@ constexpr const char* kWorkers = "sizeguard_http_workers";
 constexpr const char* kBusyWorkers = "sizeguard_http_busy_workers";
 constexpr const char* kRejectedConnections = "sizeguard_http_rejected_connections_total";
 constexpr const char* kLargeReviews = "sizeguard_large_reviews_total";
+constexpr const char* kLargeReviewsWaiting = "sizeguard_large_reviews_waiting";
 constexpr const char* kConnectionsTotal = "sizeguard_http_connections_total";
 constexpr const char* kCertExpiry = "sizeguard_tls_cert_expiry_timestamp_seconds";
 
@@ -970,6 +971,9 @@ void describe_server_metrics(Metrics& metrics, std::string_view version) {
                    "Reviews over --large-review-bytes: decided on the low-priority lane, or refused (429) when its queue was full.");
   metrics.increment(kLargeReviews, {{"outcome", "decided"}}, 0);
   metrics.increment(kLargeReviews, {{"outcome", "refused"}}, 0);
+  metrics.describe(kLargeReviewsWaiting, MetricType::Gauge,
+                   "Large reviews queued behind the one being decided (at most --large-review-queue).");
+  metrics.set(kLargeReviewsWaiting, {}, 0);
   metrics.describe(kCertExpiry, MetricType::Gauge, "notAfter of the serving certificate, as a Unix timestamp.");
 }
 
@@ -1163,7 +1167,10 @@ struct AdmissionServer::Impl {
     ConnectionLimits limits{options.read_timeout,    options.write_timeout,   options.idle_timeout,
                             options.workers,         options.max_connections, options.max_body_bytes,
                             options.max_buffered_bytes};
-    if (options.large_review_bytes > 0) large_reviews = std::make_unique<LargeReviewLane>(options.large_review_queue);
+    if (options.large_review_bytes > 0) large_reviews = std::make_unique<LargeReviewLane>(
+        options.large_review_queue, 10, [this](std::size_t waiting) {
+          metrics.set(kLargeReviewsWaiting, {}, static_cast<double>(waiting));
+        });
     webhook_server = std::make_unique<ConnectionServer>("webhook", &tls, limits, drain, metrics, *logger);
     auto& server = *webhook_server;
     // Answers stay plain: an AdmissionReview response is small, so gzip would cost more

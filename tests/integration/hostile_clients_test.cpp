@@ -417,14 +417,11 @@ TEST_F(HostileClientsTest, LargeReviewsQueueOnTheirLaneWhileOrdinaryOnesAreAnswe
   for (int i = 0; i < 500 && blocked.load() == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(blocked.load(), 1);
   auto queued = std::async(std::launch::async, send_large);  // waits behind it
-  std::this_thread::sleep_for(200ms);
-  // A probe that arrives before `queued` takes the queue's place instead (its client gives
-  // up after kClientBound); the next one is refused.
-  int refused = 0;
-  for (int i = 0; i < 100 && refused != 429; ++i) {
-    refused = send_large();  // 429 once the queued one is waiting
-    if (refused != 429) std::this_thread::sleep_for(20ms);
-  }
+  const std::string waiting = "sizeguard_large_reviews_waiting";
+  for (int i = 0; i < 1000 && gauge(waiting) < 1; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(gauge(waiting), 1) << "the second large review never queued";
+  // No ASSERT before release: returning early would leave the lane blocked.
+  const int refused = gauge(waiting) == 1 ? send_large() : 0;  // the queue is full now
   EXPECT_EQ(refused, 429);
   // Ordinary reviews do not wait for the lane.
   EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
