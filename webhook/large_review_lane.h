@@ -1,8 +1,10 @@
-// Where large reviews are decided. A Pod with thousands of containers costs a hundred
-// milliseconds or more of CPU to decode, evaluate and patch; an ordinary review costs tens
-// of microseconds and the apiserver is waiting on it. Large reviews therefore run one at a
-// time on a thread of lower CPU priority (nice +10), so ordinary reviews keep their latency
-// while one runs, and only a bounded number may wait for it.
+// Where large reviews are answered. A Pod with thousands of containers costs milliseconds
+// of CPU to decrypt, decode, evaluate, patch, encode and encrypt; an ordinary review costs
+// tens of microseconds and the apiserver is waiting on it. So a connection whose next
+// request has a large body is handed, whole, to one thread of the lowest CPU priority
+// (SCHED_IDLE: it runs only when no ordinary thread wants the CPU, and any waking one
+// preempts it at once), which reads, decides and writes that request. Only a bounded
+// number may wait for it; the server answers the rest 429.
 #pragma once
 
 #include <condition_variable>
@@ -10,39 +12,39 @@
 #include <deque>
 #include <functional>
 #include <mutex>
-#include <optional>
 #include <thread>
-
-#include "webhook/server.h"
 
 namespace sizeguard {
 
+enum class LanePriority {
+  Idle,   // SCHED_IDLE (the server's choice)
+  Normal  // the creator's own priority (tests that need the lane to keep pace)
+};
+
 class LargeReviewLane {
  public:
-  // `max_waiting`: reviews allowed to queue behind the one running; more are refused.
+  // `max_waiting`: jobs allowed to queue behind the one running; more are refused.
   // `on_waiting` hears the new queue length each time it changes (for a gauge).
-  explicit LargeReviewLane(std::size_t max_waiting = 4, int nice_increment = 10,
+  explicit LargeReviewLane(std::size_t max_waiting = 4, LanePriority priority = LanePriority::Idle,
                            std::function<void(std::size_t)> on_waiting = {});
-  ~LargeReviewLane();  // finishes the queued work, then joins
+  ~LargeReviewLane();  // runs the queued jobs, then joins
   LargeReviewLane(const LargeReviewLane&) = delete;
   LargeReviewLane& operator=(const LargeReviewLane&) = delete;
 
-  // Runs `work` on the lane thread and returns its answer (the caller blocks meanwhile);
-  // nullopt when `max_waiting` reviews are already waiting. If `work` throws, the answer
-  // is a 500 naming the error.
-  std::optional<HttpAnswer> run(std::function<HttpAnswer()> work);
-  // Reviews queued behind the running one.
+  // Queues `job` for the lane thread and returns at once; false (the job is not taken)
+  // when `max_waiting` jobs already wait. A job must not throw.
+  bool try_post(std::function<void()> job);
+  // Jobs queued behind the running one.
   std::size_t waiting();
 
  private:
-  struct Job;
-  void loop(int nice_increment);
+  void loop(LanePriority priority);
 
   std::size_t max_waiting_;
   std::function<void(std::size_t)> on_waiting_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Job*> queue_;
+  std::deque<std::function<void()>> queue_;
   bool running_ = false;
   bool stopping_ = false;
   std::thread thread_;

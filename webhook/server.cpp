@@ -1,6 +1,7 @@
 #include "webhook/server.h"
 
 #include "webhook/large_review_lane.h"
+#include "webhook/thread_name.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -103,7 +104,7 @@ std::string openssl_errors() {
 
 class WorkerPool final : public httplib::TaskQueue {
  public:
-  explicit WorkerPool(std::size_t count) {
+  WorkerPool(std::size_t count, std::string thread_name) : thread_name_(std::move(thread_name)) {
     for (std::size_t i = 0; i < std::max<std::size_t>(count, 1); ++i) {
       threads_.emplace_back([this] { run(); });
     }
@@ -132,6 +133,7 @@ class WorkerPool final : public httplib::TaskQueue {
 
  private:
   void run() {
+    name_this_thread(thread_name_);
     sigset_t blocked;
     sigemptyset(&blocked);
     sigaddset(&blocked, SIGPIPE);
@@ -149,6 +151,7 @@ class WorkerPool final : public httplib::TaskQueue {
     }
   }
 
+  std::string thread_name_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::function<void()>> jobs_;
@@ -241,6 +244,7 @@ struct Connection {
   std::size_t pos = 0;
   std::size_t scanned = 0;  // where the search for the end of the headers resumes
   std::size_t needed = 0;   // bytes of the whole current request, once its headers are in
+  std::uint64_t body_bytes = 0;  // its declared Content-Length
   // A declared body over the size limit is received and dropped by the loop; the worker's
   // parser then reads `skipped` zero bytes at offset `skip_at` in their place, so httplib
   // answers 413 and the connection stays in step, without holding a worker meanwhile.
@@ -254,6 +258,7 @@ struct Connection {
   void consume() {
     in.erase(0, pos);
     pos = scanned = needed = skip_at = 0;
+    body_bytes = 0;
   }
 };
 
@@ -322,6 +327,7 @@ Framing frame_request(Connection& c, std::size_t max_body) {
     return c.skip > 0 ? Framing::Incomplete : Framing::Complete;
   }
   c.needed = end + static_cast<std::size_t>(length);
+  c.body_bytes = length;
   if (size >= c.needed) return Framing::Complete;
   c.in.reserve(c.needed);
   return Framing::Incomplete;
@@ -490,6 +496,10 @@ struct ConnectionLimits {
   std::size_t max_connections;
   std::size_t max_body_bytes;  // bodies declared larger are dropped by the loop (413)
   std::size_t max_buffered_bytes;
+  // Requests with a larger body go to the large-review lane (0: no lane), at most
+  // large_request_queue waiting for it.
+  std::size_t large_request_bytes = 0;
+  std::size_t large_request_queue = 0;
 };
 
 // httplib::Server for routing and request parsing, with our own connection handling: one
@@ -549,8 +559,16 @@ class ConnectionServer final : public httplib::Server {
   // The event loop; returns after stop() once all connections are closed.
   void run() {
     block_sigpipe();  // a peer closing mid-handshake must not kill the process
-    WorkerPool pool(limits_.workers);
+    name_this_thread("sg-" + listener_);
+    WorkerPool pool(limits_.workers, "sg-" + listener_ + "-w");
     pool_ = &pool;
+    std::optional<LargeReviewLane> lane;
+    if (limits_.large_request_bytes > 0) {
+      lane.emplace(limits_.large_request_queue, LanePriority::Idle, [this](std::size_t waiting) {
+        metrics_.set(kLargeReviewsWaiting, {}, static_cast<double>(waiting));
+      });
+      lane_ = &*lane;
+    }
     listen_fd_ = svr_sock_;
     ::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
     watch(listen_fd_, &listen_marker_, EPOLLIN, EPOLL_CTL_ADD);
@@ -585,6 +603,8 @@ class ConnectionServer final : public httplib::Server {
     }
     pool.shutdown();  // every job already ran: nothing is busy
     pool_ = nullptr;
+    lane_ = nullptr;
+    lane.reset();
     running_ = false;
   }
 
@@ -718,23 +738,36 @@ class ConnectionServer final : public httplib::Server {
       // Past the buffer budget a worker receives the rest, as a worker used to receive
       // every request: memory stays bounded by the workers, not by the connections.
       if (framing != Framing::Incomplete || (c->skip == 0 && buffered_ > limits_.max_buffered_bytes)) {
-        hand_over(c);
+        hand_over(c, framing);
         return;
       }
     }
   }
 
-  void hand_over(Connection* c) {
+  bool is_large(const Connection& c) const {
+    return lane_ && c.body_bytes > limits_.large_request_bytes;
+  }
+
+  void hand_over(Connection* c, Framing framing) {
     buffered_ -= c->in.size();
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->fd, nullptr);
     owned_.erase(c);
     ++busy_;
-    pool_->enqueue([this, c] { serve_requests(c); });
+    // Complete large requests only: one still arriving (over the buffer budget) would hold
+    // the single lane thread while its client sends.
+    if (framing == Framing::Complete && is_large(*c)) {
+      if (!lane_->try_post([this, c] { serve_requests(c, true); })) {
+        pool_->enqueue([this, c] { refuse_large(c); });
+      }
+      return;
+    }
+    pool_->enqueue([this, c] { serve_requests(c, false); });
   }
 
-  // In a worker: answers the buffered request and any further complete request already
-  // buffered behind it, then gives the connection back to the loop.
-  void serve_requests(Connection* c) {
+  // In a worker (or, for one large request, the lane): answers the buffered request and
+  // any further complete ordinary request already buffered behind it, then gives the
+  // connection back to the loop.
+  void serve_requests(Connection* c, bool on_lane) {
     metrics_.increment(kBusyWorkers, {{"listener", listener_}}, 1);
     try {
       ConnectionStream stream(*c, limits_.write_timeout);
@@ -743,6 +776,7 @@ class ConnectionServer final : public httplib::Server {
         bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection;
         bool client_closed = false;
         bool ok = process_request(stream, close_after, client_closed, setup_request);
+        if (on_lane) metrics_.increment(kLargeReviews, {{"outcome", "decided"}});  // before the client sees it
         ++c->served;
         close_after = close_after || drain_.triggered();  // shutdown began while answering
         if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after || c->skipped > 0) {
@@ -750,7 +784,9 @@ class ConnectionServer final : public httplib::Server {
           break;
         }
         c->consume();
+        if (on_lane) break;  // the loop hands on whatever follows
         if (c->in.empty() || frame_request(*c, limits_.max_body_bytes) == Framing::Incomplete) break;
+        if (is_large(*c)) break;  // the loop hands it to the lane
         c->request_started = Clock::now();
       }
     } catch (const std::exception& e) {
@@ -761,6 +797,40 @@ class ConnectionServer final : public httplib::Server {
       c->close = c->broken = true;
     }
     metrics_.increment(kBusyWorkers, {{"listener", listener_}}, -1);
+    give_back(c);
+  }
+
+  // In a worker: the lane's queue is full. The request is already buffered whole, so a
+  // 429 keeps the connection in step without reading anything.
+  void refuse_large(Connection* c) {
+    metrics_.increment(kLargeReviews, {{"outcome", "refused"}});
+    const std::string_view request_line(c->in.data(), std::min<std::size_t>(c->in.size(), 64));
+    std::string path = "other";
+    for (const char* known : {"/mutate", "/validate"}) {
+      const std::string prefix = std::string("POST ") + known;
+      if (request_line.starts_with(prefix) && request_line.size() > prefix.size() &&
+          (request_line[prefix.size()] == ' ' || request_line[prefix.size()] == '?')) {
+        path = known;
+      }
+    }
+    metrics_.increment(kHttpErrors, {{"listener", listener_}, {"path", path}, {"code", "429"}});
+    const std::string body =
+        status_body(429, "too many large reviews waiting (" + std::to_string(limits_.large_request_queue) +
+                             " queued behind one running); bodies over " + std::to_string(limits_.large_request_bytes) +
+                             " bytes are answered one at a time (--large-review-bytes)");
+    const bool close_after = drain_.triggered();
+    const std::string head = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + (close_after ? "\r\nConnection: close" : "") + "\r\n\r\n";
+    ConnectionStream stream(*c, limits_.write_timeout);
+    stream.write(head.data(), head.size());
+    stream.write(body.data(), body.size());
+    if (!stream.flush() || close_after) c->close = true;
+    c->pos = c->needed;
+    c->consume();
+    give_back(c);
+  }
+
+  void give_back(Connection* c) {
     bool first;
     {
       std::lock_guard lock(returned_mutex_);
@@ -799,6 +869,15 @@ class ConnectionServer final : public httplib::Server {
         c->deadline = now + limits_.read_timeout;
       }
       watch(c->fd, c, EPOLLIN, EPOLL_CTL_ADD);
+      // A request already buffered whole (behind a large one, or a large one behind
+      // ordinary ones) goes out again at once.
+      if (!c->in.empty()) {
+        Framing framing = frame_request(*c, limits_.max_body_bytes);
+        if (framing != Framing::Incomplete) {
+          hand_over(c, framing);
+          continue;
+        }
+      }
       // Bytes OpenSSL already holds never make the socket readable again.
       if (c->ssl && SSL_has_pending(c->ssl.get()) == 1) on_ready(c);
     }
@@ -852,6 +931,7 @@ class ConnectionServer final : public httplib::Server {
   char listen_marker_ = 0, wake_marker_ = 0, drain_marker_ = 0;
   std::atomic<bool> running_{false}, stopping_{false};
   WorkerPool* pool_ = nullptr;
+  LargeReviewLane* lane_ = nullptr;  // null on listeners without one
   // Loop thread only.
   std::unordered_set<Connection*> owned_;
   char scratch_[kReadChunk];
@@ -1140,8 +1220,6 @@ struct AdmissionServer::Impl {
   std::shared_ptr<spdlog::logger> logger;
   TlsContext tls;
   DrainSignal drain;
-  // Before the servers, so it outlives the workers that hand reviews to it.
-  std::unique_ptr<LargeReviewLane> large_reviews;  // null when large_review_bytes is 0
   std::unique_ptr<ConnectionServer> webhook_server, metrics_server;
   std::thread webhook_thread, metrics_thread;
   std::future<void> webhook_done, metrics_done;
@@ -1167,10 +1245,8 @@ struct AdmissionServer::Impl {
     ConnectionLimits limits{options.read_timeout,    options.write_timeout,   options.idle_timeout,
                             options.workers,         options.max_connections, options.max_body_bytes,
                             options.max_buffered_bytes};
-    if (options.large_review_bytes > 0) large_reviews = std::make_unique<LargeReviewLane>(
-        options.large_review_queue, 10, [this](std::size_t waiting) {
-          metrics.set(kLargeReviewsWaiting, {}, static_cast<double>(waiting));
-        });
+    limits.large_request_bytes = options.large_review_bytes;
+    limits.large_request_queue = options.large_review_queue;
     webhook_server = std::make_unique<ConnectionServer>("webhook", &tls, limits, drain, metrics, *logger);
     auto& server = *webhook_server;
     // Answers stay plain: an AdmissionReview response is small, so gzip would cost more
@@ -1215,25 +1291,8 @@ struct AdmissionServer::Impl {
                                kJsonType);
           return;
         }
-        auto decide = [&] {
-          return handle_admission(webhook, body, handler, [this](const DecisionRecord& record) { observe(record); });
-        };
-        HttpAnswer answer;
-        if (large_reviews && body.size() > options.large_review_bytes) {
-          if (std::optional<HttpAnswer> decided = large_reviews->run(decide)) {
-            answer = std::move(*decided);
-            metrics.increment(kLargeReviews, {{"outcome", "decided"}});
-          } else {
-            metrics.increment(kLargeReviews, {{"outcome", "refused"}});
-            answer = {429, kJsonType,
-                      status_body(429, "too many large reviews waiting (" + std::to_string(options.large_review_queue) +
-                                           " queued behind one running); bodies over " +
-                                           std::to_string(options.large_review_bytes) +
-                                           " bytes are decided one at a time (--large-review-bytes)")};
-          }
-        } else {
-          answer = decide();
-        }
+        HttpAnswer answer =
+            handle_admission(webhook, body, handler, [this](const DecisionRecord& record) { observe(record); });
         response.status = answer.status;
         response.set_content(std::move(answer.body), answer.content_type);
         // Shutdown began while deciding: tell the client this connection ends here.

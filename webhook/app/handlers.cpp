@@ -8,6 +8,21 @@ namespace {
 constexpr size_t kMaxMessages = 10;   // violations spelled out in status.message
 constexpr size_t kMaxCauses = 100;    // entries in status.details.causes
 constexpr size_t kMaxWarnings = 50;   // kubectl prints each one
+// An audit record must stay one readable line: a Pod with 10,000 containers would write
+// megabytes per review (and hold the log's lock meanwhile). Lists keep their first
+// entries and count the rest; a patch over the limit is summarised.
+constexpr size_t kMaxAuditListEntries = 200;
+constexpr size_t kMaxAuditPatchBytes = 64 * 1024;
+
+// A pod with thousands of containers must not produce a multi-megabyte answer: the
+// first warnings are sent, the rest counted.
+void cap_warnings(std::vector<std::string>& warnings, std::string_view where_the_rest_are) {
+  if (warnings.size() <= kMaxWarnings) return;
+  const size_t more = warnings.size() - (kMaxWarnings - 1);
+  warnings.resize(kMaxWarnings - 1);
+  warnings.push_back("sizeguard: ... and " + std::to_string(more) + " more warnings (see " +
+                     std::string(where_the_rest_are) + ")");
+}
 
 std::string subject_description(const AdmissionRequest& request) {
   std::string kind = request.sub_resource.empty() ? request.kind.kind
@@ -27,6 +42,7 @@ std::string audit_key(const Finding& finding) {
 Json findings_json(const Decision& decision) {
   Json out = Json::array();
   for (const auto& f : decision.findings) {
+    if (out.size() == kMaxAuditListEntries) break;
     out.push_back({{"policy", f.policy},
                    {"rule", f.rule},
                    {"mode", to_string(f.mode)},
@@ -63,13 +79,7 @@ AdmissionResponse to_admission_response(const AdmissionRequest& request, const D
     }
   }
   for (const auto& note : decision.notes) response.warnings.push_back("sizeguard: " + note);
-  // A pod with thousands of containers must not produce a multi-megabyte answer: the
-  // first violations are listed, the rest counted.
-  if (response.warnings.size() > kMaxWarnings) {
-    const size_t more = response.warnings.size() - (kMaxWarnings - 1);
-    response.warnings.resize(kMaxWarnings - 1);
-    response.warnings.push_back("sizeguard: ... and " + std::to_string(more) + " more warnings (see the audit log)");
-  }
+  cap_warnings(response.warnings, "the audit log");
   if (!denials.empty()) {
     response.allowed = false;
     Status status;
@@ -106,6 +116,7 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
   if (apply && !result.patch.empty()) response.patch = result.patch;
   response.warnings = result.warnings;
   for (const auto& note : result.notes) response.warnings.push_back("sizeguard: " + note);
+  cap_warnings(response.warnings, "the sizeguard.io/rightsized annotation and the audit log");
   if (context.report) context.report->record(request, result);
   if (context.metrics) {
     const std::string outcome = result.changes.empty() ? "unchanged" : apply ? "patched" : "reported";
@@ -116,21 +127,31 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
     Json record = audit_record_base(request, "mutate");
     Json changes = Json::array();
     for (const auto& c : result.changes) {
+      if (changes.size() == kMaxAuditListEntries) break;
       changes.push_back({{"container", c.container},
                          {"resource", c.resource},
                          {"field", c.field},
                          {"before", c.before ? c.before->to_string() : ""},
                          {"after", c.after ? c.after->to_string() : ""}});
     }
-    record["rightsizing"] = {{"policy", result.policy},
-                             {"mode", to_string(result.mode)},
-                             {"workload", result.workload},
-                             {"replicas", result.replicas},
-                             {"coldStart", result.cold_start},
-                             {"changes", std::move(changes)},
-                             {"cpuCores", {{"current", result.cpu_before}, {"recommended", result.cpu_after}}},
-                             {"memoryBytes", {{"current", result.memory_before}, {"recommended", result.memory_after}}},
-                             {apply ? "patch" : "wouldPatch", result.patch}};
+    Json rightsizing = {{"policy", result.policy},
+                        {"mode", to_string(result.mode)},
+                        {"workload", result.workload},
+                        {"replicas", result.replicas},
+                        {"coldStart", result.cold_start},
+                        {"changes", std::move(changes)},
+                        {"cpuCores", {{"current", result.cpu_before}, {"recommended", result.cpu_after}}},
+                        {"memoryBytes", {{"current", result.memory_before}, {"recommended", result.memory_after}}}};
+    if (result.changes.size() > kMaxAuditListEntries) {
+      rightsizing["omittedChanges"] = result.changes.size() - kMaxAuditListEntries;
+    }
+    const std::string patch_key = apply ? "patch" : "wouldPatch";
+    if (const std::size_t bytes = result.patch.dump().size(); bytes <= kMaxAuditPatchBytes) {
+      rightsizing[patch_key] = result.patch;
+    } else {
+      rightsizing[patch_key + "Omitted"] = {{"operations", result.patch.size()}, {"bytes", bytes}};
+    }
+    record["rightsizing"] = std::move(rightsizing);
     record["allowed"] = true;
     record["warnings"] = response.warnings;
     context.audit->write(record);
@@ -166,6 +187,9 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
     record["allowed"] = response.allowed;
     record["policies"] = policies->policies.size();
     record["findings"] = findings_json(decision);
+    if (decision.findings.size() > kMaxAuditListEntries) {
+      record["omittedFindings"] = decision.findings.size() - kMaxAuditListEntries;
+    }
     for (const auto& [key, value] : decision.audit_fields) record[key] = value;
     record["warnings"] = response.warnings;
     if (response.status) record["message"] = response.status->message;

@@ -161,12 +161,26 @@ TEST(HostileInput, APodWithTenThousandContainersGetsABoundedDenial) {
   r.name = "big";
   r.object = {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", {{"name", "big"}, {"namespace", "x"}}}, {"spec", {{"containers", Json::array()}}}};
   for (int i = 0; i < 10000; ++i) r.object["spec"]["containers"].push_back({{"name", "c" + std::to_string(i)}, {"image", "x"}});
+  const auto dir = make_private_temp_directory("sizeguard-handlers");
+  AuditLog audit((dir / "audit.log").string());
+  context.audit = &audit;
   AdmissionResponse response = validate(r, context);
   ASSERT_FALSE(response.allowed);
   EXPECT_EQ(response.status->causes.size(), 101u);
   EXPECT_EQ(response.status->causes.back().reason, "TooManyViolations");
   EXPECT_THAT(response.status->message, HasSubstr("and 9990 more violations"));
   EXPECT_LT(encode_admission_review(response, r.api_version).size(), 64u * 1024);
+
+  // The audit line is bounded too: the first 200 findings, the rest counted.
+  std::ifstream log(dir / "audit.log");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  EXPECT_LT(line.size(), 128u * 1024);
+  const Json record = Json::parse(line);
+  ASSERT_EQ(record["findings"].size(), 200u);
+  EXPECT_EQ(record["findings"][0]["field"], "spec.containers[0].resources.requests.cpu");
+  EXPECT_EQ(record["omittedFindings"], 10000 - 200);  // one per container
+  std::filesystem::remove_all(dir);
 }
 
 // Up to the depth the apiserver itself accepts (Go's encoding/json: 10000 levels), a review

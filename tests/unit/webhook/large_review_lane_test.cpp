@@ -1,92 +1,83 @@
 #include "webhook/large_review_lane.h"
 
 #include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <sched.h>
 
 #include <atomic>
 #include <future>
 #include <latch>
-#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace sizeguard {
 namespace {
 
-int own_nice() { return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid))); }
+TEST(LargeReviewLane, RunsJobsOnItsOwnThreadAtIdlePriority) {
+  LargeReviewLane lane(2, LanePriority::Idle);
+  std::promise<int> policy;
+  std::promise<std::thread::id> thread;
+  ASSERT_TRUE(lane.try_post([&] {
+    policy.set_value(::sched_getscheduler(0));
+    thread.set_value(std::this_thread::get_id());
+  }));
+  EXPECT_EQ(policy.get_future().get(), SCHED_IDLE);
+  EXPECT_NE(thread.get_future().get(), std::this_thread::get_id());
+  EXPECT_EQ(::sched_getscheduler(0), SCHED_OTHER);  // the caller's policy is untouched
+}
 
-TEST(LargeReviewLane, RunsTheWorkOnAThreadOfLowerPriorityAndReturnsItsAnswer) {
-  LargeReviewLane lane(2, 10);
-  const int caller_nice = own_nice();
-  int lane_nice = 0;
-  std::thread::id lane_thread;
-  auto answer = lane.run([&] {
-    lane_nice = own_nice();
-    lane_thread = std::this_thread::get_id();
-    return HttpAnswer{200, "application/json", "{\"ok\":true}"};
-  });
-  ASSERT_TRUE(answer.has_value());
-  EXPECT_EQ(answer->body, "{\"ok\":true}");
-  EXPECT_NE(lane_thread, std::this_thread::get_id());
-  EXPECT_EQ(lane_nice, std::min(caller_nice + 10, 19));
-  EXPECT_EQ(own_nice(), caller_nice);  // the caller's priority is untouched
+TEST(LargeReviewLane, NormalPriorityKeepsTheCreatorsPolicy) {
+  LargeReviewLane lane(2, LanePriority::Normal);
+  std::promise<int> policy;
+  ASSERT_TRUE(lane.try_post([&] { policy.set_value(::sched_getscheduler(0)); }));
+  EXPECT_EQ(policy.get_future().get(), SCHED_OTHER);
 }
 
 TEST(LargeReviewLane, OneAtATimeAndOnlyMaxWaitingMayQueue) {
-  LargeReviewLane lane(1, 0);
+  std::vector<std::size_t> waiting_seen;
+  std::mutex seen_mutex;
+  LargeReviewLane lane(1, LanePriority::Normal, [&](std::size_t waiting) {
+    std::lock_guard lock(seen_mutex);
+    waiting_seen.push_back(waiting);
+  });
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::latch started(1);
   std::atomic<int> running{0}, most_at_once{0};
-  auto slow = [&] {
-    int now = ++running;
-    most_at_once = std::max(most_at_once.load(), now);
+  std::promise<std::string> first, second;
+  ASSERT_TRUE(lane.try_post([&] {
+    most_at_once = std::max(most_at_once.load(), ++running);
     started.count_down();
     released.wait();
     --running;
-    return HttpAnswer{200, "text/plain", "slow"};
-  };
-  auto first = std::async(std::launch::async, [&] { return lane.run(slow); });
+    first.set_value("slow");
+  }));
   started.wait();  // the first is running
-  auto second = std::async(std::launch::async, [&] { return lane.run([&] {
-                                                    ++running;
-                                                    most_at_once = std::max(most_at_once.load(), running.load());
-                                                    --running;
-                                                    return HttpAnswer{200, "text/plain", "second"};
-                                                  }); });
-  // Once the second is queued (one may wait), a third finds the queue full.
-  for (int i = 0; i < 5000 && lane.waiting() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const bool second_waits = lane.waiting() == 1;
-  EXPECT_TRUE(second_waits);  // no ASSERT: returning early would leave the lane blocked
-  if (second_waits) {
-    EXPECT_FALSE(lane.run([] { return HttpAnswer{200, "text/plain", "third"}; }).has_value());
-  }
+  EXPECT_TRUE(lane.try_post([&] {
+    most_at_once = std::max(most_at_once.load(), ++running);
+    --running;
+    second.set_value("second");
+  }));
+  EXPECT_EQ(lane.waiting(), 1u);
+  EXPECT_FALSE(lane.try_post([] { ADD_FAILURE() << "a refused job ran"; }));  // the queue is full
   release.set_value();
-  EXPECT_EQ(first.get()->body, "slow");
-  EXPECT_EQ(second.get()->body, "second");
+  EXPECT_EQ(first.get_future().get(), "slow");
+  EXPECT_EQ(second.get_future().get(), "second");
   EXPECT_EQ(most_at_once.load(), 1);
+  std::lock_guard lock(seen_mutex);
+  EXPECT_EQ(waiting_seen, (std::vector<std::size_t>{1, 0, 1, 0}));  // each queued, then taken
 }
 
-TEST(LargeReviewLane, AThrowingReviewBecomesA500) {
-  LargeReviewLane lane;
-  auto answer = lane.run([]() -> HttpAnswer { throw std::runtime_error("boom"); });
-  ASSERT_TRUE(answer.has_value());
-  EXPECT_EQ(answer->status, 500);
-  EXPECT_NE(answer->body.find("boom"), std::string::npos);
-}
-
-TEST(LargeReviewLane, QueuedWorkIsAnsweredBeforeShutdown) {
-  std::vector<std::future<std::optional<HttpAnswer>>> answers;
+TEST(LargeReviewLane, QueuedJobsRunBeforeShutdown) {
+  std::vector<int> ran;
   {
-    LargeReviewLane lane(8, 0);
-    for (int i = 0; i < 8; ++i) {
-      answers.push_back(std::async(std::launch::async, [&lane, i] {
-        return lane.run([i] { return HttpAnswer{200, "text/plain", std::to_string(i)}; });
-      }));
-    }
-    for (auto& a : answers) a.wait();
+    LargeReviewLane lane(8, LanePriority::Normal);
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    ASSERT_TRUE(lane.try_post([&] { released.wait(); }));
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE(lane.try_post([&ran, i] { ran.push_back(i); }));
+    release.set_value();
   }
-  for (size_t i = 0; i < answers.size(); ++i) EXPECT_EQ(answers[i].get()->body, std::to_string(i));
+  EXPECT_EQ(ran, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
 }
 
 }  // namespace

@@ -153,6 +153,46 @@ TEST_F(Rightsizing, ExplanationOfAHugePodStaysWithinTheAnnotationLimit) {
   EXPECT_EQ(explanation["containers"].size() + explanation["omittedContainers"].get<size_t>(), 5000u);
 }
 
+// Through the handler, a huge Pod's answer and audit line stay bounded: 50 warnings, the
+// first 200 changes with the rest counted, and the multi-megabyte patch summarised.
+TEST_F(Rightsizing, HugePodGetsBoundedWarningsAndAuditRecord) {
+  const auto dir = make_private_temp_directory("sizeguard-rightsizing");
+  AuditLog audit((dir / "audit.log").string());
+  Json containers = Json::array();
+  std::map<std::string, std::pair<std::string, std::string>> recs;
+  for (int i = 0; i < 3000; ++i) {
+    containers.push_back(container("c" + std::to_string(i), {{"requests", {{"cpu", "2"}, {"memory", "1Gi"}}}}));
+    recs["shop/Deployment/web/c" + std::to_string(i)] = {"250m", "300Mi"};
+  }
+  auto set = std::make_shared<const PolicySet>(policy_set("    target: templates\n"));
+  auto snap = snapshot(recs);
+  AdmissionContext context;
+  context.policies = [set] { return set; };
+  context.cluster_state = &state_;
+  context.rightsizing = [snap] { return RightsizingInputs{snap, nullptr, ""}; };
+  context.audit = &audit;
+
+  const AdmissionResponse response = mutate(deployment_request(containers), context);
+  ASSERT_FALSE(response.patch.empty());
+  EXPECT_GT(response.patch.size(), 6000u) << "the patch itself is whole";
+  ASSERT_EQ(response.warnings.size(), 50u);
+  EXPECT_THAT(response.warnings[0], HasSubstr("container c0: cpu request 2 → 250m"));
+  EXPECT_THAT(response.warnings.back(), HasSubstr("and 2951 more warnings"));
+
+  std::ifstream in(dir / "audit.log");
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_LT(line.size(), 128u * 1024);
+  const Json rightsizing = Json::parse(line)["rightsizing"];
+  ASSERT_EQ(rightsizing["changes"].size(), 200u);
+  EXPECT_EQ(rightsizing["changes"][0]["container"], "c0");
+  EXPECT_EQ(rightsizing["changes"].size() + rightsizing["omittedChanges"].get<size_t>(), 9000u);  // cpu request, memory request and limit each
+  EXPECT_FALSE(rightsizing.contains("patch"));
+  EXPECT_EQ(rightsizing["patchOmitted"]["operations"].get<size_t>(), response.patch.size());
+  EXPECT_GT(rightsizing["patchOmitted"]["bytes"].get<size_t>(), 64u * 1024);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(Rightsizing, DryRunAndServerSideApplyGetTheSamePatch) {
   const auto set = policy_set("    target: templates\n");
   for (const char* name : {"deployment-create-dryrun.json", "deployment-create-server-side-apply.json"}) {
