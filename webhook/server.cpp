@@ -222,12 +222,15 @@ using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 // rejects them; the loop does not buffer more while looking for the end of the headers.
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 constexpr std::size_t kReadChunk = 16 * 1024;  // one TLS record's worth of plaintext
+// How long the loop keeps discarding an oversize body after its 413 (also bounded by the
+// read timeout and by the declared length).
+constexpr milliseconds kMaxLinger{5'000};
 
 // One client connection. The listener's event loop owns it while it handshakes, waits
 // for a request or receives one; a worker owns it from the moment a complete request is
 // buffered until the answer is written. Ownership moves through queues, never shared.
 struct Connection {
-  enum class Phase { Handshake, AwaitFirst, Idle, Receiving };
+  enum class Phase { Handshake, AwaitFirst, Idle, Receiving, Lingering };
   int fd = -1;
   SslPtr ssl;
   Phase phase = Phase::AwaitFirst;
@@ -245,12 +248,14 @@ struct Connection {
   std::size_t scanned = 0;  // where the search for the end of the headers resumes
   std::size_t needed = 0;   // bytes of the whole current request, once its headers are in
   std::uint64_t body_bytes = 0;  // its declared Content-Length
-  // A declared body over the size limit is received and dropped by the loop; the worker's
-  // parser then reads `skipped` zero bytes at offset `skip_at` in their place, so httplib
-  // answers 413 and the connection stays in step, without holding a worker meanwhile.
-  std::uint64_t skip = 0;     // still to drop as it arrives
-  std::uint64_t skipped = 0;  // still to hand to the parser as zeros
+  // A request declaring a body over the size limit goes to a worker as soon as its headers
+  // are in: the parser's stream ends at offset `skip_at`, where the `skipped` body bytes
+  // would start, so httplib answers 413. The connection then closes, and the loop discards what the
+  // client still sends as raw TCP bytes (Phase::Lingering), never decrypting them, so
+  // the 413 is not lost to a reset and an oversize sender costs the loop almost nothing.
+  std::uint64_t skipped = 0;  // the declared body length the parser never sees
   std::size_t skip_at = 0;
+  std::uint64_t linger_budget = 0;  // raw bytes still discarded before closing anyway
 
   std::string remote_ip, local_ip;
   int remote_port = 0, local_port = 0;
@@ -277,7 +282,6 @@ bool header_is(std::string_view line, std::string_view name) {
 // headers are in (or the limit is hit): httplib's parser answers or rejects those,
 // reading with the per-request deadline.
 Framing frame_request(Connection& c, std::size_t max_body) {
-  if (c.skip > 0) return Framing::Incomplete;
   if (c.needed > 0) return c.in.size() >= c.needed ? Framing::Complete : Framing::Incomplete;
   const char* data = c.in.data();
   const std::size_t size = c.in.size();
@@ -317,14 +321,14 @@ Framing frame_request(Connection& c, std::size_t max_body) {
     has_length = true;
   }
   if (length > max_body) {
-    // Drop what already arrived of the body; the rest is dropped as it arrives.
+    // Drop what already arrived of the body; the rest is discarded after the answer.
     std::size_t here = static_cast<std::size_t>(std::min<std::uint64_t>(size - end, length));
     c.in.erase(end, here);
-    c.skip = length - here;
     c.skipped = length;
     c.skip_at = end;
     c.needed = end;
-    return c.skip > 0 ? Framing::Incomplete : Framing::Complete;
+    c.linger_budget = length - here;
+    return Framing::Complete;
   }
   c.needed = end + static_cast<std::size_t>(length);
   c.body_bytes = length;
@@ -356,15 +360,11 @@ ssize_t read_some(int fd, SSL* ssl, char* ptr, std::size_t size, short& events) 
   }
 }
 
-// Appends what the socket has (one chunk, through the loop's scratch buffer) to c.in,
-// dropping declared-oversize body bytes. Connections only hold what they received.
+// Appends what the socket has (one chunk, through the loop's scratch buffer) to c.in.
+// Connections only hold what they received.
 ssize_t receive(Connection& c, char (&scratch)[kReadChunk], short& events) {
   ssize_t n = read_some(c.fd, c.ssl.get(), scratch, sizeof scratch, events);
-  if (n <= 0) return n;
-  std::size_t keep = static_cast<std::size_t>(n);
-  std::size_t drop = static_cast<std::size_t>(std::min<std::uint64_t>(keep, c.skip));
-  c.skip -= drop;
-  c.in.append(scratch + drop, keep - drop);
+  if (n > 0) c.in.append(scratch, static_cast<std::size_t>(n));
   return n;
 }
 
@@ -387,12 +387,9 @@ class ConnectionStream final : public httplib::Stream {
 
   ssize_t read(char* ptr, size_t size) override {
     if (!out_.empty() && !flush()) return -1;  // e.g. "100 Continue" must go out first
-    if (c_.skipped > 0 && c_.pos == c_.skip_at) {
-      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, c_.skipped));
-      std::memset(ptr, 0, n);
-      c_.skipped -= n;
-      return static_cast<ssize_t>(n);
-    }
+    // The oversize body is not there: httplib, skipping it, meets the end of the stream
+    // and answers 413 (the connection closes afterwards).
+    if (c_.skipped > 0 && c_.pos == c_.skip_at) return 0;
     std::size_t limit = c_.skipped > 0 ? c_.skip_at : c_.in.size();
     if (c_.pos < limit) {
       std::size_t n = std::min(size, limit - c_.pos);
@@ -684,6 +681,10 @@ class ConnectionServer final : public httplib::Server {
   }
 
   void on_ready(Connection* c) {
+    if (c->phase == Connection::Phase::Lingering) {
+      discard_input(c);
+      return;
+    }
     if (c->writing && c->phase != Connection::Phase::Handshake) {
       watch(c->fd, c, EPOLLIN, EPOLL_CTL_MOD);
       c->writing = false;
@@ -737,7 +738,7 @@ class ConnectionServer final : public httplib::Server {
       buffered_ -= received - c->in.size();  // body bytes over the limit were dropped
       // Past the buffer budget a worker receives the rest, as a worker used to receive
       // every request: memory stays bounded by the workers, not by the connections.
-      if (framing != Framing::Incomplete || (c->skip == 0 && buffered_ > limits_.max_buffered_bytes)) {
+      if (framing != Framing::Incomplete || buffered_ > limits_.max_buffered_bytes) {
         hand_over(c, framing);
         return;
       }
@@ -773,13 +774,13 @@ class ConnectionServer final : public httplib::Server {
       ConnectionStream stream(*c, limits_.write_timeout);
       for (;;) {
         stream.start_request(c->request_started + limits_.read_timeout);
-        bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection;
+        bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection || c->linger_budget > 0;
         bool client_closed = false;
         bool ok = process_request(stream, close_after, client_closed, setup_request);
         if (on_lane) metrics_.increment(kLargeReviews, {{"outcome", "decided"}});  // before the client sees it
         ++c->served;
         close_after = close_after || drain_.triggered();  // shutdown began while answering
-        if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after || c->skipped > 0) {
+        if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after || c->skipped > 0 || c->linger_budget > 0) {
           c->close = true;
           break;
         }
@@ -854,6 +855,10 @@ class ConnectionServer final : public httplib::Server {
       --busy_;
       owned_.insert(c);
       buffered_ += c->in.size();
+      if (c->close && c->linger_budget > 0 && !c->broken && !drain_.triggered()) {
+        start_lingering(c, now);
+        continue;
+      }
       // Idle keep-alive connections end at once while draining.
       if (c->close || (drain_.triggered() && c->in.empty())) {
         close_connection(c);
@@ -883,11 +888,40 @@ class ConnectionServer final : public httplib::Server {
     }
   }
 
+  // The answer is out; what the client still sends of an oversize body is read raw and
+  // dropped until it stops (EOF), the budget is spent or the deadline passes.
+  void start_lingering(Connection* c, Clock::time_point now) {
+    if (c->ssl) {
+      ERR_clear_error();
+      SSL_shutdown(c->ssl.get());  // close_notify after the answer, never waiting for the peer's
+    }
+    ::shutdown(c->fd, SHUT_WR);
+    buffered_ -= c->in.size();
+    std::string().swap(c->in);
+    c->phase = Connection::Phase::Lingering;
+    c->deadline = now + std::min<milliseconds>(limits_.read_timeout, kMaxLinger);
+    watch(c->fd, c, EPOLLIN, EPOLL_CTL_ADD);
+    discard_input(c);
+  }
+
+  void discard_input(Connection* c) {
+    for (int round = 0; round < 64; ++round) {  // bounded per wake-up, like on_ready
+      ssize_t n = ::recv(c->fd, scratch_, sizeof scratch_, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n <= 0 || static_cast<std::uint64_t>(n) >= c->linger_budget) {
+        close_connection(c);
+        return;
+      }
+      c->linger_budget -= static_cast<std::uint64_t>(n);
+    }
+  }
+
   void start_drain() {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, drain_.fd(), nullptr);  // it stays readable
     std::vector<Connection*> idle;
     for (Connection* c : owned_) {
-      if (c->phase == Connection::Phase::Idle) idle.push_back(c);
+      if (c->phase == Connection::Phase::Idle || c->phase == Connection::Phase::Lingering) idle.push_back(c);
     }
     for (Connection* c : idle) close_connection(c);
   }
@@ -903,7 +937,9 @@ class ConnectionServer final : public httplib::Server {
     }
     for (Connection* c : expired) {
       if (c->phase == Connection::Phase::Handshake) metrics_.increment(kHandshakeFailures);
-      if (c->phase != Connection::Phase::Idle) c->broken = true;  // no close_notify mid-request
+      if (c->phase != Connection::Phase::Idle && c->phase != Connection::Phase::Lingering) {
+        c->broken = true;  // no close_notify mid-request
+      }
       close_connection(c);
     }
   }
@@ -911,7 +947,7 @@ class ConnectionServer final : public httplib::Server {
   void close_connection(Connection* c) {
     owned_.erase(c);
     buffered_ -= c->in.size();
-    if (c->ssl && !c->broken && c->phase != Connection::Phase::Handshake) {
+    if (c->ssl && !c->broken && c->phase != Connection::Phase::Handshake && c->phase != Connection::Phase::Lingering) {
       ERR_clear_error();
       SSL_shutdown(c->ssl.get());  // best effort close_notify; never wait for the peer's
     }

@@ -325,7 +325,7 @@ TEST_F(ServerTest, CompressedBodiesAreAcceptedAndLimitedAfterInflating) {
   ASSERT_TRUE(exchange(test::apiserver_request("/mutate", body, port)));
 }
 
-TEST_F(ServerTest, BadInputsGetSpecificErrorsOnAConnectionThatStaysUsable) {
+TEST_F(ServerTest, BadInputsGetSpecificErrorsAndConnectionsStayUsableExceptAfterOversize) {
   AdmissionHandlers handlers;
   handlers.validate = [](const AdmissionRequest&) -> AdmissionResponse { throw std::runtime_error("policy exploded"); };
   start(handlers);
@@ -355,8 +355,9 @@ TEST_F(ServerTest, BadInputsGetSpecificErrorsOnAConnectionThatStaysUsable) {
   };
   auto result = connect();
   ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
-  auto& connection = *result.connection;
+  auto connection_holder = std::move(result.connection);
   for (const auto& c : cases) {
+    auto& connection = *connection_holder;
     ASSERT_TRUE(connection.send(c.raw)) << c.name;
     auto response = connection.read_response();
     ASSERT_TRUE(response) << c.name << ": " << connection.last_error();
@@ -366,10 +367,19 @@ TEST_F(ServerTest, BadInputsGetSpecificErrorsOnAConnectionThatStaysUsable) {
     if (c.status == 405) {
       EXPECT_EQ(response->headers["allow"], "POST");
     }
-    // The same connection still serves a good review afterwards.
-    ASSERT_TRUE(connection.send(test::apiserver_request("/mutate", good, port))) << c.name;
-    auto after = connection.read_response();
-    ASSERT_TRUE(after) << "after " << c.name << ": " << connection.last_error();
+    if (c.status == 413) {
+      // Staying in step would mean decrypting the whole oversize body: the connection ends
+      // after the answer instead (the apiserver never sends more than 3 MiB).
+      EXPECT_EQ(response->headers["connection"], "close") << c.name;
+      auto fresh = connect();
+      ASSERT_EQ(fresh.stage, ConnectStage::Connected) << fresh.error;
+      connection_holder = std::move(fresh.connection);
+    }
+    // The connection (a fresh one after a 413) serves a good review afterwards.
+    auto& next = *connection_holder;
+    ASSERT_TRUE(next.send(test::apiserver_request("/mutate", good, port))) << c.name;
+    auto after = next.read_response();
+    ASSERT_TRUE(after) << "after " << c.name << ": " << next.last_error();
     expect_review_answer(good, *after, "after " + c.name);
   }
   std::string metrics = metrics_.render();

@@ -10,8 +10,15 @@
 # Pass per kind: the good clients get 0 errors and their p99 stays within 2× the baseline, and
 # the server is still running. Exits non-zero if any kind fails.
 #
+# Placement (PIN=1, the default, on 2 or more cores): sizeguard on core 0, the clients on the
+# other cores, and the hostile client at idle CPU priority (chrt --idle). In a cluster the
+# attacker's CPU is somebody else's machine; on one test box its encryption and sends would
+# otherwise take the CPU of the server or of the clients measuring it, and the table would
+# measure the attacker. It still runs at its full rate (the "hostile side" column). PIN=0
+# runs everything unpinned at normal priority.
+#
 # Environment: RATE, CONNECTIONS (8), DURATION (20), SLOW_CONNECTIONS, HOSTILE_RATE (20),
-# KINDS (space-separated subset), OUT, BUILD_DIR, NO_BUILD=1, SERVER_ARGS.
+# KINDS (space-separated subset), OUT, BUILD_DIR, NO_BUILD=1, SERVER_ARGS, PIN.
 set -euo pipefail
 # shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/../bench/lib.sh"
@@ -24,6 +31,12 @@ hostile_rate=${HOSTILE_RATE:-20}
 kinds=${KINDS:-slowloris oversize deep-json many-containers bad-utf8}
 out=${OUT:-$(mktemp -d /tmp/sizeguard-hostile.XXXXXX)}
 mkdir -p "$out"
+client_cpus=() hostile_prefix=()
+if [[ ${PIN:-1} == 1 ]] && (($(nproc) >= 2)); then
+  export SG_TASKSET="taskset -c 0"
+  client_cpus=(taskset -c "1-$(($(nproc) - 1))")
+  hostile_prefix=(chrt --idle 0)
+fi
 sg_build
 work=$out
 sg_certs "$work/certs"
@@ -39,14 +52,14 @@ sg_start_sizeguard "$work"
 sg_log "sizeguard pid $sg_pid on :$sg_port; results in $out"
 
 good() {  # good LABEL: the good clients' fixed-rate load, answers checked
-  "$sg_loadgen" --url "https://127.0.0.1:$sg_port" --ca "$work/certs/ca.crt" --connections "$connections" \
+  "${client_cpus[@]}" "$sg_loadgen" --url "https://127.0.0.1:$sg_port" --ca "$work/certs/ca.crt" --connections "$connections" \
     --rate "$rate" --duration "$duration" --warmup 2 --expect --json --label "$1" \
     >"$out/$1.json" 2>"$out/$1.log" || true
 }
 
 good baseline
 base_p99=$(sg_json "$out/baseline.json" 'r["latency_ms"]["p99"]')
-echo "baseline ($rate/s, $connections connections, ${duration}s): p99 $base_p99 ms, errors $(sg_json "$out/baseline.json" 'r["errors"]["total"]')"
+echo "baseline ($rate/s, $connections connections, ${duration}s): p99 $base_p99 ms, errors $(sg_json "$out/baseline.json" 'r["errors"]["total"]')${SG_TASKSET:+; sizeguard on core 0, clients on ${client_cpus[*]:3}, hostile client at idle priority}"
 echo
 echo "| hostile client | good p50 ms | good p99 ms | vs baseline | good errors | hostile side | met? |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -57,7 +70,7 @@ for kind in $kinds; do
   else
     args=(--connections 2 --rate "$hostile_rate" --warmup 0 --timeout 30000)
   fi
-  "$sg_loadgen" --url "https://127.0.0.1:$sg_port" --ca "$work/certs/ca.crt" --hostile "$kind" \
+  "${hostile_prefix[@]}" "${client_cpus[@]}" "$sg_loadgen" --url "https://127.0.0.1:$sg_port" --ca "$work/certs/ca.crt" --hostile "$kind" \
     --duration $((duration + 6)) --json --label "hostile-$kind" "${args[@]}" \
     >"$out/hostile-$kind.json" 2>"$out/hostile-$kind.log" &
   bad_pid=$!
