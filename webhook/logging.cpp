@@ -107,6 +107,22 @@ void append_json_string(spdlog::memory_buf_t& dest, std::string_view text) {
   dest.push_back('"');
 }
 
+// A logfmt value: invalid UTF-8 becomes U+FFFD (log shippers refuse such lines), control
+// characters become spaces, and inside quotes `"` and `\` are escaped.
+void append_text_value(spdlog::memory_buf_t& dest, std::string_view text, bool quoted) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      const size_t length = utf8_sequence_length(text, i);
+      append(dest, length == 0 ? std::string_view("\xEF\xBF\xBD") : text.substr(i, length));
+      i += length == 0 ? 0 : length - 1;
+      continue;
+    }
+    if (quoted && (c == '"' || c == '\\')) dest.push_back('\\');
+    dest.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
+  }
+}
+
 bool needs_quotes(std::string_view value) {
   if (value.empty()) return true;
   for (char c : value) {
@@ -125,21 +141,15 @@ class TextFormatter final : public spdlog::formatter {
     auto level = spdlog::level::to_string_view(msg.level);
     append(dest, std::string_view(level.data(), level.size()));
     dest.push_back(' ');
-    append(dest, message);
+    append_text_value(dest, message, false);
     for (const auto& field : fields) {
       dest.push_back(' ');
       append(dest, field.key);
       dest.push_back('=');
-      if (!field.number && needs_quotes(field.value)) {
-        dest.push_back('"');
-        for (char c : field.value) {
-          if (c == '"' || c == '\\') dest.push_back('\\');
-          dest.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
-        }
-        dest.push_back('"');
-      } else {
-        append(dest, field.value);
-      }
+      const bool quoted = !field.number && needs_quotes(field.value);
+      if (quoted) dest.push_back('"');
+      append_text_value(dest, field.value, quoted);
+      if (quoted) dest.push_back('"');
     }
     dest.push_back('\n');
   }

@@ -124,7 +124,7 @@ sg_stop() {
 sg_trim_logs() {
   rm -f "$1/audit.log"
   [[ -f $1/server.log ]] || return 0
-  grep -v ' admission decision ' "$1/server.log" >"$1/server.log.kept" || true
+  grep -av ' admission decision ' "$1/server.log" >"$1/server.log.kept" || true
   mv "$1/server.log.kept" "$1/server.log"
 }
 

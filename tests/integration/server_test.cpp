@@ -564,6 +564,21 @@ TEST(DecisionLogTest, TextFormatIsOneLineWithQuotedValues) {
   EXPECT_THROW(parse_log_format("yaml"), std::invalid_argument);
 }
 
+// Hostile bytes quoted in an error (nlohmann's "last read: ..." echoes them) must not make
+// a text line invalid UTF-8: log shippers drop or reject such lines.
+TEST(DecisionLogTest, TextLinesStayValidUtf8ForHostileText) {
+  std::ostringstream out;
+  auto logger = make_logger("t", LogFormat::Text, std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  DecisionRecord record;
+  record.webhook = Webhook::Mutate;
+  record.http_status = 400;
+  record.error = "invalid AdmissionReview: last read: '\"\x80\xc0\xaf' and caf\xc3\xa9\x01";
+  log_decision(*logger, record);
+  const std::string line = out.str();
+  EXPECT_THAT(line, HasSubstr("last read: '\\\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD' and caf\xc3\xa9 \"")) << line;
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << line;
+}
+
 TEST(DecisionLogTest, JsonLinesStayValidForHostileText) {
   std::ostringstream out;
   auto logger = make_logger("t", LogFormat::Json, std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
