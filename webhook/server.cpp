@@ -327,7 +327,11 @@ Framing frame_request(Connection& c, std::size_t max_body) {
     c.skipped = length;
     c.skip_at = end;
     c.needed = end;
-    c.linger_budget = length - here;
+    // Counted in bytes on the wire: TLS adds a header and tag to every record of up to
+    // 16 KiB, and reaching the budget with bytes still arriving would reset the connection
+    // (losing the 413), so the allowance is generous.
+    const std::uint64_t rest = length - here;
+    c.linger_budget = rest == 0 ? 0 : rest + rest / 16 + 64 * 1024;
     return Framing::Complete;
   }
   c.needed = end + static_cast<std::size_t>(length);

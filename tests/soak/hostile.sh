@@ -59,7 +59,7 @@ good() {  # good LABEL: the good clients' fixed-rate load, answers checked
 
 good baseline
 base_p99=$(sg_json "$out/baseline.json" 'r["latency_ms"]["p99"]')
-echo "baseline ($rate/s, $connections connections, ${duration}s): p99 $base_p99 ms, errors $(sg_json "$out/baseline.json" 'r["errors"]["total"]')${SG_TASKSET:+; sizeguard on core 0, clients on ${client_cpus[*]:3}, hostile client at idle priority}"
+echo "baseline ($rate/s, $connections connections, ${duration}s): p99 $base_p99 ms, errors $(sg_json "$out/baseline.json" 'r["errors"]["total"]')${SG_TASKSET:+; sizeguard on core 0, clients on cores ${client_cpus[2]:-}, hostile client at idle priority}"
 echo
 echo "| hostile client | good p50 ms | good p99 ms | vs baseline | good errors | hostile side | met? |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
