@@ -165,12 +165,7 @@ void check_resource_cuts(RuleRun& run, const ResourceCutRule& rule, Subject& s) 
         if (!(now * 100 < *was * (100 - rule.max_percent))) continue;
         const double cut = 100.0 * (1.0 - now.as_double() / was->as_double());
         const double keep = was->as_double() * static_cast<double>(100 - rule.max_percent) / 100.0;
-        // The hint is rounded up to a step a person would write: 1m of CPU, 1Mi otherwise.
-        constexpr double kMi = 1024.0 * 1024.0;
-        const Quantity min_allowed =
-            name == "cpu" ? Quantity::from_milli(static_cast<int64_t>(std::ceil(keep * 1000 - 1e-9)))
-                          : Quantity::from_int(static_cast<int64_t>(std::ceil(keep / kMi - 1e-9)) * (1 << 20),
-                                               Quantity::Format::BinarySI);
+        const Quantity min_allowed = Quantity::rounded_to_step(keep, name);
         const std::string kind = std::string(field) == "requests" ? "request" : "limit";
         const std::string removed = resource_quantity(new_resources, field, name) ? "" : " (removed)";
         run.violation("automation", "ResourceCutTooDeep",

@@ -15,6 +15,7 @@
 
 #include "recommender/baselines.h"
 #include "recommender/features.h"
+#include "webhook/utc_time.h"
 
 namespace sizeguard {
 namespace {
@@ -42,14 +43,7 @@ std::string fmt(double v, int precision = 3) {
   return s.str();
 }
 
-std::string format_day(int64_t t) {
-  const auto tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
+std::string format_day(int64_t t) { return format_utc(t).substr(0, 10); }
 
 std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, 1) + "%" : "n/a"; }
 

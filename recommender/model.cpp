@@ -1,4 +1,5 @@
 #include "recommender/model.h"
+#include "webhook/utc_time.h"
 
 #include <xgboost/c_api.h>
 
@@ -83,15 +84,6 @@ class XgbBooster {
 };
 
 constexpr const char* kIndicator = "target_is_memory";
-
-std::string now_rfc3339() {
-  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string xgboost_version() {
   int major = 0, minor = 0, patch = 0;
@@ -326,7 +318,7 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   meta.horizon_seconds = o.horizon_seconds;
   meta.size_weight_power = o.size_weight_power;
   meta.xgboost_version = xgboost_version();
-  meta.created_at = now_rfc3339();
+  meta.created_at = format_utc(std::chrono::system_clock::now());
   meta.data_start = std::numeric_limits<int64_t>::max();
   meta.data_end = std::numeric_limits<int64_t>::min();
   for (const auto& s : series) {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "webhook/quantity.h"
+#include "webhook/utc_time.h"
 
 namespace sizeguard {
 namespace {
@@ -23,15 +24,6 @@ double parse_quantity(const json& j, const std::string& where) {
 }
 
 }  // namespace
-
-std::string format_rfc3339(int64_t epoch_seconds) {
-  const auto t = static_cast<std::time_t>(epoch_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 ContainerRecommendation to_container_recommendation(const Recommendation& r) {
   ContainerRecommendation c;
@@ -51,7 +43,7 @@ RecommendationSnapshot make_snapshot(const std::vector<UsageSeries>& series, con
                                      const std::string& model_version, int64_t generated_at) {
   RecommendationSnapshot s;
   s.model_version = model_version;
-  s.generated_at = format_rfc3339(generated_at);
+  s.generated_at = format_utc(generated_at);
   for (size_t i = 0; i < series.size() && i < recs.size(); ++i)
     s.recommendations[series[i].key.to_string()] = to_container_recommendation(recs[i]);
   return s;

@@ -45,6 +45,5 @@ std::string snapshot_to_json(const RecommendationSnapshot& snapshot);  // pretty
 void save_recommendations(const RecommendationSnapshot& snapshot, const std::filesystem::path& path);
 RecommendationSnapshot parse_recommendations(const std::string& text, const std::string& source = "snapshot");
 RecommendationSnapshot load_recommendations(const std::filesystem::path& path);
-std::string format_rfc3339(int64_t epoch_seconds);
 
 }  // namespace sizeguard

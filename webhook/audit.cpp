@@ -1,4 +1,5 @@
 #include "webhook/audit.h"
+#include "webhook/utc_time.h"
 
 #include <cerrno>
 #include <chrono>
@@ -32,16 +33,8 @@ void AuditLog::write(const Json& record) {
 }
 
 Json audit_record_base(const AdmissionRequest& request, std::string_view webhook) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  char time[80];
-  std::snprintf(time, sizeof time, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
-                utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(millis));
   Json record = {
-      {"time", time},
+      {"time", format_utc(std::chrono::system_clock::now(), UtcPrecision::Milliseconds)},
       {"webhook", webhook},
       {"uid", request.uid},
       {"kind", request.kind.kind},

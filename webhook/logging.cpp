@@ -1,4 +1,5 @@
 #include "webhook/logging.h"
+#include "webhook/utc_time.h"
 
 #include <cstdio>
 #include <ctime>
@@ -43,16 +44,7 @@ std::string_view split_payload(std::string_view payload, std::vector<ParsedField
 void append(spdlog::memory_buf_t& dest, std::string_view text) { dest.append(text.data(), text.data() + text.size()); }
 
 void append_time(spdlog::memory_buf_t& dest, spdlog::log_clock::time_point time) {
-  using namespace std::chrono;
-  auto seconds = time_point_cast<std::chrono::seconds>(time);
-  auto millis = duration_cast<milliseconds>(time - seconds).count();
-  std::time_t t = system_clock::to_time_t(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buffer[40];
-  int n = std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
-  append(dest, std::string_view(buffer, static_cast<size_t>(n)));
+  append(dest, format_utc(time, UtcPrecision::Milliseconds));
 }
 
 // Length of the valid UTF-8 sequence starting at text[i], or 0 if it is not valid.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <limits>
 
 namespace sizeguard {
@@ -202,6 +203,13 @@ Quantity Quantity::from_milli(int64_t milli, Format format) {
 
 Quantity Quantity::from_int(int64_t value, Format format) {
   return from_nano(static_cast<i128>(value) * kNanoPerUnit, format);
+}
+
+Quantity Quantity::rounded_to_step(double amount, std::string_view resource, bool up) {
+  // The epsilon keeps an amount computed as 0.30000000000000004 cores at 300m.
+  auto round = [up](double x) { return static_cast<int64_t>(up ? std::ceil(x - 1e-9) : std::floor(x + 1e-9)); };
+  if (resource == "cpu") return from_milli(round(amount * 1000));
+  return from_int(round(amount / (1024.0 * 1024.0)) * (1 << 20), Format::BinarySI);
 }
 
 std::string Quantity::to_string() const {

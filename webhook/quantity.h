@@ -32,6 +32,10 @@ class Quantity {
   // Canonical form as the apiserver would serialise it ("2000m" -> "2", "1024Mi" -> "1Gi").
   std::string to_string() const;
 
+  // An amount (cores for "cpu", bytes otherwise) rounded to a step a person would write:
+  // 1m of CPU, 1Mi of anything else (in BinarySI); up unless `up` is false.
+  static Quantity rounded_to_step(double amount, std::string_view resource, bool up = true);
+
   // Rounded up to an integer number of milli-units / units, as k8s MilliValue()/Value().
   int64_t milli_value() const;
   int64_t value() const;

@@ -21,6 +21,7 @@
 #include <string>
 #include <tuple>
 
+#include "webhook/utc_time.h"
 #include "recommender/evaluate.h"
 #include "recommender/ingest.h"
 #include "recommender/model.h"
@@ -235,7 +236,7 @@ void add_train(CLI::App& app, int& exit_code) {
       std::cout << "trained " << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
                 << " s: " << m.rounds << " rounds, " << m.rows_train << " training / " << m.rows_valid
                 << " validation origins from " << m.series << " series (" << m.samples << " samples), "
-                << format_rfc3339(m.train_begin) << " .. " << format_rfc3339(m.train_end) << "\n"
+                << format_utc(m.train_begin) << " .. " << format_utc(m.train_end) << "\n"
                 << "validation pinball (log space): cpu " << std::setprecision(4) << m.valid_loss_cpu << ", memory "
                 << m.valid_loss_memory << "\nwrote " << (std::filesystem::path(*out) / "model.json").string() << " and "
                 << (std::filesystem::path(*out) / "metadata.json").string() << "\n";
@@ -337,8 +338,8 @@ void add_evaluate(CLI::App& app, int& exit_code) {
       const int64_t day1 = day_one(series);
       const int64_t eval_begin = day1 + (options.first_day - 1) * kSecondsPerDay;
       if (meta.train_end > eval_begin && meta.data_start <= eval_begin)
-        std::cerr << "warning: the model was trained on data up to " << format_rfc3339(meta.train_end)
-                  << ", after the evaluation start " << format_rfc3339(eval_begin) << " (look-ahead if this is the same data)\n";
+        std::cerr << "warning: the model was trained on data up to " << format_utc(meta.train_end)
+                  << ", after the evaluation start " << format_utc(eval_begin) << " (look-ahead if this is the same data)\n";
       const auto started = Clock::now();
       if (tty())
         options.progress = [started](size_t done, size_t total) {

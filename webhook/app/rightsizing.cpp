@@ -20,12 +20,6 @@ std::string string_at(const Json& object, const char* pointer) {
 }
 
 
-// A step a person would write: 1m of CPU, 1Mi of memory; up unless asked otherwise.
-Quantity rounded(double value, const std::string& resource, bool up = true) {
-  auto round = [up](double x) { return static_cast<int64_t>(up ? std::ceil(x - 1e-9) : std::floor(x + 1e-9)); };
-  if (resource == "cpu") return Quantity::from_milli(round(value * 1000));
-  return Quantity::from_int(round(value / (1024.0 * 1024.0)) * (1 << 20), Quantity::Format::BinarySI);
-}
 
 // The workloads a Pod's recommendation may be filed under, most specific first: a
 // ReplicaSet's Deployment (name minus "-<pod-template-hash>"), a Job's CronJob (name minus
@@ -247,7 +241,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
           clamp_note = "maxDecreasePercent " + std::to_string(*rule.max_decrease_percent);
         }
       }
-      Quantity next = rounded(target, resource);
+      Quantity next = Quantity::rounded_to_step(target, resource);
       if (auto it = rule.min.find(resource); it != rule.min.end() && next < it->second) {
         next = it->second;
         clamp_note = "rightsizing.min";
@@ -280,10 +274,10 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       switch (limit_rule.strategy) {
         case LimitStrategy::KeepRatio:
           if (limit_before && current && current->as_double() > 0) {
-            limit_after = rounded(next.as_double() * limit_before->as_double() / current->as_double(), resource);
+            limit_after = Quantity::rounded_to_step(next.as_double() * limit_before->as_double() / current->as_double(), resource);
           }
           break;
-        case LimitStrategy::Ratio: limit_after = rounded(next.as_double() * limit_rule.ratio, resource); break;
+        case LimitStrategy::Ratio: limit_after = Quantity::rounded_to_step(next.as_double() * limit_rule.ratio, resource); break;
         case LimitStrategy::EqualToRequest: limit_after = next; break;
         case LimitStrategy::None: limit_after.reset(); break;
         case LimitStrategy::Unchanged: break;
@@ -292,7 +286,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       if (auto it = bounds.ratio.find(resource); it != bounds.ratio.end() && limit_after &&
                                                  limit_after->as_double() > next.as_double() * it->second.first * (1 + 1e-12)) {
         // Rounded down, so the ratio still holds after rounding.
-        limit_after = std::max(next, rounded(next.as_double() * it->second.first, resource, /*up=*/false));
+        limit_after = std::max(next, Quantity::rounded_to_step(next.as_double() * it->second.first, resource, /*up=*/false));
         clamp_note += std::string(clamp_note.empty() ? "" : ", ") + "limit ratio of policy " + it->second.second;
       }
 

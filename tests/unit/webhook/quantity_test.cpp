@@ -275,3 +275,19 @@ TEST(Quantity, CanonicalRoundTripAcrossSuffixes) {
 
 }  // namespace
 }  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+TEST(Quantity, RoundedToAStepAPersonWouldWrite) {
+  EXPECT_EQ(Quantity::rounded_to_step(0.30000000000000004, "cpu").to_string(), "300m");  // not 301m
+  EXPECT_EQ(Quantity::rounded_to_step(0.3001, "cpu").to_string(), "301m");
+  EXPECT_EQ(Quantity::rounded_to_step(0.3009, "cpu", /*up=*/false).to_string(), "300m");
+  EXPECT_EQ(Quantity::rounded_to_step(1.5 * 1024 * 1024 * 1024, "memory").to_string(), "1536Mi");
+  EXPECT_EQ(Quantity::rounded_to_step(1024.0 * 1024 * 1024 + 1, "memory").to_string(), "1025Mi");
+  EXPECT_EQ(Quantity::rounded_to_step(1024.0 * 1024 * 1024 + 1, "memory", false).to_string(), "1Gi");
+  EXPECT_EQ(Quantity::rounded_to_step(3.5 * 1024 * 1024, "ephemeral-storage").format(), Quantity::Format::BinarySI);
+}
+
+}  // namespace
+}  // namespace sizeguard
