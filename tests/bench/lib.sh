@@ -67,6 +67,18 @@ PY
   cp "$cache" "$out"
 }
 
+# sg_prepare NAME: the set-up every script shares. Sets out (OUT, or a new
+# /tmp/sizeguard-NAME.XXXXXX, kept) and work (= out), builds (unless NO_BUILD=1), makes
+# certificates in WORK/certs and the recommendations snapshot WORK/recommendations.json.
+sg_prepare() {
+  out=${OUT:-$(mktemp -d "/tmp/sizeguard-$1.XXXXXX")}
+  mkdir -p "$out"
+  work=$out
+  sg_build
+  sg_certs "$work/certs"
+  sg_snapshot "$work/recommendations.json"
+}
+
 # sg_start_sizeguard WORK [serve flags...]: serves with the example policies, the quickstart's
 # cluster state, the bundled model and WORK/recommendations.json, TLS from WORK/certs.
 # Sets sg_pid, sg_port, sg_metrics_port. Logs in WORK/server.log, audit in WORK/audit.log.

@@ -20,13 +20,8 @@ warmup=${WARMUP:-3}
 connections=${CONNECTIONS:-16}
 rate=${RATE:-2000}
 pin=${PIN:-both}
-out=${OUT:-$(mktemp -d /tmp/sizeguard-load.XXXXXX)}
-mkdir -p "$out"
 
-sg_build
-work=$out
-sg_certs "$work/certs"
-sg_snapshot "$work/recommendations.json"
+sg_prepare load
 sg_pid="" floor_pid=""
 cleanup() {
   [[ -n $sg_pid ]] && sg_stop "$sg_pid"

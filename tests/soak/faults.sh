@@ -20,12 +20,7 @@ source "$(dirname "$0")/../bench/lib.sh"
 
 rate=${RATE:-1000}
 connections=${CONNECTIONS:-8}
-out=${OUT:-$(mktemp -d /tmp/sizeguard-faults.XXXXXX)}
-mkdir -p "$out"
-sg_build
-work=$out
-sg_certs "$work/certs"
-sg_snapshot "$work/recommendations.json"
+sg_prepare faults
 cp "$work/recommendations.json" "$work/recommendations.good"
 
 # A ConfigMap volume as the kubelet writes it: ..<generation>/ with the files, a ..data symlink

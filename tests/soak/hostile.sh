@@ -29,18 +29,13 @@ duration=${DURATION:-20}
 slow_connections=${SLOW_CONNECTIONS:-256}
 hostile_rate=${HOSTILE_RATE:-20}
 kinds=${KINDS:-slowloris oversize deep-json many-containers bad-utf8}
-out=${OUT:-$(mktemp -d /tmp/sizeguard-hostile.XXXXXX)}
-mkdir -p "$out"
 client_cpus=() hostile_prefix=()
 if [[ ${PIN:-1} == 1 ]] && (($(nproc) >= 2)); then
   export SG_TASKSET="taskset -c 0"
   client_cpus=(taskset -c "1-$(($(nproc) - 1))")
   hostile_prefix=(chrt --idle 0)
 fi
-sg_build
-work=$out
-sg_certs "$work/certs"
-sg_snapshot "$work/recommendations.json"
+sg_prepare hostile
 sg_pid="" bad_pid=""
 cleanup() {
   [[ -n $bad_pid ]] && kill "$bad_pid" 2>/dev/null

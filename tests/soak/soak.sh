@@ -15,13 +15,8 @@ requests=${REQUESTS:-1000000}
 rate=${RATE:-2000}
 connections=${CONNECTIONS:-16}
 warmup_s=${WARMUP_S:-60}
-out=${OUT:-$(mktemp -d /tmp/sizeguard-soak.XXXXXX)}
-mkdir -p "$out"
 
-sg_build
-work=$out
-sg_certs "$work/certs"
-sg_snapshot "$work/recommendations.json"
+sg_prepare soak
 sg_pid="" sampler=""
 cleanup() {
   [[ -n $sampler ]] && kill "$sampler" 2>/dev/null
