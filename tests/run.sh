@@ -127,6 +127,8 @@ for stage in "${stages[@]}"; do
   while IFS= read -r line; do summary+=("$line"); done < "$stage_report"
   rm -f "$stage_report"
 done
-echo "=== tests/run.sh summary"
-printf '  %s\n' "${summary[@]}"
+if ! $configure_only; then
+  echo "=== tests/run.sh summary"
+  printf '  %s\n' "${summary[@]}"
+fi
 exit $status
