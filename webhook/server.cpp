@@ -225,6 +225,11 @@ constexpr std::size_t kReadChunk = 16 * 1024;  // one TLS record's worth of plai
 // How long the loop keeps discarding an oversize body after its 413 (also bounded by the
 // read timeout and by the declared length).
 constexpr milliseconds kMaxLinger{5'000};
+// When shutdown starts, idle keep-alive connections stay open this long (or until their
+// idle timeout, if sooner) before they are closed. A client may have written a request on
+// one a moment ago; closing at once would drop it unanswered, which the apiserver does not
+// retry for a POST. A request in that moment is answered with "Connection: close".
+constexpr milliseconds kDrainIdleGrace{1'000};
 
 // One client connection. The listener's event loop owns it while it handshakes, waits
 // for a request or receives one; a worker owns it from the moment a complete request is
@@ -509,8 +514,8 @@ struct ConnectionLimits {
 // a buffer, not a thread. Only a connection with a complete request buffered goes to a
 // worker, which answers it (and any further request already buffered) and gives the
 // connection back. Deadlines per phase, a bound on open connections, TLS from a swappable
-// TlsContext, and drain on shutdown (idle connections close at once, a request already
-// arriving is answered with "Connection: close").
+// TlsContext, and drain on shutdown (idle connections close after a 1 s grace, every
+// request arriving until then is answered with "Connection: close").
 class ConnectionServer final : public httplib::Server {
  public:
   ConnectionServer(std::string listener, const TlsContext* tls, ConnectionLimits limits,
@@ -863,15 +868,14 @@ class ConnectionServer final : public httplib::Server {
         start_lingering(c, now);
         continue;
       }
-      // Idle keep-alive connections end at once while draining.
-      if (c->close || (drain_.triggered() && c->in.empty())) {
+      if (c->close) {
         close_connection(c);
         continue;
       }
       if (c->in.empty()) {
         std::string().swap(c->in);  // idle connections hold no buffer
         c->phase = Connection::Phase::Idle;
-        c->deadline = now + limits_.idle_timeout;
+        c->deadline = now + (drain_.triggered() ? std::min(limits_.idle_timeout, kDrainIdleGrace) : limits_.idle_timeout);
       } else {  // part of the next request is already here
         c->phase = Connection::Phase::Receiving;
         c->request_started = now;
@@ -923,11 +927,13 @@ class ConnectionServer final : public httplib::Server {
 
   void start_drain() {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, drain_.fd(), nullptr);  // it stays readable
-    std::vector<Connection*> idle;
+    const auto grace_end = Clock::now() + std::min(limits_.idle_timeout, kDrainIdleGrace);
+    std::vector<Connection*> lingering;
     for (Connection* c : owned_) {
-      if (c->phase == Connection::Phase::Idle || c->phase == Connection::Phase::Lingering) idle.push_back(c);
+      if (c->phase == Connection::Phase::Idle) c->deadline = std::min(c->deadline, grace_end);
+      if (c->phase == Connection::Phase::Lingering) lingering.push_back(c);
     }
-    for (Connection* c : idle) close_connection(c);
+    for (Connection* c : lingering) close_connection(c);
   }
 
   void sweep(Clock::time_point now) {

@@ -181,8 +181,8 @@ class AdmissionServer {
   int metrics_port() const;
 
   // Graceful shutdown: /readyz turns not ready, the listeners stop accepting, idle
-  // keep-alive connections close, every accepted request is answered (with
-  // "Connection: close"). Returns false if connections were still busy after the drain
+  // keep-alive connections close after a 1 s grace (a request the client was already
+  // sending is answered), every accepted request is answered (with "Connection: close"). Returns false if connections were still busy after the drain
   // timeout (the caller then exits without waiting further).
   bool shutdown();
 

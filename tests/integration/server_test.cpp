@@ -661,6 +661,37 @@ TEST_F(ServerTest, ShutdownAnswersEveryAcceptedRequest) {
   EXPECT_EQ(connect().stage, ConnectStage::Refused);
 }
 
+// An idle keep-alive connection is not closed the moment shutdown starts: a request its
+// client sends during the grace is answered (with "Connection: close"), and the connection
+// then ends; one that stays silent is closed when the grace is over.
+TEST_F(ServerTest, IdleConnectionsGetAGraceAtShutdown) {
+  start({});
+  const std::string body = test::load_shared_fixture("deployment-update.json");
+  auto talking = connect();
+  auto silent = connect();
+  ASSERT_EQ(talking.stage, ConnectStage::Connected) << talking.error;
+  ASSERT_EQ(silent.stage, ConnectStage::Connected) << silent.error;
+  for (auto* connection : {talking.connection.get(), silent.connection.get()}) {  // both now idle
+    ASSERT_TRUE(connection->send(test::apiserver_request("/mutate", body, server_->webhook_port())));
+    auto answer = connection->read_response();
+    ASSERT_TRUE(answer);
+    EXPECT_NE(answer->headers.count("connection") ? answer->headers.at("connection") : "", "close");
+  }
+  std::atomic<bool> drained{false};
+  std::thread stopper([&] { drained = server_->shutdown(); });
+  for (int i = 0; i < 3000 && readiness_.report().ready; ++i) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(100ms);  // well inside the 1 s grace
+  ASSERT_TRUE(talking.connection->send(test::apiserver_request("/mutate", body, server_->webhook_port())));
+  auto late = talking.connection->read_response();
+  ASSERT_TRUE(late) << "a request sent on an idle connection just after shutdown began was dropped";
+  expect_review_answer(body, *late, "sent during the grace");
+  EXPECT_EQ(late->headers.at("connection"), "close");
+  EXPECT_TRUE(talking.connection->wait_closed());
+  EXPECT_TRUE(silent.connection->wait_closed()) << "the silent connection outlived the grace";
+  stopper.join();
+  EXPECT_TRUE(drained);
+}
+
 // ---------------------------------------------------------------------------------------
 // The real binary: SIGTERM under load.
 
