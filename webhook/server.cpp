@@ -783,13 +783,15 @@ class ConnectionServer final : public httplib::Server {
       ConnectionStream stream(*c, limits_.write_timeout);
       for (;;) {
         stream.start_request(c->request_started + limits_.read_timeout);
-        bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection || c->linger_budget > 0;
+        // After an oversize body (c->skipped) the connection ends: staying in step would
+        // mean decrypting the whole body.
+        bool close_after = drain_.triggered() || c->served + 1 >= kMaxRequestsPerConnection || c->skipped > 0;
         bool client_closed = false;
         bool ok = process_request(stream, close_after, client_closed, setup_request);
         if (on_lane) metrics_.increment(kLargeReviews, {{"outcome", "decided"}});  // before the client sees it
         ++c->served;
         close_after = close_after || drain_.triggered();  // shutdown began while answering
-        if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after || c->skipped > 0 || c->linger_budget > 0) {
+        if (!stream.flush() || !ok || !stream.healthy() || client_closed || close_after) {
           c->close = true;
           break;
         }
