@@ -159,6 +159,15 @@ class WorkerPool final : public httplib::TaskQueue {
   std::vector<std::thread> threads_;
 };
 
+// The `path` label of sizeguard_http_errors_total: one of the listener's known paths, or
+// "other" (arbitrary paths would make unbounded series).
+std::string error_path_label(std::string_view path, std::initializer_list<std::string_view> known_paths) {
+  for (auto known : known_paths) {
+    if (path == known) return std::string(known);
+  }
+  return "other";
+}
+
 // Becomes readable forever once triggered, so every connection waiting in poll() for its
 // next keep-alive request wakes up when shutdown starts.
 class DrainSignal {
@@ -816,16 +825,13 @@ class ConnectionServer final : public httplib::Server {
   // 429 keeps the connection in step without reading anything.
   void refuse_large(Connection* c) {
     metrics_.increment(kLargeReviews, {{"outcome", "refused"}});
-    const std::string_view request_line(c->in.data(), std::min<std::size_t>(c->in.size(), 64));
-    std::string path = "other";
-    for (const char* known : {"/mutate", "/validate"}) {
-      const std::string prefix = std::string("POST ") + known;
-      if (request_line.starts_with(prefix) && request_line.size() > prefix.size() &&
-          (request_line[prefix.size()] == ' ' || request_line[prefix.size()] == '?')) {
-        path = known;
-      }
-    }
-    metrics_.increment(kHttpErrors, {{"listener", listener_}, {"path", path}, {"code", "429"}});
+    // The target of the request line "POST /mutate?timeout=10s HTTP/1.1", without its query.
+    std::string_view target(c->in.data(), std::min(c->in.size(), c->in.find('\n')));
+    target.remove_prefix(std::min(target.size(), target.find(' ') + 1));
+    target = target.substr(0, target.find_first_of(" ?"));
+    metrics_.increment(kHttpErrors, {{"listener", listener_},
+                                     {"path", error_path_label(target, {"/mutate", "/validate"})},
+                                     {"code", "429"}});
     const std::string body =
         status_body(429, "too many large reviews waiting (" + std::to_string(limits_.large_request_queue) +
                              " queued behind one running); bodies over " + std::to_string(limits_.large_request_bytes) +
@@ -1277,11 +1283,9 @@ struct AdmissionServer::Impl {
 
   void count_error(const std::string& listener, const httplib::Request& request, int status,
                    std::initializer_list<std::string_view> known_paths) {
-    std::string path = "other";
-    for (auto known : known_paths) {
-      if (request.path == known) path = std::string(known);
-    }
-    metrics.increment(kHttpErrors, {{"listener", listener}, {"path", path}, {"code", std::to_string(status)}});
+    metrics.increment(kHttpErrors, {{"listener", listener},
+                                    {"path", error_path_label(request.path, known_paths)},
+                                    {"code", std::to_string(status)}});
   }
 
   void observe(const DecisionRecord& record) {

@@ -432,6 +432,7 @@ TEST_F(HostileClientsTest, LargeReviewsQueueOnTheirLaneWhileOrdinaryOnesAreAnswe
   EXPECT_EQ(queued.get(), 200);
   EXPECT_GE(gauge("sizeguard_large_reviews_total{outcome=\"decided\"}"), 2);
   EXPECT_GE(gauge("sizeguard_large_reviews_total{outcome=\"refused\"}"), 1);
+  EXPECT_GE(gauge("sizeguard_http_errors_total{listener=\"webhook\",path=\"/mutate\",code=\"429\"}"), 1);
 }
 
 // Invalid UTF-8 inside JSON strings of an otherwise real review (label value, object
