@@ -53,10 +53,10 @@ if "patch" in response:
 print(json.dumps(answer, indent=2, ensure_ascii=False))
 PY
 }
-send mutate tests/fixtures/admission/pod-create-from-replicaset.json
-send mutate tests/fixtures/admission/deployment-create.json
-send validate tests/fixtures/admission/deployment-create.json
-send validate tests/fixtures/admission/scale-update.json
+send mutate tests/fixtures/admission-apiserver-1.28/pod-create-from-replicaset.json
+send mutate tests/fixtures/admission-apiserver-1.28/deployment-create.json
+send validate tests/fixtures/admission-apiserver-1.28/deployment-create.json
+send validate tests/fixtures/admission-apiserver-1.28/scale-update.json
 
 echo
 echo "=== GET /recommendations (what right-sizing has seen)"
@@ -71,7 +71,7 @@ echo
 echo "=== audit-only mode, offline: the same Pod in a namespace labelled sizeguard.io/mode=audit (nothing changed, nothing denied, all reported)"
 sed 's/environment: production/environment: production\n    sizeguard.io\/mode: audit/' \
   deploy/quickstart/cluster-state.yaml > "$work/cluster-audit.yaml"
-"$build/sizeguard" review -f tests/fixtures/admission/pod-create-from-replicaset.json \
+"$build/sizeguard" review -f tests/fixtures/admission-apiserver-1.28/pod-create-from-replicaset.json \
   --policies policies/examples --cluster-state "$work/cluster-audit.yaml" --model recommender/models/default || true
 
 echo

@@ -1,4 +1,4 @@
-// The real kube-apiserver request bodies (../shared/fixtures) for the benchmarks.
+// The real kube-apiserver request bodies (tests/fixtures/admission-apiserver-1.28) for the benchmarks.
 #pragma once
 
 #include <filesystem>
@@ -9,7 +9,7 @@
 namespace sizeguard::bench {
 
 inline std::string apiserver_fixture(const std::string& name) {
-  std::ifstream in(std::filesystem::path(SIZEGUARD_SHARED_DIR_BENCH) / "fixtures/admission-apiserver-1.28" / name);
+  std::ifstream in(std::filesystem::path(SIZEGUARD_APISERVER_FIXTURES) / name);
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();

@@ -530,7 +530,7 @@ double histogram_quantile(const std::map<double, double>& buckets, double total,
 // Load.
 
 struct Options {
-  std::string url, ca, fixtures_dir = std::string(SIZEGUARD_SHARED_DIR_BENCH) + "/fixtures/admission-apiserver-1.28";
+  std::string url, ca, fixtures_dir = SIZEGUARD_APISERVER_FIXTURES;
   std::string paths = "mutate,validate";
   int connections = 16;
   double rate = 0;

@@ -29,13 +29,13 @@ mkdir -p "$seeds"
 # Seeds: admission reviews as the apiserver sends them, once per webhook (first byte
 # '0' = mutate, '1' = validate).
 mkdir -p "$seeds/admission"
-for f in "$shared"/fixtures/admission-apiserver-1.28/*.json tests/fixtures/admission/*.json; do
+for f in tests/fixtures/admission-apiserver-1.28/*.json; do
   [[ -f $f ]] || continue
   for w in 0 1; do { printf '%s' "$w"; cat "$f"; } > "$seeds/admission/$w-$(basename "$f")"; done
 done
 # The body parser (differential against nlohmann): the same reviews, without the selector byte.
 mkdir -p "$seeds/json"
-for f in "$shared"/fixtures/admission-apiserver-1.28/*.json tests/fixtures/admission/*.json; do
+for f in tests/fixtures/admission-apiserver-1.28/*.json; do
   [[ -f $f ]] || continue
   cp "$f" "$seeds/json/"
 done

@@ -138,7 +138,7 @@ class HostileClientsTest : public ::testing::Test {
   // within kClientBound. Returns the problems seen.
   std::vector<std::string> good_client_round() {
     std::vector<std::string> problems;
-    for (const auto& fixture : test::shared_admission_fixtures()) {
+    for (const auto& fixture : test::apiserver_fixtures()) {
       const std::string name = fixture.filename().string();
       const std::string body = test::read_file(fixture);
       const std::string path = name.rfind("validate-", 0) == 0 ? "/validate" : "/mutate";
@@ -308,7 +308,7 @@ TEST_F(HostileClientsTest, ConnectionsBeyondTheLimitAreClosedAtAccept) {
 // answered once complete, and the remaining workers keep serving new connections.
 TEST_F(HostileClientsTest, OverTheBufferBudgetReceivingMovesToWorkers) {
   start(30s, 256 * 1024);
-  const std::string fixture = test::load_shared_fixture("deployment-create.json");
+  const std::string fixture = test::load_apiserver_fixture("deployment-create.json");
   const std::string uid = Json::parse(fixture)["request"]["uid"].get<std::string>();
   const std::string body = fixture + std::string((1 << 20) - fixture.size(), ' ');  // 1 MiB, valid JSON
   const std::string request = test::apiserver_request("/validate", body, port_);
@@ -337,7 +337,7 @@ TEST_F(HostileClientsTest, OverTheBufferBudgetReceivingMovesToWorkers) {
 // answers on a connection that keeps serving.
 TEST_F(HostileClientsTest, DeepJsonAndTenThousandContainersOverTheWire) {
   start(30s);
-  Json review = Json::parse(test::load_shared_fixture("pod-create-from-replicaset.json"));
+  Json review = Json::parse(test::load_apiserver_fixture("pod-create-from-replicaset.json"));
   const std::string uid = review["request"]["uid"].get<std::string>();
   Json& containers = review["request"]["object"]["spec"]["containers"];
   const Json first = containers[0];
@@ -396,7 +396,7 @@ TEST_F(HostileClientsTest, LargeReviewsQueueOnTheirLaneWhileOrdinaryOnesAreAnswe
     options.large_review_bytes = 64 * 1024;
     options.large_review_queue = 1;
   });
-  Json review = Json::parse(test::load_shared_fixture("pod-create-from-replicaset.json"));
+  Json review = Json::parse(test::load_apiserver_fixture("pod-create-from-replicaset.json"));
   Json& containers = review["request"]["object"]["spec"]["containers"];
   const Json first = containers[0];
   for (int i = 0; i < 1000; ++i) {
@@ -440,7 +440,7 @@ TEST_F(HostileClientsTest, LargeReviewsQueueOnTheirLaneWhileOrdinaryOnesAreAnswe
 // problem, every answer and log line well-formed UTF-8, and the connection keeps serving.
 TEST_F(HostileClientsTest, InvalidUtf8GetsAWellFormedErrorAndTheServerKeepsServing) {
   start(30s);
-  const std::string good = test::load_shared_fixture("pod-create-from-replicaset.json");
+  const std::string good = test::load_apiserver_fixture("pod-create-from-replicaset.json");
   auto with_name = [&](std::string_view raw_json_string) {
     // Splices raw bytes into the JSON text, since a Json value cannot hold them.
     Json review = Json::parse(good);

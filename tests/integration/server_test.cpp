@@ -163,8 +163,8 @@ TEST_F(ServerTest, DevCertificatesAreWrittenWithAPrivateKey) {
 
 TEST_F(ServerTest, EveryApiserverFixtureOverOneVerifiedKeepAliveConnection) {
   start();
-  auto fixtures = test::shared_admission_fixtures();
-  ASSERT_GE(fixtures.size(), 10u) << "fixtures missing under " << test::shared_admission_fixture_dir();
+  auto fixtures = test::apiserver_fixtures();
+  ASSERT_GE(fixtures.size(), 10u) << "fixtures missing under " << test::apiserver_fixture_dir();
   auto result = connect();
   ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
   auto& connection = *result.connection;
@@ -192,7 +192,7 @@ TEST_F(ServerTest, HttplibClientWithCaVerificationAndGzip) {
   client.enable_server_certificate_verification(true);
   client.set_keep_alive(true);
   client.set_read_timeout(kHangGuard);
-  std::string body = test::load_shared_fixture("pod-create-from-replicaset.json");
+  std::string body = test::load_apiserver_fixture("pod-create-from-replicaset.json");
   httplib::Headers headers{{"Accept-Encoding", "gzip"}, {"User-Agent", "kube-apiserver-admission"}};
   for (int i = 0; i < 3; ++i) {
     auto result = client.Post("/mutate?timeout=10s", headers, body, "application/json");
@@ -224,7 +224,7 @@ TEST_F(ServerTest, AnswersCarryPatchWarningsAndDenialStatus) {
     return response;
   };
   start(handlers);
-  std::string body = test::load_shared_fixture("deployment-create.json");
+  std::string body = test::load_apiserver_fixture("deployment-create.json");
   auto patched = exchange(test::apiserver_request("/mutate", body, server_->webhook_port()));
   ASSERT_TRUE(patched);
   Json answer = expect_review_answer(body, *patched, "patched");
@@ -250,7 +250,7 @@ TEST_F(ServerTest, AnswersCarryPatchWarningsAndDenialStatus) {
 TEST_F(ServerTest, ReloadedCertificateServesNewConnectionsWhileOpenOnesContinue) {
   start();
   int port = server_->webhook_port();
-  std::string body = test::load_shared_fixture("pod-create-kubectl-run.json");
+  std::string body = test::load_apiserver_fixture("pod-create-kubectl-run.json");
   auto old_connection = connect();
   ASSERT_EQ(old_connection.stage, ConnectStage::Connected) << old_connection.error;
 
@@ -308,7 +308,7 @@ std::string gzip(const std::string& data) {
 TEST_F(ServerTest, CompressedBodiesAreAcceptedAndLimitedAfterInflating) {
   start();
   int port = server_->webhook_port();
-  std::string body = test::load_shared_fixture("deployment-create.json");
+  std::string body = test::load_apiserver_fixture("deployment-create.json");
   auto with_encoding = [&](const std::string& payload) {
     std::string raw = test::apiserver_request("/mutate", payload, port);
     return raw.insert(raw.find("\r\n") + 2, "Content-Encoding: gzip\r\n");
@@ -330,7 +330,7 @@ TEST_F(ServerTest, BadInputsGetSpecificErrorsAndConnectionsStayUsableExceptAfter
   handlers.validate = [](const AdmissionRequest&) -> AdmissionResponse { throw std::runtime_error("policy exploded"); };
   start(handlers);
   int port = server_->webhook_port();
-  std::string good = test::load_shared_fixture("pod-create-from-replicaset.json");
+  std::string good = test::load_apiserver_fixture("pod-create-from-replicaset.json");
   Json no_uid = Json::parse(good);
   no_uid["request"].erase("uid");
   Json wrong_kind = Json::parse(good);
@@ -392,7 +392,7 @@ TEST_F(ServerTest, BadInputsGetSpecificErrorsAndConnectionsStayUsableExceptAfter
 TEST_F(ServerTest, StalledClientsAreTimedOutWhileGoodRequestsSucceed) {
   start();
   int port = server_->webhook_port();
-  std::string good = test::load_shared_fixture("pod-create-kubectl-run.json");
+  std::string good = test::load_apiserver_fixture("pod-create-kubectl-run.json");
 
   // 1) TCP connected, never starts TLS.
   int raw_tcp = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -461,7 +461,7 @@ TEST_F(ServerTest, MetricsHealthAndReadinessEndpoints) {
   EXPECT_FALSE(ready_before_start);
   EXPECT_THROW(server_->add_get_route("/late", {}), std::logic_error);
 
-  std::string body = test::load_shared_fixture("pod-create-from-replicaset.json");
+  std::string body = test::load_apiserver_fixture("pod-create-from-replicaset.json");
   ASSERT_TRUE(exchange(test::apiserver_request("/mutate", body, server_->webhook_port())));
   ASSERT_TRUE(exchange(test::apiserver_request("/mutate", "{", server_->webhook_port())));
 
@@ -506,7 +506,7 @@ TEST_F(ServerTest, MetricsHealthAndReadinessEndpoints) {
 
 TEST_F(ServerTest, OneJsonLogLinePerDecision) {
   start();
-  std::string body = test::load_shared_fixture("pod-create-from-replicaset.json");
+  std::string body = test::load_apiserver_fixture("pod-create-from-replicaset.json");
   ASSERT_TRUE(exchange(test::apiserver_request("/mutate", body, server_->webhook_port())));
   ASSERT_TRUE(exchange(test::apiserver_request("/validate", "[]", server_->webhook_port())));
   server_->shutdown();
@@ -597,7 +597,7 @@ TEST(DecisionLogTest, JsonLinesStayValidForHostileText) {
 }
 
 TEST(AdmissionCoreTest, BytesInStatusAndBodyOut) {
-  std::string body = test::load_shared_fixture("scale-update.json");
+  std::string body = test::load_apiserver_fixture("scale-update.json");
   int observed = 0;
   auto allow = [](const AdmissionRequest&) { return AdmissionResponse{}; };
   HttpAnswer ok = handle_admission(Webhook::Validate, body, allow, [&](const DecisionRecord& record) {
@@ -643,7 +643,7 @@ TEST_F(ServerTest, ShutdownAnswersEveryAcceptedRequest) {
     return response;
   };
   start(handlers);
-  std::string body = test::load_shared_fixture("deployment-update.json");
+  std::string body = test::load_apiserver_fixture("deployment-update.json");
   std::vector<std::optional<HttpResponse>> answers(6);
   std::vector<std::thread> clients;
   for (size_t i = 0; i < answers.size(); ++i) {
@@ -666,7 +666,7 @@ TEST_F(ServerTest, ShutdownAnswersEveryAcceptedRequest) {
 // then ends; one that stays silent is closed when the grace is over.
 TEST_F(ServerTest, IdleConnectionsGetAGraceAtShutdown) {
   start({});
-  const std::string body = test::load_shared_fixture("deployment-update.json");
+  const std::string body = test::load_apiserver_fixture("deployment-update.json");
   auto talking = connect();
   auto silent = connect();
   ASSERT_EQ(talking.stage, ConnectStage::Connected) << talking.error;
@@ -764,7 +764,7 @@ TEST(ServeProcessTest, SigtermUnderLoadAnswersEveryAcceptedRequest) {
   std::string ca = (cert_dir / "ca.crt").string();
 
   std::vector<std::string> bodies;
-  for (const auto& fixture : test::shared_admission_fixtures()) bodies.push_back(test::read_file(fixture));
+  for (const auto& fixture : test::apiserver_fixtures()) bodies.push_back(test::read_file(fixture));
   std::atomic<int> answered{0}, accepted{0}, broken{0}, refused{0};
   std::atomic<bool> signalled{false};
   std::mutex problems_mutex;

@@ -28,7 +28,7 @@ before=$(serial)
 [[ -n $before ]] || fail "no certificate served"
 
 # Clients: one keep-alive connection and one new connection per request, for 4 seconds.
-python3 - "$port" "$work/certs/ca.crt" "$src/tests/fixtures/admission/deployment-create.json" > "$work/clients.out" <<'PY' &
+python3 - "$port" "$work/certs/ca.crt" "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" > "$work/clients.out" <<'PY' &
 import http.client, json, ssl, sys, threading, time
 port, ca, fixture = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
 ctx = ssl.create_default_context(cafile=ca)

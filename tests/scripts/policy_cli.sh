@@ -34,7 +34,7 @@ grep -qF 'prod.yaml[1] spec.surprise: unknown field' "$work/lint.out" || fail "$
 
 # Review with the example policies: the Deployment without requests is denied (exit 1).
 set +e
-"$bin" review -f "$src/tests/fixtures/admission/deployment-create.json" --policies "$src/policies/examples" \
+"$bin" review -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" --policies "$src/policies/examples" \
   --cluster-state "$src/deploy/quickstart/cluster-state.yaml" > "$work/review.out"; code=$?
 set -e
 [[ $code == 1 ]] || fail "review of a violating Deployment exited $code: $(cat "$work/review.out")"
@@ -43,7 +43,7 @@ grep -qF 'spec.template.spec.containers[0].resources.requests.cpu: MissingReques
 
 # JSON output carries the causes; the scale fixture (3 replicas, floor 2) is allowed.
 set +e
-"$bin" review -f "$src/tests/fixtures/admission/deployment-create.json" -f "$src/tests/fixtures/admission/scale-update.json" \
+"$bin" review -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" -f "$src/tests/fixtures/admission-apiserver-1.28/scale-update.json" \
   --policies "$src/policies/examples" --cluster-state "$src/deploy/quickstart/cluster-state.yaml" --output json > "$work/review.json"
 set -e
 python3 - "$work/review.json" <<'PY' || fail "json output"
@@ -57,7 +57,7 @@ PY
 
 # A policy directory that does not load is bad input for review (exit 2), naming the error.
 set +e
-"$bin" review -f "$src/tests/fixtures/admission/deployment-create.json" --policies "$work/prod.yaml" 2> "$work/err.out" >/dev/null; code=$?
+"$bin" review -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" --policies "$work/prod.yaml" 2> "$work/err.out" >/dev/null; code=$?
 set -e
 [[ $code == 2 ]] || fail "review with broken policies exited $code"
 grep -qF 'spec.replicas.min' "$work/err.out" || fail "$(cat "$work/err.out")"

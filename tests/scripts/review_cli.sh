@@ -104,19 +104,19 @@ expect_rc 0 "stdin"
 expect_out "-[0] Deployment prod/web (DELETE)"
 
 # Saved AdmissionReviews are used as they are (operation, user, namespace from the review).
-reviews=("$src"/tests/fixtures/admission/*.json)
+reviews=("$src"/tests/fixtures/admission-apiserver-1.28/*.json)
 ((${#reviews[@]} > 0)) || fail "no AdmissionReview fixtures in tests/fixtures/admission"
-run -f "$src/tests/fixtures/admission/deployment-create.json" --operation DELETE
+run -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" --operation DELETE
 expect_rc 0 "deployment-create.json"
 expect_out "deployment-create.json[0] Deployment webhook-test/demo (CREATE)"
 expect_out "  decision: allowed"
-run -f "$src/tests/fixtures/admission/scale-update.json"
+run -f "$src/tests/fixtures/admission-apiserver-1.28/scale-update.json"
 expect_rc 0 "scale-update.json"
 expect_out "scale-update.json[0] Scale "
 expect_out "(UPDATE)"
 
 # --output json: one object per document with the documented fields.
-run -f "$tmp/multi.yaml" -f "$tmp/list.yaml" -f "$src/tests/fixtures/admission/deployment-create.json" --output json
+run -f "$tmp/multi.yaml" -f "$tmp/list.yaml" -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" --output json
 expect_rc 0 "--output json"
 valid_json
 python3 - "$tmp/out" <<'EOF' || fail "--output json fields"

@@ -45,7 +45,7 @@ stop() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
 
 post() {  # post FIXTURE -> answer JSON on stdout
   curl -sS --fail-with-body --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' \
-    --data-binary "@$src/tests/fixtures/admission/$1" "https://127.0.0.1:$port/mutate?timeout=10s"
+    --data-binary "@$src/tests/fixtures/admission-apiserver-1.28/$1" "https://127.0.0.1:$port/mutate?timeout=10s"
 }
 
 # Audit mode: no patch, warnings say what would change, everything is reported.

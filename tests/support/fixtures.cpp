@@ -7,8 +7,8 @@
 
 namespace sizeguard::test {
 
-std::filesystem::path shared_admission_fixture_dir() {
-  return std::filesystem::path(SIZEGUARD_SHARED_DIR) / "fixtures" / "admission-apiserver-1.28";
+std::filesystem::path apiserver_fixture_dir() {
+  return std::filesystem::path(SIZEGUARD_TEST_FIXTURES) / "admission-apiserver-1.28";
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -19,23 +19,21 @@ std::string read_file(const std::filesystem::path& path) {
   return out.str();
 }
 
-std::string load_shared_fixture(std::string_view name) {
-  std::filesystem::path relative(name);
-  if (relative.has_parent_path()) return read_file(std::filesystem::path(SIZEGUARD_SHARED_DIR) / "fixtures" / relative);
-  return read_file(shared_admission_fixture_dir() / relative);
-}
+std::string load_apiserver_fixture(std::string_view name) { return read_file(apiserver_fixture_dir() / name); }
 
-std::vector<std::filesystem::path> shared_admission_fixtures() {
+std::vector<std::filesystem::path> apiserver_fixtures() {
   std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(shared_admission_fixture_dir())) {
+  for (const auto& entry : std::filesystem::directory_iterator(apiserver_fixture_dir())) {
     if (entry.is_regular_file() && entry.path().extension() == ".json") files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
   return files;
 }
 
-std::string load_test_fixture(std::string_view relative_path) {
-  return read_file(std::filesystem::path(SIZEGUARD_TEST_FIXTURES) / relative_path);
+std::filesystem::path test_fixture_path(std::string_view relative_path) {
+  return std::filesystem::path(SIZEGUARD_TEST_FIXTURES) / relative_path;
 }
+
+std::string load_test_fixture(std::string_view relative_path) { return read_file(test_fixture_path(relative_path)); }
 
 }  // namespace sizeguard::test

@@ -136,7 +136,7 @@ TEST_F(Automation, FloorForStatefulSetsAndScaleFromTheRealFixture) {
   EXPECT_THAT(r.message(), HasSubstr("goes below the floor of 4 for automation; minAllowedReplicas=4"));
 
   // kubectl scale --replicas=3 as the real apiserver sends it, by an agent; old was 5 here.
-  auto decoded = decode_admission_review(test::load_shared_fixture("scale-update.json"));
+  auto decoded = decode_admission_review(test::load_apiserver_fixture("scale-update.json"));
   AdmissionRequest scale = std::get<AdmissionRequest>(decoded);
   scale.user_info.username = kAgent;
   scale.old_object["spec"]["replicas"] = 5;

@@ -144,7 +144,7 @@ TEST_F(Engine, DeleteIsNotAReplicaChange) {
 TEST_F(Engine, ScaleSubresourceFromTheRealFixture) {
   // The fixture scales deployment webhook-test/demo to 3; the parent's labels come from
   // cluster state because a Scale carries none.
-  auto decoded = decode_admission_review(test::load_shared_fixture("scale-update.json"));
+  auto decoded = decode_admission_review(test::load_apiserver_fixture("scale-update.json"));
   ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(decoded));
   const auto& request = std::get<AdmissionRequest>(decoded);
   ASSERT_EQ(request.sub_resource, "scale");
@@ -173,7 +173,7 @@ TEST_F(Engine, ScaleSubresourceFromTheRealFixture) {
 }
 
 TEST_F(Engine, ScaleToZero) {
-  auto decoded = decode_admission_review(test::load_shared_fixture("scale-update.json"));
+  auto decoded = decode_admission_review(test::load_apiserver_fixture("scale-update.json"));
   auto request = std::get<AdmissionRequest>(decoded);
   request.object["spec"]["replicas"] = 0;
   auto set = policies(policy("floor", "  replicas: {min: 1}\n"));
@@ -329,7 +329,7 @@ TEST_F(Engine, RequiredRequestsAndLimitsOnEveryContainerButEphemeral) {
 }
 
 TEST_F(Engine, RequiredRequestsFromTheRealDeploymentFixture) {
-  auto decoded = decode_admission_review(test::load_shared_fixture("deployment-create.json"));
+  auto decoded = decode_admission_review(test::load_apiserver_fixture("deployment-create.json"));
   const auto& request = std::get<AdmissionRequest>(decoded);
   FileClusterState state = cluster({namespace_object(request.namespace_, Json::object())});
   auto set = policies(policy("req", "  resources:\n    required: {requests: [cpu]}\n"));

@@ -61,7 +61,7 @@ class Handlers : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   AdmissionRequest fixture(const std::string& name) {
-    auto decoded = decode_admission_review(test::load_shared_fixture(name));
+    auto decoded = decode_admission_review(test::load_apiserver_fixture(name));
     return std::get<AdmissionRequest>(decoded);
   }
 

@@ -11,8 +11,8 @@ namespace sizeguard {
 namespace {
 
 using Json = nlohmann::json;
-using test::load_shared_fixture;
-using test::shared_admission_fixtures;
+using test::load_apiserver_fixture;
+using test::apiserver_fixtures;
 
 // Same value, and the same number kinds (nlohmann's == treats 1u and 1 as equal).
 void expect_identical(const Json& actual, const Json& expected, const std::string& where = "$") {
@@ -38,7 +38,7 @@ void expect_same_as_nlohmann(const std::string& text) {
 }
 
 TEST(ParseJson, EveryApiserverFixtureParsesExactlyAsNlohmannDoes) {
-  const auto fixtures = shared_admission_fixtures();
+  const auto fixtures = apiserver_fixtures();
   ASSERT_FALSE(fixtures.empty());
   for (const auto& path : fixtures) {
     SCOPED_TRACE(path.string());
@@ -82,7 +82,7 @@ TEST(ParseJson, NestingBeyondSimdjsonsDepthLimitStillParses) {
 }
 
 TEST(ParseJson, LargeBodiesUseTheirOwnParserAndStillMatch) {
-  Json review = Json::parse(load_shared_fixture("pod-create-from-replicaset.json"));
+  Json review = Json::parse(load_apiserver_fixture("pod-create-from-replicaset.json"));
   Json containers = Json::array();
   for (int i = 0; i < 2000; ++i) {
     Json container = review["request"]["object"]["spec"]["containers"][0];
@@ -93,7 +93,7 @@ TEST(ParseJson, LargeBodiesUseTheirOwnParserAndStillMatch) {
   const std::string text = review.dump();
   ASSERT_GT(text.size(), 256u * 1024);
   expect_same_as_nlohmann(text);
-  expect_same_as_nlohmann(load_shared_fixture("pod-create-from-replicaset.json"));  // the reused parser after a big one
+  expect_same_as_nlohmann(load_apiserver_fixture("pod-create-from-replicaset.json"));  // the reused parser after a big one
 }
 
 TEST(ParseJson, InvalidDocumentsAreRejected) {

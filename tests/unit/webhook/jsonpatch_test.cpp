@@ -119,7 +119,7 @@ TEST(PatchBuilder, OutOfRangeArrayIndexIsNotPatched) {
 }
 
 TEST(PatchBuilder, RealDeploymentTemplateFromTheApiserver) {
-  const Json review = Json::parse(test::load_shared_fixture("deployment-create.json"));
+  const Json review = Json::parse(test::load_apiserver_fixture("deployment-create.json"));
   const Json& deployment = review["request"]["object"];
   const auto refs = containers(deployment, WorkloadKind::Deployment);
   ASSERT_FALSE(refs.empty());

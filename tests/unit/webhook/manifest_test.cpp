@@ -100,7 +100,7 @@ TEST(manifest, JsonInput) {
 }
 
 TEST(manifest, JsonAdmissionReviewFixture) {
-  const auto documents = parse_ok(test::load_test_fixture("admission/deployment-create.json"), "review.json");
+  const auto documents = parse_ok(test::load_test_fixture("admission-apiserver-1.28/deployment-create.json"), "review.json");
   ASSERT_EQ(documents.size(), 1u);
   EXPECT_EQ(documents[0].object["kind"], "AdmissionReview");
   EXPECT_EQ(documents[0].object["request"]["object"]["kind"], "Deployment");

@@ -49,7 +49,7 @@ class RealFixtures : public ::testing::TestWithParam<FixtureExpectation> {};
 
 TEST_P(RealFixtures, DecodeAsTheApiserverSentThem) {
   const auto& expected = GetParam();
-  const AdmissionRequest request = decode_ok(test::load_shared_fixture(expected.file));
+  const AdmissionRequest request = decode_ok(test::load_apiserver_fixture(expected.file));
   EXPECT_EQ(request.api_version, "admission.k8s.io/v1");
   EXPECT_FALSE(request.uid.empty());
   EXPECT_EQ(request.operation, expected.operation);
@@ -91,7 +91,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST(ReviewDecode, EveryFixtureInTheSharedDirectoryDecodes) {
-  const auto files = test::shared_admission_fixtures();
+  const auto files = test::apiserver_fixtures();
   ASSERT_GE(files.size(), 12u);  // the 12 bodies the apiserver sent
   for (const auto& file : files) {
     auto result = decode_admission_review(test::read_file(file));
@@ -100,7 +100,7 @@ TEST(ReviewDecode, EveryFixtureInTheSharedDirectoryDecodes) {
 }
 
 TEST(ReviewDecode, ScaleKeepsResourceAndRequestFields) {
-  const AdmissionRequest request = decode_ok(test::load_shared_fixture("scale-update.json"));
+  const AdmissionRequest request = decode_ok(test::load_apiserver_fixture("scale-update.json"));
   EXPECT_EQ(request.kind.group, "autoscaling");
   EXPECT_EQ(request.resource.group, "apps");
   EXPECT_EQ(request.resource.resource, "deployments");
@@ -239,7 +239,7 @@ TEST(ReviewEncode, InvalidUtf8InWarningsDoesNotThrow) {
 }
 
 TEST(ReviewRoundTrip, DecodedUidIsEchoed) {
-  for (const auto& file : test::shared_admission_fixtures()) {
+  for (const auto& file : test::apiserver_fixtures()) {
     const AdmissionRequest request = decode_ok(test::read_file(file));
     AdmissionResponse response;
     response.uid = request.uid;

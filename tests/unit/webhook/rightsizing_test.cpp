@@ -45,7 +45,7 @@ std::shared_ptr<const RecommendationSnapshot> snapshot(const std::map<std::strin
 }
 
 AdmissionRequest fixture(const std::string& name) {
-  auto decoded = decode_admission_review(test::load_shared_fixture(name));
+  auto decoded = decode_admission_review(test::load_apiserver_fixture(name));
   return std::get<AdmissionRequest>(decoded);
 }
 

@@ -340,7 +340,7 @@ TEST(WorkloadReplicasTest, ScaleWithoutSpecReplicasIsZero) {
 }
 
 TEST(WorkloadReplicasTest, ScaleFixtureFromTheRepo) {
-  const Json review = Json::parse(test::load_test_fixture("admission/scale-update.json"));
+  const Json review = Json::parse(test::load_test_fixture("admission-apiserver-1.28/scale-update.json"));
   const Json& scale = review.at("request").at("object");
   ASSERT_EQ(scale.at("kind"), "Scale");
   EXPECT_EQ(replicas(scale, WorkloadKind::Scale), scale.at("spec").at("replicas").get<int64_t>());
@@ -435,8 +435,8 @@ TEST(WorkloadMetadataTest, EmptyObjectWhenAbsent) {
 
 // --- real apiserver fixtures --------------------------------------------------------
 
-AdmissionRequest decode_shared(const char* name) {
-  auto result = decode_admission_review(test::load_shared_fixture(name));
+AdmissionRequest decode_apiserver_fixture(const char* name) {
+  auto result = decode_admission_review(test::load_apiserver_fixture(name));
   if (auto* error = std::get_if<DecodeError>(&result)) {
     ADD_FAILURE() << name << ": " << error->message;
     return {};
@@ -445,7 +445,7 @@ AdmissionRequest decode_shared(const char* name) {
 }
 
 TEST(WorkloadSharedFixtureTest, DeploymentCreate) {
-  const AdmissionRequest request = decode_shared("deployment-create.json");
+  const AdmissionRequest request = decode_apiserver_fixture("deployment-create.json");
   ASSERT_TRUE(request.object.is_object());
   const WorkloadKind kind = workload_kind_from(request.kind.kind);
   ASSERT_EQ(kind, WorkloadKind::Deployment);
@@ -464,7 +464,7 @@ TEST(WorkloadSharedFixtureTest, DeploymentCreate) {
 }
 
 TEST(WorkloadSharedFixtureTest, PodCreateFromReplicaSet) {
-  const AdmissionRequest request = decode_shared("pod-create-from-replicaset.json");
+  const AdmissionRequest request = decode_apiserver_fixture("pod-create-from-replicaset.json");
   ASSERT_TRUE(request.object.is_object());
   const WorkloadKind kind = workload_kind_from(request.kind.kind);
   ASSERT_EQ(kind, WorkloadKind::Pod);
@@ -483,7 +483,7 @@ TEST(WorkloadSharedFixtureTest, PodCreateFromReplicaSet) {
 }
 
 TEST(WorkloadSharedFixtureTest, PodCreateKubectlRun) {
-  const AdmissionRequest request = decode_shared("pod-create-kubectl-run.json");
+  const AdmissionRequest request = decode_apiserver_fixture("pod-create-kubectl-run.json");
   const auto refs = containers(request.object, WorkloadKind::Pod);
   ASSERT_EQ(refs.size(), 1u);
   EXPECT_EQ(refs[0].name, "user-pod");
@@ -491,7 +491,7 @@ TEST(WorkloadSharedFixtureTest, PodCreateKubectlRun) {
 }
 
 TEST(WorkloadSharedFixtureTest, DeleteHasNoObjectButOldObjectHasContainers) {
-  const AdmissionRequest request = decode_shared("deployment-delete.json");
+  const AdmissionRequest request = decode_apiserver_fixture("deployment-delete.json");
   EXPECT_TRUE(containers(request.object, WorkloadKind::Deployment).empty());
   EXPECT_EQ(replicas(request.object, WorkloadKind::Deployment), std::nullopt);
   const auto refs = containers(request.subject(), WorkloadKind::Deployment);
