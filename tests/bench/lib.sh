@@ -8,7 +8,9 @@
 
 sg_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 sg_build_dir=${BUILD_DIR:-$sg_root/build-bench}
-sg_shared=${SIZEGUARD_SHARED_DIR:-$sg_root/../shared}
+# The whole Bitbrains trace when the data directory has it, else the six-VM sample.
+sg_trace=${SIZEGUARD_DATA_DIR:-$sg_root/../shared/data}/bitbrains-rnd-2013-07
+[[ -d $sg_trace ]] || sg_trace=$sg_root/tests/fixtures/usage/bitbrains-sample
 sg_bin=$sg_build_dir/sizeguard
 sg_loadgen=$sg_build_dir/bench/sizeguard-loadgen
 sg_floor=$sg_build_dir/bench/sizeguard-floor
@@ -54,7 +56,7 @@ PY
     # (the Bitbrains traces have rows from powered-off VMs, which recommend reports at length)
     "$sg_bin" recommend --model "$sg_root/recommender/models/default" --csv "$tmp/fixtures.csv" \
       --out "$tmp/fixtures.json" >"$tmp/recommend.log" 2>&1 || { cat "$tmp/recommend.log" >&2; sg_die "recommend --csv"; }
-    "$sg_bin" recommend --model "$sg_root/recommender/models/default" --bitbrains "$sg_shared/data/bitbrains-rnd-2013-07" \
+    "$sg_bin" recommend --model "$sg_root/recommender/models/default" --bitbrains "$sg_trace" \
       --out "$tmp/bitbrains.json" >"$tmp/recommend.log" 2>&1 || { cat "$tmp/recommend.log" >&2; sg_die "recommend --bitbrains"; }
     python3 - "$tmp/bitbrains.json" "$tmp/fixtures.json" "$cache" <<'PY'
 import json, sys

@@ -5,7 +5,7 @@
 # timeout or broken invariant fails, and the input that caused it is printed.
 #   tests/fuzz/run.sh [SECONDS]
 # Environment: FUZZ_TARGETS (default: all six), BUILD_DIR (default build-asan/),
-# JOBS (default nproc), SIZEGUARD_SHARED_DIR (default ../shared beside the checkout).
+# JOBS (default nproc).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -13,7 +13,6 @@ seconds=${1:-30}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: tests/fuzz/run.sh [SECONDS]" >&2; exit 2; }
 build_dir=${BUILD_DIR:-build-asan}
 jobs=${JOBS:-$(nproc)}
-shared=${SIZEGUARD_SHARED_DIR:-$root/../shared}
 targets=${FUZZ_TARGETS:-admission_fuzz json_fuzz quantity_fuzz policy_fuzz usage_csv_fuzz bitbrains_fuzz}
 
 # Installs what is missing and configures exactly as tests/run.sh --sanitize does (by the
@@ -46,13 +45,13 @@ done
 mkdir -p "$seeds/policy"
 cp policies/examples/*.yaml "$seeds/policy/"
 find tests/fixtures -name '*.yaml' -exec cp {} "$seeds/policy/" \;
-# Usage: heads of the real Bitbrains traces, the same rows as a long CSV, and a file of each
+# Usage: heads of the Bitbrains sample traces, the same rows as a long CSV, and a file of each
 # format with its features (quoting, RFC3339, exponents, optional columns, bad rows).
 mkdir -p "$seeds/bitbrains" "$seeds/usage_csv"
 cp tests/fuzz/seeds/usage.csv "$seeds/usage_csv/"
 cp tests/fuzz/seeds/bitbrains.csv "$seeds/bitbrains/"
 for n in 1 2 3; do
-  trace=$shared/data/bitbrains-rnd-2013-07/$n.csv.gz
+  trace=tests/fixtures/usage/bitbrains-sample/$n.csv.gz
   [[ -f $trace ]] || continue
   zcat "$trace" | sed -n 1,50p > "$seeds/bitbrains/$n.csv"  # sed reads on: no SIGPIPE under pipefail
   awk -F';\t' -v n="$n" 'NR == 1 { print "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,cpu_request,memory_request"; next }

@@ -19,6 +19,7 @@
 #include "recommender/publish.h"
 #include "recommender/recommend.h"
 #include "support/fake_apiserver.h"
+#include "support/fixtures.h"
 #include "webhook/kubeapi.h"
 
 namespace sizeguard {
@@ -298,7 +299,8 @@ TEST(PublishHelpers, GzipRoundTripAndCorruptInput) {
 namespace sizeguard {
 namespace {
 
-// `sizeguard recommend --publish-configmap` end to end: the real binary, one real trace,
+// `sizeguard recommend --publish-configmap` end to end: the real binary, one VM's month of
+// usage (the derived sample in tests/fixtures),
 // a kubeconfig pointing at the fake apiserver.
 TEST_F(PublishTest, RecommendCommandPublishesThroughAKubeconfig) {
   api.put(kCore, "configmaps", kNs, base_configmap());
@@ -312,7 +314,7 @@ TEST_F(PublishTest, RecommendCommandPublishesThroughAKubeconfig) {
                                     << "\n    certificate-authority-data: " << std::string(reinterpret_cast<char*>(encoded), n)
                                     << "\nusers:\n- name: u\n  user:\n    token: " << api.token()
                                     << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
-  const std::string trace = std::string(SIZEGUARD_SHARED_DIR) + "/data/bitbrains-rnd-2013-07/1.csv.gz";
+  const std::string trace = test::test_fixture_path("usage/bitbrains-sample/1.csv.gz").string();
   const std::string command = std::string(SIZEGUARD_BINARY) + " recommend --bitbrains " + trace +
                               " --publish-configmap " + kNs + "/" + kName + " --kubeconfig " +
                               (dir / "kubeconfig").string() + " 2>" + (dir / "err").string();

@@ -2,8 +2,11 @@
 // Bitbrains GWA-T-12 traces (hand-computed conversions, gzip, one real shared trace).
 #include "recommender/ingest.h"
 #include "recommender/prometheus.h"
+#include "support/data_dir.h"
+#include "support/fixtures.h"
 
 #include <gtest/gtest.h>
+#include <cmath>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -413,18 +416,17 @@ TEST(Bitbrains, DirectoryInNumericOrderWithMaxFilesAndSkippedFiles) {
             std::string::npos);
 }
 
-TEST(Bitbrains, RealSharedTrace) {
-  const fs::path file = fs::path(SIZEGUARD_SHARED_DIR) / "data" / "bitbrains-rnd-2013-07" / "1.csv.gz";
-  if (!fs::exists(file)) GTEST_SKIP() << "shared data missing: " << file;
-  IngestReport report;
-  const auto series = read_bitbrains(file, report);
-  ASSERT_EQ(series.size(), 1u);
-  const auto& s = series[0];
+// VM 1 of July 2013, as read from the real trace or from the derived sample (same rows,
+// usage rounded): one series with the invariants every Bitbrains series must hold.
+const UsageSeries& expect_july_2013_vm1(const std::vector<UsageSeries>& series, const IngestReport& report) {
+  EXPECT_EQ(series.size(), 1u);
+  const auto& s = series.at(0);
   EXPECT_EQ(s.key.to_string(), "bitbrains/VM/1/main");
   EXPECT_GT(s.samples.size(), 7000u);  // ~30 days of 5-minute samples
   EXPECT_EQ(report.rows_used, s.samples.size());
   EXPECT_EQ(report.rows_read, report.rows_used + report.rows_bad);
-  ASSERT_TRUE(s.spec.cpu_request && s.spec.memory_request);
+  EXPECT_TRUE(s.spec.cpu_request && s.spec.memory_request);
+  if (!s.spec.cpu_request || !s.spec.memory_request) return s;
   EXPECT_GE(*s.spec.cpu_request, 1);
   EXPECT_LE(*s.spec.cpu_request, 64);
   EXPECT_GE(*s.spec.memory_request, 256.0 * 1024 * 1024);
@@ -433,18 +435,64 @@ TEST(Bitbrains, RealSharedTrace) {
   EXPECT_GE(s.samples.front().timestamp, 1372629804);
   EXPECT_LE(s.samples.back().timestamp, 1372629804 + 32 * 86400);
   for (size_t i = 1; i < s.samples.size(); ++i) {
-    ASSERT_LT(s.samples[i - 1].timestamp, s.samples[i].timestamp) << "at " << i;
+    if (s.samples[i - 1].timestamp >= s.samples[i].timestamp) {
+      ADD_FAILURE() << "timestamps not increasing at " << i;
+      break;
+    }
   }
   for (const auto& p : s.samples) {
-    ASSERT_GE(p.cpu_cores, 0);
-    ASSERT_LE(p.cpu_cores, *s.spec.cpu_request * 1.5);  // usage can exceed nominal MHz a little (turbo)
-    ASSERT_GE(p.memory_bytes, 0);
-    ASSERT_LE(p.memory_bytes, *s.spec.memory_request * 1.5);
+    if (p.cpu_cores < 0 || p.cpu_cores > *s.spec.cpu_request * 1.5 || p.memory_bytes < 0 ||
+        p.memory_bytes > *s.spec.memory_request * 1.5) {  // usage can exceed nominal MHz a little (turbo)
+      ADD_FAILURE() << "implausible sample at " << p.timestamp << ": " << p.cpu_cores << " cores, " << p.memory_bytes
+                    << " bytes";
+      break;
+    }
   }
-  // First row of 1.csv: 87.7799835 MHz of 5851.9989 MHz over 2 cores; 1034592.8 KB.
   EXPECT_EQ(s.samples.front().timestamp, 1372629804);
+  return s;
+}
+
+TEST(Bitbrains, DerivedSampleInTheRepository) {
+  IngestReport report;
+  const auto series = read_bitbrains(test::test_fixture_path("usage/bitbrains-sample/1.csv.gz"), report);
+  const auto& s = expect_july_2013_vm1(series, report);
+  // First row of the sample: 87.8 MHz of 5851.9989 MHz over 2 cores; 1034593 KB.
+  EXPECT_NEAR(s.samples.front().cpu_cores, 87.8 / (5851.9989 / 2), 1e-12);
+  EXPECT_NEAR(s.samples.front().memory_bytes, 1034593.0 * 1024, 1e-3);
+  // The whole sample folder: six VMs, each a long series.
+  IngestReport all;
+  const auto six = read_bitbrains(test::test_fixture_path("usage/bitbrains-sample"), all);
+  EXPECT_EQ(six.size(), 6u);
+  for (const auto& vm : six) EXPECT_GT(vm.samples.size(), 7000u) << vm.key.to_string();
+}
+
+TEST(Bitbrains, RealSharedTrace) {
+  const fs::path file = test::bitbrains_trace_dir() / "1.csv.gz";
+  SIZEGUARD_SKIP_WITHOUT(file);
+  IngestReport report;
+  const auto& s = expect_july_2013_vm1(read_bitbrains(file, report), report);
+  // First row of 1.csv: 87.7799835 MHz of 5851.9989 MHz over 2 cores; 1034592.8 KB.
   EXPECT_NEAR(s.samples.front().cpu_cores, 87.7799835 / (5851.9989 / 2), 1e-12);
   EXPECT_NEAR(s.samples.front().memory_bytes, 1034592.8 * 1024, 1e-3);
+}
+
+// All 500 VMs: every file reads, and what cannot be used is counted, not dropped silently.
+TEST(Bitbrains, WholeSharedTrace) {
+  const fs::path dir = test::bitbrains_trace_dir();
+  SIZEGUARD_SKIP_WITHOUT(dir);
+  IngestReport report;
+  const auto series = read_bitbrains(dir, report);
+  EXPECT_GE(series.size(), 450u);
+  EXPECT_LE(series.size(), 500u);
+  EXPECT_GT(report.rows_read, 3'500'000u);
+  EXPECT_EQ(report.rows_read, report.rows_used + report.rows_bad);
+  for (const auto& s : series) {
+    ASSERT_FALSE(s.samples.empty()) << s.key.to_string();
+    for (const auto& p : s.samples) {
+      ASSERT_TRUE(std::isfinite(p.cpu_cores) && p.cpu_cores >= 0) << s.key.to_string();
+      ASSERT_TRUE(std::isfinite(p.memory_bytes) && p.memory_bytes >= 0) << s.key.to_string();
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
