@@ -276,7 +276,7 @@ void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionReques
   if (denied) {
     for (const auto& s : spent) {
       if (auto error = store.refund(s.scope, s.key, s.id)) {
-        decision.notes.push_back("could not refund a change budget: " + error->message);
+        decision.notes.push_back("could not take back a change budget or reason: " + error->message);
       }
     }
   }
