@@ -2,6 +2,7 @@
 // and new object, freeze windows, protected workloads, change budgets, change reasons and
 // break-glass. Messages end with key=value hints an agent can act on.
 #include <cmath>
+#include <cstdio>
 
 #include <date/tz.h>
 
@@ -238,6 +239,86 @@ bool resources_changed(Subject& s) {
   return collect(r.old_object) != collect(r.object);
 }
 
+// --- what a change changes ------------------------------------------------------------------
+
+// Whether the change alters anything the automation rules judge: the spec (replicas, the
+// pod template, HPA bounds), the labels (protection selectors) or protection annotations.
+// One that alters none of them (`kubectl annotate`, `kubectl scale` to the current size)
+// passes freeze windows and spends neither budget nor change reason.
+bool changes_something(Subject& s, const AutomationRule& rule) {
+  const AdmissionRequest& r = s.request();
+  if (r.operation != Operation::Update || !r.old_object.is_object() || !r.object.is_object()) return true;
+  if (r.old_object.value("spec", Json::object()) != r.object.value("spec", Json::object())) return true;
+  if (s.is_scale()) return false;  // a Scale is its spec.replicas
+  if (labels_of(r.old_object) != labels_of(r.object)) return true;
+  if (rule.protected_workloads) {
+    for (const auto& [key, value] : rule.protected_workloads->annotations) {
+      if (annotation(r.old_object, key) != annotation(r.object, key)) return true;
+    }
+  }
+  return false;
+}
+
+// --- change reasons -------------------------------------------------------------------------
+
+// FNV-1a: stable across processes and versions, as the Lease names are.
+std::string fnv1a_hex(const std::string& text) {
+  uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(hash));
+  return buffer;
+}
+
+// The reason is read on the workload: the object as it will be, or for a Scale (which has
+// no annotations) the scaled object, annotated beforehand with `kubectl annotate`. It
+// becomes a claim the webhook redeems once (spend_budgets), so a reason left on the object
+// does not justify later changes.
+void check_change_reason(RuleRun& run, const std::string& key, const std::string& workload, bool deny_on_error) {
+  Subject& s = run.subject;
+  const AdmissionRequest& r = s.request();
+  const std::string where = s.kind_name() + " " + r.namespace_ + "/" + r.name;
+  const Json* source = &r.subject();
+  std::string stale;  // why the reason read may be outdated
+  if (s.is_scale()) {
+    const auto& parent = s.scale_parent();
+    if (auto* error = std::get_if<ClusterStateError>(&parent)) {
+      // Like a budget, a reason that cannot be checked denies unless onClusterStateError: allow.
+      run.state_error("automation", ClusterStateError{"the scaled " + where + " (for its " + key + " annotation): " + error->message},
+                      true);
+      return;
+    }
+    source = &std::get<Json>(parent);
+    // The apiserver builds the Scale from the stored object, so a different resourceVersion
+    // means the parent came from the cluster-state cache and may predate `kubectl annotate`.
+    const Json no_version = "";
+    const Json& have = source->value("/metadata/resourceVersion"_json_pointer, no_version);
+    const Json& stored = r.old_object.is_object() ? r.old_object.value("/metadata/resourceVersion"_json_pointer, no_version)
+                                                   : no_version;
+    if (have != no_version && stored != no_version && have != stored) {
+      stale = "; the webhook's copy of " + where + " is older than the object being scaled (cached up to the cluster "
+              "cache TTL, 10 s by default): if the annotation was set just now, retry in a few seconds";
+    }
+  }
+  const std::string reason = annotation(*source, key);
+  if (reason.empty()) {
+    run.violation("automation", "MissingChangeReason",
+                  "automation changes need a reason: set the annotation " + key + " on " + where + stale +
+                      "; annotation=" + key,
+                  "metadata.annotations[" + key + "]");
+    return;
+  }
+  run.decision.audit_fields["changeReason"] = reason;
+  // The uid tells a re-created workload of the same name apart.
+  const Json& uid = source->value("/metadata/uid"_json_pointer, Json(""));
+  run.decision.reason_claims.push_back({run.policy.name, run.mode, workload,
+                                        fnv1a_hex((uid.is_string() ? uid.get<std::string>() : "") + "\n" + reason), key,
+                                        where, stale, deny_on_error});
+}
+
 bool scales_to_zero(const std::vector<ReplicaChange>& changes) {
   return std::any_of(changes.begin(), changes.end(), [](const ReplicaChange& c) {
     return c.after == 0 && c.before > 0 && c.field != "spec.maxReplicas";
@@ -249,8 +330,11 @@ bool scales_to_zero(const std::vector<ReplicaChange>& changes) {
 bool automation_applies(Subject& s) {
   const Operation op = s.request().operation;
   if (op == Operation::Connect) return false;
-  if (s.is_scale()) return op == Operation::Update;
-  return has_pod_template(s.kind()) || s.kind() == WorkloadKind::HorizontalPodAutoscaler;
+  // Changes to an owned object are its controller's (a rollout's ReplicaSets) or reverted
+  // by it; the rules judge the owner. Deleting one still deletes its pods: judged.
+  if (s.is_scale()) return op == Operation::Update && !s.controller_owned();
+  if (!has_pod_template(s.kind()) && s.kind() != WorkloadKind::HorizontalPodAutoscaler) return false;
+  return op == Operation::Delete || !s.controller_owned();
 }
 
 void run_automation(RuleRun& run, const AutomationRule& rule, const EvaluationOptions& options) {
@@ -276,10 +360,12 @@ void run_automation(RuleRun& run, const AutomationRule& rule, const EvaluationOp
   if (!is_agent(rule.actors, r.user_info)) return;
 
   const auto changes = replica_changes(s);
+  const bool no_op = !changes_something(s, rule);
   if (rule.scale_down) check_scale_down(run, *rule.scale_down, changes);
   if (rule.resource_cuts) check_resource_cuts(run, *rule.resource_cuts, s);
 
   for (const auto& window : rule.freeze_windows) {
+    if (no_op) break;  // e.g. annotating a reason for a scale-up the window allows
     auto active = active_window(window, options.now);
     if (!active) continue;
     if (window.allow_scale_up && only_adds_capacity(s, changes)) continue;
@@ -329,20 +415,10 @@ void run_automation(RuleRun& run, const AutomationRule& rule, const EvaluationOp
     }
   }
 
-  if (rule.change_reason_annotation) {
-    const std::string reason = annotation(r.subject(), *rule.change_reason_annotation);
-    if (reason.empty()) {
-      run.violation("automation", "MissingChangeReason",
-                    "automation changes need a reason: set the annotation " + *rule.change_reason_annotation +
-                        "; annotation=" + *rule.change_reason_annotation,
-                    "metadata.annotations[" + *rule.change_reason_annotation + "]");
-    } else {
-      run.decision.audit_fields["changeReason"] = reason;
-    }
-  }
-
   const std::string workload = r.namespace_ + "/" + s.kind_name() + "/" + r.name;
   const bool deny_on_error = policy.on_cluster_state_error.value_or(OnStateError::Deny) == OnStateError::Deny;
+  if (no_op) return;  // nothing to justify or count
+  if (rule.change_reason_annotation) check_change_reason(run, *rule.change_reason_annotation, workload, deny_on_error);
   if (rule.budget_per_workload) {
     run.decision.budget_charges.push_back(
         {policy.name, run.mode, "workload", workload, *rule.budget_per_workload, deny_on_error});

@@ -153,14 +153,94 @@ std::optional<ClusterStateError> LeaseBudgetStore::refund(const std::string& sco
   return ClusterStateError{"refund lease " + name + ": still conflicting"};
 }
 
+StateResult<bool> LeaseBudgetStore::use_reason(const std::string& key, const std::string& reason_id,
+                                               std::chrono::system_clock::time_point now, bool record) {
+  const std::string scope = "reason";
+  const std::string name = lease_name(scope, key);
+  const std::string path = leases_path(namespace_) + "/" + name;
+  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
+    KubeResponse got = client_.request("GET", path);
+    if (!got.transport_error.empty()) return ClusterStateError{"GET lease " + name + ": " + got.transport_error};
+    Json lease;
+    const bool exists = got.status == 200;
+    if (exists) {
+      lease = Json::parse(got.body, nullptr, false);
+      if (lease.is_discarded()) return ClusterStateError{"GET lease " + name + ": answer is not JSON"};
+    } else if (got.status != 404) {
+      return ClusterStateError{"GET lease " + name + ": " + kube_error_summary(got.status, got.body)};
+    }
+    std::vector<Event> used = read_events(lease);
+    if (std::any_of(used.begin(), used.end(), [&](const Event& e) { return e.id == reason_id; })) return false;
+    if (!record) return true;
+    used.push_back({epoch_seconds(now), reason_id});
+    std::stable_sort(used.begin(), used.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
+    if (used.size() > kRememberedReasons) used.erase(used.begin(), used.end() - kRememberedReasons);
+    if (!exists) {
+      lease = {{"apiVersion", "coordination.k8s.io/v1"},
+               {"kind", "Lease"},
+               {"metadata",
+                {{"name", name},
+                 {"namespace", namespace_},
+                 {"labels", {{"app.kubernetes.io/managed-by", "sizeguard"}}},
+                 {"annotations", Json::object()}}},
+               {"spec", Json::object()}};
+    }
+    lease["metadata"]["annotations"][kKeyAnnotation] = scope + "/" + key;
+    lease["metadata"]["annotations"][kEventsAnnotation] = write_events(used);
+    KubeResponse wrote = exists ? client_.request("PUT", path, lease.dump()) : client_.request("POST", leases_path(namespace_), lease.dump());
+    if (!wrote.transport_error.empty()) return ClusterStateError{"write lease " + name + ": " + wrote.transport_error};
+    if (wrote.status == 200 || wrote.status == 201) return true;
+    if (wrote.status == 409) continue;  // another replica wrote first, maybe this very reason: re-read
+    return ClusterStateError{"write lease " + name + ": " + kube_error_summary(wrote.status, wrote.body)};
+  }
+  return ClusterStateError{"lease " + name + ": still conflicting after " + std::to_string(max_attempts_) + " attempts"};
+}
+
 void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionRequest& request,
                    std::chrono::system_clock::time_point now) {
-  if (decision.budget_charges.empty() || !decision.allowed()) return;
+  if ((decision.budget_charges.empty() && decision.reason_claims.empty()) || !decision.allowed()) return;
   struct Spent {
-    const BudgetCharge* charge;
+    std::string scope, key, id;
   };
   std::vector<Spent> spent;
   bool denied = false;
+
+  // Reasons first: a change whose reason was used before spends no budget.
+  std::vector<std::pair<std::string, std::string>> redeemed;  // by this change, for several policies
+  for (const auto& claim : decision.reason_claims) {
+    Finding finding;
+    finding.policy = claim.policy;
+    finding.rule = "changeReason";
+    finding.mode = claim.mode;
+    const std::pair<std::string, std::string> identity{claim.key, claim.id};
+    std::string outcome = "pass";
+    if (std::find(redeemed.begin(), redeemed.end(), identity) == redeemed.end()) {
+      const bool record = !request.dry_run && !denied;
+      auto result = store.use_reason(claim.key, claim.id, now, record);
+      if (auto* error = std::get_if<ClusterStateError>(&result)) {
+        finding.denies = claim.mode == Mode::Enforce && claim.deny_on_state_error;
+        finding.cause = {"ClusterStateUnavailable",
+                         "change reason for policy " + claim.policy + " was not checked: cluster state unavailable (" +
+                             error->message + ")" + (claim.deny_on_state_error ? "; onClusterStateError: deny" : ""),
+                         ""};
+        outcome = finding.denies ? "deny" : "error";
+      } else if (!std::get<bool>(result)) {
+        finding.denies = claim.mode == Mode::Enforce;
+        finding.cause = {"ChangeReasonReused",
+                         "the " + claim.annotation + " annotation on " + claim.where +
+                             " already justified an earlier change; set a new reason for this one" + claim.stale +
+                             " (policy " + claim.policy + "); annotation=" + claim.annotation,
+                         "metadata.annotations[" + claim.annotation + "]"};
+        outcome = finding.denies ? "deny" : std::string(to_string(claim.mode));
+      } else {
+        redeemed.push_back(identity);
+        if (record) spent.push_back({"reason", claim.key, claim.id});
+      }
+      if (outcome != "pass") decision.findings.push_back(std::move(finding));
+    }
+    decision.outcomes.push_back({claim.policy, "changeReason", claim.mode, outcome});
+    denied = denied || outcome == "deny";
+  }
   for (const auto& charge : decision.budget_charges) {
     Finding finding;
     finding.policy = charge.policy;
@@ -188,15 +268,15 @@ void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionReques
       outcome = finding.denies ? "deny" : std::string(to_string(charge.mode));
       decision.findings.push_back(std::move(finding));
     } else if (record) {
-      spent.push_back({&charge});
+      spent.push_back({charge.scope, charge.key, request.uid});
     }
     decision.outcomes.push_back({charge.policy, "budget:" + charge.scope, charge.mode, outcome});
     denied = denied || outcome == "deny";
   }
   if (denied) {
     for (const auto& s : spent) {
-      if (auto error = store.refund(s.charge->scope, s.charge->key, request.uid)) {
-        decision.notes.push_back("could not refund a change budget: " + error->message);
+      if (auto error = store.refund(s.scope, s.key, s.id)) {
+        decision.notes.push_back("could not take back a change budget or reason: " + error->message);
       }
     }
   }

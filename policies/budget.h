@@ -32,9 +32,16 @@ class BudgetStore {
                                              std::chrono::system_clock::time_point now, const std::string& event_id,
                                              bool record) = 0;
   // Takes back an event recorded by try_spend (when a later budget of the same change
-  // said no: a denied change spends nothing).
+  // said no: a denied change spends nothing), or a reason recorded by use_reason
+  // (scope "reason").
   virtual std::optional<ClusterStateError> refund(const std::string& scope, const std::string& key,
                                                   const std::string& event_id) = 0;
+  // Whether the change reason `reason_id` is still unused for the workload `key`; if so,
+  // records it as used (unless `record` is false, for dry runs) so it justifies no other
+  // change. The most recent kRememberedReasons reasons per workload are kept.
+  virtual StateResult<bool> use_reason(const std::string& key, const std::string& reason_id,
+                                       std::chrono::system_clock::time_point now, bool record) = 0;
+  static constexpr size_t kRememberedReasons = 32;
 };
 
 // One coordination.k8s.io/v1 Lease per (scope, key) in `namespace_`, named
@@ -47,6 +54,8 @@ class LeaseBudgetStore : public BudgetStore {
                                      bool record) override;
   std::optional<ClusterStateError> refund(const std::string& scope, const std::string& key,
                                           const std::string& event_id) override;
+  StateResult<bool> use_reason(const std::string& key, const std::string& reason_id,
+                               std::chrono::system_clock::time_point now, bool record) override;
   static std::string lease_name(const std::string& scope, const std::string& key);
 
  private:
@@ -55,9 +64,11 @@ class LeaseBudgetStore : public BudgetStore {
   int max_attempts_;
 };
 
-// Spends the decision's budget charges if the decision allows the change; a charge over
-// its budget becomes a ChangeBudgetExceeded finding (denying in enforce mode), and then
-// everything this change already spent is refunded. Dry runs are checked, never spent.
+// Redeems the decision's change reasons and spends its budget charges if the decision
+// allows the change; a reason already used becomes a ChangeReasonReused finding and a
+// charge over its budget a ChangeBudgetExceeded one (each denying in enforce mode), and
+// then everything this change already recorded is taken back. Dry runs are checked,
+// never recorded.
 void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionRequest& request,
                    std::chrono::system_clock::time_point now);
 

@@ -60,11 +60,13 @@ void check_replica_bounds(RuleRun& run, const ReplicaRule& rule, int64_t value, 
   }
 }
 
+// Replica bounds judge what people and agents size: a Deployment, not the ReplicaSets its
+// controller creates and scales during a rollout (nor their */scale).
 bool replicas_apply(Subject& s) {
   const Operation op = s.request().operation;
-  if (s.is_scale()) return op == Operation::Update && is_replicated_kind(s.kind());
+  if (s.is_scale()) return op == Operation::Update && is_replicated_kind(s.kind()) && !s.controller_owned();
   if (op != Operation::Create && op != Operation::Update) return false;
-  return is_replicated_kind(s.kind()) || s.kind() == WorkloadKind::HorizontalPodAutoscaler;
+  return (is_replicated_kind(s.kind()) || s.kind() == WorkloadKind::HorizontalPodAutoscaler) && !s.controller_owned();
 }
 
 void run_replicas(RuleRun& run, const ReplicaRule& rule) {
@@ -206,7 +208,9 @@ bool resources_apply(Subject& s) {
   const Operation op = s.request().operation;
   if (s.is_scale()) return false;
   if (s.kind() == WorkloadKind::Pod) return op == Operation::Create;  // pod resources are immutable
-  return has_pod_template(s.kind()) && (op == Operation::Create || op == Operation::Update);
+  // An owned workload's template is its owner's (a Deployment's ReplicaSet, a CronJob's
+  // Job), judged there; Pods are judged even when a controller makes them.
+  return has_pod_template(s.kind()) && (op == Operation::Create || op == Operation::Update) && !s.controller_owned();
 }
 
 
@@ -336,12 +340,12 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
       std::function<void(RuleRun&)> run;
     };
     const Rule rules[] = {
-        {"replicas", policy.replicas.has_value(), replicas_apply(subject), false,
+        {"replicas", policy.replicas.has_value(), policy.replicas && replicas_apply(subject), false,
          [&](RuleRun& r) { run_replicas(r, *policy.replicas); }},
         {"gpu", policy.gpu.has_value(), gpu_applies(subject), true, [&](RuleRun& r) { run_gpu(r, *policy.gpu); }},
-        {"resources", policy.resources.has_value(), resources_apply(subject), false,
+        {"resources", policy.resources.has_value(), policy.resources && resources_apply(subject), false,
          [&](RuleRun& r) { run_resources(r, *policy.resources); }},
-        {"automation", policy.automation.has_value(), automation_applies(subject), false,
+        {"automation", policy.automation.has_value(), policy.automation && automation_applies(subject), false,
          [&](RuleRun& r) { run_automation(r, *policy.automation, options); }},
     };
     bool any_rule = false;
@@ -360,11 +364,16 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
       run.record_rule(rule.name, before);
     }
     const bool charges = std::any_of(decision.budget_charges.begin(), decision.budget_charges.end(),
-                                     [&](const BudgetCharge& c) { return c.policy == policy.name; });
+                                     [&](const BudgetCharge& c) { return c.policy == policy.name; }) ||
+                         std::any_of(decision.reason_claims.begin(), decision.reason_claims.end(),
+                                     [&](const ReasonClaim& c) { return c.policy == policy.name; });
     run.settle(run.deny_if_enforced.empty() && !charges ? provisional
                                                         : effective_mode(policy, subject, options, decision));
     for (auto& charge : decision.budget_charges) {
       if (charge.policy == policy.name) charge.mode = run.mode;
+    }
+    for (auto& claim : decision.reason_claims) {
+      if (claim.policy == policy.name) claim.mode = run.mode;
     }
   }
   return decision;

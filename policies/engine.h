@@ -56,11 +56,27 @@ struct BudgetCharge {
   bool deny_on_state_error = true;  // the policy's onClusterStateError (default deny)
 };
 
+// A change reason an agent gave (requireChangeReason): it justifies one change only. The
+// webhook checks that this reason was not used for an earlier change of the workload and
+// records it as used (in the Kubernetes API, beside the budgets) if the whole decision
+// allows the change and it is not a dry run.
+struct ReasonClaim {
+  std::string policy;
+  Mode mode = Mode::Enforce;
+  std::string key;         // the workload, as in BudgetCharge: "team-a/Deployment/web"
+  std::string id;          // hash of the workload's uid and the reason text
+  std::string annotation;  // where the reason is: "sizeguard.io/change-reason"
+  std::string where;       // the object it was read from, for messages: "Deployment team-a/web"
+  std::string stale;       // a hint for the message when that object may be outdated, else empty
+  bool deny_on_state_error = true;
+};
+
 struct Decision {
   std::vector<Finding> findings;
   std::vector<RuleOutcome> outcomes;
   std::vector<std::string> notes;  // things worth a warning that are not findings
   std::vector<BudgetCharge> budget_charges;
+  std::vector<ReasonClaim> reason_claims;
   std::map<std::string, std::string> audit_fields;  // e.g. changeReason, breakGlass
   bool allowed() const;
 };

@@ -92,6 +92,32 @@ class Subject {
 
   StateResult<std::vector<Json>> active_pods() { return state_.active_pods(request_.namespace_); }
 
+  // Whether a controller owns the object (an ownerReference with controller: true), judged
+  // on the object as it will be (on DELETE, as it is); for a Scale, on the scaled object.
+  // Its controller rewrites it all the time (a rollout creates a ReplicaSet with 1 replica
+  // and scales the old one to 0), so rules about what people and agents manage judge the
+  // owner. A Scale whose parent cannot be read counts as not owned: it is judged.
+  bool controller_owned() {
+    if (!controller_owned_) {
+      const Json* object = &this->object();
+      if (is_scale_) {
+        const auto& parent = scale_parent();
+        object = std::holds_alternative<Json>(parent) ? &std::get<Json>(parent) : nullptr;
+      }
+      controller_owned_ = object && has_controller_owner(*object);
+    }
+    return *controller_owned_;
+  }
+
+  static bool has_controller_owner(const Json& object) {
+    if (!object.is_object()) return false;
+    const Json& owners = object.value("/metadata/ownerReferences"_json_pointer, Json::array());
+    if (!owners.is_array()) return false;
+    return std::any_of(owners.begin(), owners.end(), [](const Json& o) {
+      return o.is_object() && o.value("controller", Json(false)) == Json(true);
+    });
+  }
+
  private:
   const AdmissionRequest& request_;
   ClusterState& state_;
@@ -101,6 +127,7 @@ class Subject {
   std::string hpa_target_kind_;
   std::optional<StateResult<Json>> namespace_labels_;
   std::optional<StateResult<Json>> scale_parent_;
+  std::optional<bool> controller_owned_;
 };
 
 // Collects what one policy's rules find, then settles modes and outcomes.

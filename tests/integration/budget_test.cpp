@@ -166,5 +166,100 @@ TEST_F(Budgets, ApiFailuresDenyByDefault) {
   EXPECT_TRUE(validate(scale_change(2), a.context).allowed) << "the next change, with the API back, goes through";
 }
 
+// --- change reasons -------------------------------------------------------------------------
+
+std::shared_ptr<const PolicySet> reason_policy() {
+  PolicyLoad load = parse_policies("apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: agent-reason}\nspec:\n"
+                                   "  automation:\n    actors: {serviceAccounts: [\"ops:*\"]}\n    requireChangeReason: true\n",
+                                   "reason.yaml");
+  EXPECT_TRUE(load.ok()) << ::testing::PrintToString(load.errors);
+  auto set = std::make_shared<PolicySet>();
+  set->policies = std::move(load.policies);
+  return set;
+}
+
+// `kubectl scale deployment web` by the agent: a Scale, so the reason is read from the
+// Deployment in the (fake) API; the Scale carries the stored resourceVersion.
+AdmissionRequest kubectl_scale(const Json& stored, int serial, int from, int to, bool dry_run = false) {
+  AdmissionRequest r;
+  r.api_version = "admission.k8s.io/v1";
+  r.uid = "scale-" + std::to_string(serial);
+  r.kind = {"autoscaling", "v1", "Scale"};
+  r.resource = {"apps", "v1", "deployments"};
+  r.sub_resource = "scale";
+  r.namespace_ = "shop";
+  r.name = "web";
+  r.operation = Operation::Update;
+  r.dry_run = dry_run;
+  r.user_info.username = kAgent;
+  auto scale = [&](int replicas) {
+    return Json{{"apiVersion", "autoscaling/v1"},
+                {"kind", "Scale"},
+                {"metadata", {{"name", "web"}, {"namespace", "shop"}, {"uid", stored["metadata"]["uid"]},
+                              {"resourceVersion", stored["metadata"]["resourceVersion"]}}},
+                {"spec", {{"replicas", replicas}}}};
+  };
+  r.old_object = scale(from);
+  r.object = scale(to);
+  return r;
+}
+
+Json annotated_deployment(const std::string& reason) {
+  return {{"apiVersion", "apps/v1"},
+          {"kind", "Deployment"},
+          {"metadata", {{"name", "web"}, {"uid", "web-uid-1"}, {"annotations", {{"sizeguard.io/change-reason", reason}}}}},
+          {"spec", {{"replicas", 5}, {"template", {{"spec", {{"containers", Json::array()}}}}}}}};
+}
+
+TEST_F(Budgets, AChangeReasonJustifiesOneScaleAcrossInstances) {
+  auto set = reason_policy();
+  Json web = api_.put("apis/apps/v1", "deployments", "shop", annotated_deployment("INC-7: +1 for latency"));
+  Instance a(api_, set), b(api_, set);
+  EXPECT_TRUE(validate(kubectl_scale(web, 1, 5, 6, /*dry_run=*/true), a.context).allowed);
+  EXPECT_FALSE(api_.get(kLeases, "leases", "sizeguard-system", LeaseBudgetStore::lease_name("reason", "shop/Deployment/web")))
+      << "a dry run uses no reason";
+  EXPECT_TRUE(validate(kubectl_scale(web, 2, 5, 6), a.context).allowed);
+  auto lease = api_.get(kLeases, "leases", "sizeguard-system", LeaseBudgetStore::lease_name("reason", "shop/Deployment/web"));
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(Json::parse((*lease)["metadata"]["annotations"]["sizeguard.io/budget-events"].get<std::string>()).size(), 1u);
+
+  // Another instance, the same reason still on the Deployment: a replay.
+  AdmissionResponse replay = validate(kubectl_scale(web, 3, 6, 7), b.context);
+  EXPECT_FALSE(replay.allowed);
+  ASSERT_TRUE(replay.status);
+  EXPECT_EQ(replay.status->causes.at(0).reason, "ChangeReasonReused");
+  EXPECT_EQ(replay.status->message.rfind("[ChangeReasonReused] sizeguard denied deployments/scale shop/web: ", 0), 0u)
+      << replay.status->message;
+
+  // `kubectl annotate ... --overwrite` with a new reason; a fresh instance reads it.
+  web = api_.put("apis/apps/v1", "deployments", "shop", annotated_deployment("INC-7: +1 more, still slow"));
+  Instance c(api_, set);
+  EXPECT_TRUE(validate(kubectl_scale(web, 4, 6, 7), c.context).allowed);
+  // Instance b still holds the old Deployment in its cache: the denial says why.
+  AdmissionResponse stale = validate(kubectl_scale(web, 5, 7, 8), b.context);
+  EXPECT_FALSE(stale.allowed);
+  EXPECT_THAT(stale.status->message, HasSubstr("older than the object being scaled"));
+}
+
+TEST_F(Budgets, TwoInstancesRacingWithOneReasonAdmitOneChange) {
+  auto set = reason_policy();
+  Json web = api_.put("apis/apps/v1", "deployments", "shop", annotated_deployment("INC-9"));
+  Instance a(api_, set), b(api_, set);
+  api_.put(kLeases, "leases", "sizeguard-system",
+           {{"apiVersion", "coordination.k8s.io/v1"},
+            {"kind", "Lease"},
+            {"metadata", {{"name", LeaseBudgetStore::lease_name("reason", "shop/Deployment/web")}}},
+            {"spec", Json::object()}});
+  api_.set_delay(150ms);
+  std::barrier start(2);
+  AdmissionResponse ra, rb;
+  std::thread ta([&] { start.arrive_and_wait(); ra = validate(kubectl_scale(web, 1, 5, 6), a.context); });
+  std::thread tb([&] { start.arrive_and_wait(); rb = validate(kubectl_scale(web, 2, 5, 4), b.context); });
+  ta.join();
+  tb.join();
+  api_.set_delay(0ms);
+  EXPECT_NE(ra.allowed, rb.allowed) << "one reason, one change";
+}
+
 }  // namespace
 }  // namespace sizeguard

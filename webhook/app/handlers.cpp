@@ -85,7 +85,15 @@ AdmissionResponse to_admission_response(const AdmissionRequest& request, const D
     Status status;
     status.code = 403;
     status.reason = "Forbidden";
-    status.message = "sizeguard denied " + subject_description(request) + ": ";
+    // kubectl prints only the message: it starts with the reason codes, each once, in the
+    // order of the causes ("[BelowFloor, MissingChangeReason] sizeguard denied ...").
+    std::vector<std::string> codes;
+    for (const Finding* f : denials) {
+      if (std::find(codes.begin(), codes.end(), f->cause.reason) == codes.end()) codes.push_back(f->cause.reason);
+    }
+    status.message = "[";
+    for (size_t i = 0; i < codes.size(); ++i) status.message += (i ? ", " : "") + codes[i];
+    status.message += "] sizeguard denied " + subject_description(request) + ": ";
     for (size_t i = 0; i < denials.size() && i < kMaxMessages; ++i) {
       status.message += (i ? "; " : "") + denials[i]->cause.message;
     }
@@ -171,8 +179,13 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
   Decision decision = evaluate_policies(request, *policies, *context.cluster_state, options);
   if (context.budgets) {
     spend_budgets(decision, *context.budgets, request, options.now);
-  } else if (!decision.budget_charges.empty()) {
-    decision.notes.push_back("change budgets not evaluated: no cluster access to count changes");
+  } else {
+    if (!decision.budget_charges.empty()) {
+      decision.notes.push_back("change budgets not evaluated: no cluster access to count changes");
+    }
+    if (!decision.reason_claims.empty()) {
+      decision.notes.push_back("change reasons not checked for reuse: no cluster access to record them");
+    }
   }
   AdmissionResponse response = to_admission_response(request, decision);
   if (context.metrics) {

@@ -10,6 +10,7 @@
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
 #include "support/fixtures.h"
+#include "webhook/review.h"
 
 namespace sizeguard {
 namespace {
@@ -370,6 +371,14 @@ class MemoryBudgets : public BudgetStore {
     ++refunds;
     return std::nullopt;
   }
+  StateResult<bool> use_reason(const std::string& key, const std::string& id, std::chrono::system_clock::time_point now,
+                               bool record) override {
+    if (fail) return ClusterStateError{"apiserver unavailable"};
+    auto& list = events["reason/" + key];
+    if (std::any_of(list.begin(), list.end(), [&](const auto& e) { return e.second == id; })) return false;
+    if (record) list.emplace_back(std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count(), id);
+    return true;
+  }
   std::map<std::string, std::vector<std::pair<int64_t, std::string>>> events;
   bool fail = false;
   int refunds = 0;
@@ -438,6 +447,172 @@ TEST_F(Automation, BudgetStoreFailuresDenyUnlessToldOtherwise) {
   d = evaluate_policies(r, lenient, state_, {Mode::Enforce, utc("2026-11-18T12:00:00")});
   spend_budgets(d, store, r, utc("2026-11-18T12:00:00"));
   EXPECT_TRUE(d.allowed());
+}
+
+// --- change reasons through kubectl, used once ------------------------------------------------
+
+AdmissionRequest fixture_request(const std::string& name) {
+  auto decoded = decode_admission_review(test::load_apiserver_fixture(name));
+  EXPECT_TRUE(std::holds_alternative<AdmissionRequest>(decoded)) << name;
+  return std::get<AdmissionRequest>(decoded);
+}
+
+const Json kCaptureNamespace = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "capture"}}}};
+
+TEST_F(Automation, ChangeReasonThroughKubectlAnnotateThenKubectlScaleJustifiesOneChange) {
+  auto set = policies("    requireChangeReason: true\n    changeBudget:\n      perWorkload: {changes: 10, window: 1h}\n");
+  MemoryBudgets store;
+  const auto t0 = utc("2026-11-18T12:00:00");
+  auto run = [&](const AdmissionRequest& r, ClusterState& state) {
+    Decision d = evaluate_policies(r, set, state, {Mode::Enforce, t0});
+    spend_budgets(d, store, r, t0);
+    return d;
+  };
+  // 1. The real `kubectl annotate deployment web ...` UPDATE, by the agent, setting the
+  // reason: metadata only, so it needs no reason of its own and spends nothing.
+  AdmissionRequest annotate = fixture_request("validate-deployment-update-kubectl-annotate.json");
+  annotate.user_info.username = kAgent;
+  annotate.object["metadata"]["annotations"]["sizeguard.io/change-reason"] = "INC-7: checkout latency, +1 replica";
+  FileClusterState before = cluster({kCaptureNamespace, annotate.old_object});
+  Decision d = run(annotate, before);
+  EXPECT_TRUE(d.allowed());
+  EXPECT_TRUE(d.findings.empty());
+  EXPECT_TRUE(d.reason_claims.empty()) << "annotating must not use up the reason it sets";
+  EXPECT_TRUE(d.budget_charges.empty());
+
+  // 2. `kubectl scale deployment web --replicas=4` (the real Scale request, 5 -> 4): a Scale
+  // has no annotations; the reason is read from the Deployment as now stored.
+  AdmissionRequest scale = fixture_request("validate-deployment-scale-update-by-serviceaccount.json");
+  scale.user_info.username = kAgent;
+  Json annotated = annotate.object;
+  annotated["metadata"]["resourceVersion"] = scale.old_object["metadata"]["resourceVersion"];
+  FileClusterState after = cluster({kCaptureNamespace, annotated});
+
+  // A dry run is judged but uses nothing.
+  AdmissionRequest dry = scale;
+  dry.dry_run = true;
+  EXPECT_TRUE(run(dry, after).allowed());
+  EXPECT_TRUE(store.events["reason/capture/Deployment/web"].empty());
+
+  d = run(scale, after);
+  EXPECT_TRUE(d.allowed()) << ::testing::PrintToString(d.findings.size());
+  EXPECT_EQ(d.audit_fields.at("changeReason"), "INC-7: checkout latency, +1 replica");
+  EXPECT_EQ(store.events["reason/capture/Deployment/web"].size(), 1u);
+  EXPECT_EQ(store.events["workload/capture/Deployment/web"].size(), 1u);
+
+  // 3. The same reason, still on the Deployment, for another change: a replay, denied,
+  // and it spends no budget.
+  AdmissionRequest again = scale;
+  again.uid = "second";
+  again.old_object["spec"]["replicas"] = 4;
+  again.object["spec"]["replicas"] = 3;
+  d = run(again, after);
+  EXPECT_FALSE(d.allowed());
+  ASSERT_EQ(d.findings.size(), 1u);
+  EXPECT_EQ(d.findings[0].cause.reason, "ChangeReasonReused");
+  EXPECT_EQ(d.findings[0].cause.message,
+            "the sizeguard.io/change-reason annotation on Deployment capture/web already justified an earlier change; "
+            "set a new reason for this one (policy agents); annotation=sizeguard.io/change-reason");
+  EXPECT_EQ(store.events["workload/capture/Deployment/web"].size(), 1u);
+
+  // 4. A new reason justifies the next change.
+  annotated["metadata"]["annotations"]["sizeguard.io/change-reason"] = "INC-7: latency fine again, -1 replica";
+  FileClusterState renewed = cluster({kCaptureNamespace, annotated});
+  EXPECT_TRUE(run(again, renewed).allowed());
+  EXPECT_EQ(store.events["reason/capture/Deployment/web"].size(), 2u);
+
+  // The same reason text on a re-created Deployment (another uid) is a new reason.
+  Json recreated = annotated;
+  recreated["metadata"]["uid"] = "another-uid";
+  FileClusterState fresh = cluster({kCaptureNamespace, recreated});
+  EXPECT_TRUE(run(again, fresh).allowed());
+}
+
+TEST_F(Automation, ChangeReasonMissingOnTheScaledWorkloadSaysWhereToSetIt) {
+  auto set = policies("    requireChangeReason: true\n");
+  AdmissionRequest scale = fixture_request("validate-deployment-scale-update-by-serviceaccount.json");
+  scale.user_info.username = kAgent;
+  // The Deployment as the webhook's cache last saw it, before the scale's stored version.
+  AdmissionRequest annotate = fixture_request("validate-deployment-update-kubectl-annotate.json");
+  FileClusterState state = cluster({kCaptureNamespace, annotate.old_object});
+  auto r = evaluate(scale, set, state);
+  ASSERT_EQ(r.reasons, std::vector<std::string>{"MissingChangeReason"});
+  EXPECT_EQ(r.decision.findings[0].cause.field, "metadata.annotations[sizeguard.io/change-reason]");
+  EXPECT_THAT(r.message(), HasSubstr("set the annotation sizeguard.io/change-reason on Deployment capture/web"));
+  EXPECT_THAT(r.message(), HasSubstr("older than the object being scaled"));
+  EXPECT_THAT(r.message(), HasSubstr("; annotation=sizeguard.io/change-reason (policy agents)"));
+  // No Deployment to read the reason from: not checked, denied (onClusterStateError default deny).
+  FileClusterState empty = cluster({kCaptureNamespace});
+  r = evaluate(scale, set, empty);
+  ASSERT_EQ(r.reasons, std::vector<std::string>{"ClusterStateUnavailable"});
+  EXPECT_FALSE(r.decision.allowed());
+}
+
+TEST_F(Automation, ANoOpChangeSpendsNoBudgetAndNeedsNoReason) {
+  auto set = policies("    requireChangeReason: true\n    changeBudget:\n      perWorkload: {changes: 1, window: 1h}\n"
+                      "    freezeWindows:\n      - {timezone: UTC, days: [Wed], start: \"00:00\", end: \"24:00\", allowScaleUp: true}\n");
+  MemoryBudgets store;
+  const auto t0 = utc("2026-11-18T12:00:00");  // a Wednesday: frozen
+  // `kubectl scale deployment web --replicas=5` on a Deployment already at 5.
+  AdmissionRequest scale = fixture_request("validate-deployment-scale-update-by-serviceaccount.json");
+  scale.user_info.username = kAgent;
+  scale.object["spec"]["replicas"] = 5;
+  FileClusterState state = cluster({kCaptureNamespace});
+  Decision d = evaluate_policies(scale, set, state, {Mode::Enforce, t0});
+  spend_budgets(d, store, scale, t0);
+  EXPECT_TRUE(d.allowed());
+  EXPECT_TRUE(d.findings.empty());
+  EXPECT_TRUE(d.budget_charges.empty());
+  EXPECT_TRUE(store.events.empty());
+  // A Deployment UPDATE that changes only annotations, and one that changes nothing.
+  auto annotated = change(deployment(3), deployment(3, {}, {}, {{"team.example.com/owner", "ml"}}));
+  EXPECT_TRUE(evaluate(annotated, set, state_, t0).reasons.empty());
+  EXPECT_TRUE(evaluate(change(deployment(3), deployment(3)), set, state_, t0).decision.budget_charges.empty());
+  // A label change is a change (labels decide protection), and so is a new image.
+  EXPECT_THAT(evaluate(change(deployment(3), deployment(3, {}, {{"tier", "batch"}})), set, state_, t0).reasons,
+              ElementsAre("FreezeWindow", "MissingChangeReason"));
+  Json new_image = deployment(3);
+  new_image["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2";
+  auto image = evaluate(change(deployment(3), new_image), set, state_, t0);
+  EXPECT_THAT(image.reasons, ElementsAre("FreezeWindow", "MissingChangeReason"));
+  EXPECT_EQ(image.decision.budget_charges.size(), 1u);
+}
+
+TEST_F(Automation, ObjectsAControllerOwnsAreJudgedThroughTheirOwner) {
+  // The deployment controller in the agents' group (as with a broad group such as
+  // system:serviceaccounts): its rollout changes to ReplicaSets are not the agent's.
+  auto set = policies("    scaleDown: {floor: 5, maxStep: {pods: 1}}\n    requireChangeReason: true\n"
+                      "    changeBudget:\n      perWorkload: {changes: 1, window: 1h}\n"
+                      "    protected:\n      selector: {matchLabels: {app: web}}\n      forbid: [delete, scaleToZero]\n");
+  MemoryBudgets store;
+  const auto t0 = utc("2026-11-18T12:00:00");
+  FileClusterState state = cluster({kCaptureNamespace});
+  for (const char* name : {"validate-replicaset-create-by-deployment-controller.json",
+                           "validate-replicaset-scale-down-by-deployment-controller.json",
+                           "validate-replicaset-scale-up-by-deployment-controller.json",
+                           "validate-replicaset-update-annotations-by-deployment-controller.json"}) {
+    AdmissionRequest r = fixture_request(name);
+    r.user_info.groups.push_back("deployers");
+    Decision d = evaluate_policies(r, set, state, {Mode::Enforce, t0});
+    spend_budgets(d, store, r, t0);
+    EXPECT_TRUE(d.allowed()) << name;
+    EXPECT_TRUE(d.findings.empty()) << name;
+    EXPECT_TRUE(d.outcomes.empty()) << name;
+  }
+  EXPECT_TRUE(store.events.empty());
+  // Without its owner, the same ReplicaSet scale-down is the agent's: judged.
+  AdmissionRequest bare = fixture_request("validate-replicaset-scale-down-by-deployment-controller.json");
+  bare.user_info.groups.push_back("deployers");
+  bare.object["metadata"].erase("ownerReferences");
+  bare.old_object["spec"]["replicas"] = 3;
+  bare.object["spec"]["replicas"] = 2;
+  EXPECT_THAT(evaluate(bare, set, state, t0).reasons, ElementsAre("BelowFloor", "MissingChangeReason"));
+  // Deleting an owned ReplicaSet deletes its pods: still judged.
+  AdmissionRequest del = fixture_request("validate-replicaset-scale-down-by-deployment-controller.json");
+  del.user_info.groups.push_back("deployers");
+  del.operation = Operation::Delete;
+  del.object = nullptr;
+  EXPECT_THAT(evaluate(del, set, state, t0).reasons, ElementsAre("ProtectedWorkload", "MissingChangeReason"));
 }
 
 }  // namespace

@@ -472,5 +472,100 @@ TEST_F(Engine, ConnectAndEmptyObjectsAreLeftAlone) {
   EXPECT_TRUE(evaluate(request, set, state_).decision.outcomes.empty());
 }
 
+// --- objects a controller owns ---------------------------------------------------------------
+
+AdmissionRequest fixture_request(const std::string& name) {
+  auto decoded = decode_admission_review(test::load_apiserver_fixture(name));
+  EXPECT_TRUE(std::holds_alternative<AdmissionRequest>(decoded)) << name;
+  return std::get<AdmissionRequest>(decoded);
+}
+
+// The example policy as shipped, so the example itself is what lets rollouts through.
+PolicySet example_policies(const std::string& file) {
+  const auto repository = test::apiserver_fixture_dir().parent_path().parent_path().parent_path();
+  return policies(test::read_file(repository / "policies" / "examples" / file));
+}
+
+TEST_F(Engine, TheExampleReplicaFloorLetsADeploymentRolloutThrough) {
+  auto set = example_policies("production-replica-floor.yaml");
+  // Namespace capture in production, and Deployment web (a Scale's labels are its parent's).
+  const Json web = fixture_request("validate-deployment-update-kubectl-set-image.json").old_object;
+  FileClusterState state = cluster({namespace_object("capture", {{"environment", "production"}}), web});
+  // The deployment controller's requests during a rollout of Deployment web: the new
+  // ReplicaSet is created with 1 replica and the old one scaled down, below the floor of 2.
+  for (const char* name : {"replicaset-create-by-deployment-controller.json",
+                           "validate-replicaset-create-by-deployment-controller.json",
+                           "replicaset-scale-down-by-deployment-controller.json",
+                           "validate-replicaset-scale-down-by-deployment-controller.json",
+                           "validate-replicaset-scale-up-by-deployment-controller.json",
+                           "validate-replicaset-scale-up-proportional-by-deployment-controller.json",
+                           "validate-replicaset-update-annotations-by-deployment-controller.json"}) {
+    AdmissionRequest request = fixture_request(name);
+    auto e = evaluate(request, set, state);
+    EXPECT_TRUE(e.decision.allowed()) << name;
+    EXPECT_TRUE(e.decision.findings.empty()) << name;
+  }
+  AdmissionRequest created = fixture_request("validate-replicaset-create-by-deployment-controller.json");
+  ASSERT_EQ(created.object["spec"]["replicas"], 1);
+  AdmissionRequest scaled_to_zero = fixture_request("validate-replicaset-scale-down-by-deployment-controller.json");
+  scaled_to_zero.object["spec"]["replicas"] = 0;
+  EXPECT_TRUE(evaluate(scaled_to_zero, set, state).decision.findings.empty());
+
+  // A bare ReplicaSet (no controller owns it) is still judged, and so is one whose owner
+  // reference is not a controller's.
+  AdmissionRequest bare = created;
+  bare.object["metadata"].erase("ownerReferences");
+  EXPECT_THAT(evaluate(bare, set, state).reasons, ElementsAre("ReplicasBelowMin"));
+  AdmissionRequest not_controller = created;
+  not_controller.object["metadata"]["ownerReferences"][0]["controller"] = false;
+  EXPECT_THAT(evaluate(not_controller, set, state).reasons, ElementsAre("ReplicasBelowMin"));
+
+  // The Deployment itself below the floor is still denied (the real set-image UPDATE, 3 -> 1 replica).
+  AdmissionRequest deployment_update = fixture_request("validate-deployment-update-kubectl-set-image.json");
+  EXPECT_TRUE(evaluate(deployment_update, set, state).decision.allowed());
+  deployment_update.object["spec"]["replicas"] = 1;
+  EXPECT_THAT(evaluate(deployment_update, set, state).reasons, ElementsAre("ReplicasBelowMin"));
+  // And so is `kubectl scale deployment web --replicas=1`.
+  AdmissionRequest scale = fixture_request("validate-deployment-scale-update-kubectl-scale.json");
+  scale.object["spec"]["replicas"] = 1;
+  EXPECT_THAT(evaluate(scale, set, state).reasons, ElementsAre("ReplicasBelowMin"));
+}
+
+TEST_F(Engine, ScaleOfAnOwnedReplicaSetIsJudgedByItsParentsOwner) {
+  auto set = policies(policy("floor", "  replicas: {min: 2}\n"));
+  AdmissionRequest owned = fixture_request("validate-replicaset-create-by-deployment-controller.json");
+  Json replicaset = owned.object;
+  // `kubectl scale replicaset <name> --replicas=1`: a Scale of the ReplicaSet, whose owner is
+  // only on the ReplicaSet itself (read from cluster state).
+  AdmissionRequest scale = fixture_request("validate-deployment-scale-update-kubectl-scale.json");
+  scale.resource.resource = "replicasets";
+  scale.name = replicaset["metadata"]["name"].get<std::string>();
+  scale.object["spec"]["replicas"] = 1;
+  FileClusterState with_owner = cluster({namespace_object("capture", Json::object()), replicaset});
+  auto e = evaluate(scale, set, with_owner);
+  EXPECT_TRUE(e.decision.findings.empty());
+  EXPECT_TRUE(e.decision.outcomes.empty());
+  replicaset["metadata"].erase("ownerReferences");
+  FileClusterState bare = cluster({namespace_object("capture", Json::object()), replicaset});
+  EXPECT_THAT(evaluate(scale, set, bare).reasons, ElementsAre("ReplicasBelowMin"));
+  // The parent cannot be read: judged, not waved through.
+  FileClusterState unknown = cluster({namespace_object("capture", Json::object())});
+  EXPECT_THAT(evaluate(scale, set, unknown).reasons, ElementsAre("ReplicasBelowMin"));
+}
+
+TEST_F(Engine, ResourceRulesJudgeAnOwnedWorkloadsTemplateAtItsOwnerButPodsAlways) {
+  auto set = policies(policy("storage", "  resources:\n    required: {requests: [ephemeral-storage]}\n"));
+  AdmissionRequest created = fixture_request("validate-replicaset-create-by-deployment-controller.json");
+  FileClusterState state = cluster({namespace_object("capture", Json::object())});
+  EXPECT_TRUE(evaluate(created, set, state).decision.findings.empty());
+  AdmissionRequest bare = created;
+  bare.object["metadata"].erase("ownerReferences");
+  EXPECT_THAT(evaluate(bare, set, state).reasons, ElementsAre("MissingRequest"));
+  // Pods are where resources are taken: judged even when a controller creates them.
+  AdmissionRequest pod_by_replicaset = fixture_request("validate-pod-create-from-replicaset.json");
+  FileClusterState pod_state = cluster({namespace_object(pod_by_replicaset.namespace_, Json::object())});
+  EXPECT_THAT(evaluate(pod_by_replicaset, set, pod_state).reasons, ElementsAre("MissingRequest"));
+}
+
 }  // namespace
 }  // namespace sizeguard

@@ -73,6 +73,33 @@ class Handlers : public ::testing::Test {
   AdmissionContext context_;
 };
 
+TEST_F(Handlers, DenialMessagesStartWithTheirReasonCodesInCauseOrder) {
+  Decision decision;
+  auto finding = [](std::string reason, std::string message, bool denies) {
+    Finding f;
+    f.policy = "p";
+    f.rule = "r";
+    f.mode = denies ? Mode::Enforce : Mode::Warn;
+    f.cause = {std::move(reason), std::move(message), ""};
+    f.denies = denies;
+    return f;
+  };
+  decision.findings = {finding("BelowFloor", "below the floor; minAllowedReplicas=2 (policy p)", true),
+                       finding("MissingLimit", "no cpu limit (policy q)", false),
+                       finding("MissingChangeReason", "needs a reason; annotation=sizeguard.io/change-reason (policy p)", true),
+                       finding("BelowFloor", "another floor (policy p)", true)};
+  const AdmissionRequest request = fixture("validate-deployment-scale-update-by-serviceaccount.json");
+  AdmissionResponse response = to_admission_response(request, decision);
+  ASSERT_TRUE(response.status);
+  EXPECT_EQ(response.status->message,
+            "[BelowFloor, MissingChangeReason] sizeguard denied deployments/scale capture/web: below the floor; "
+            "minAllowedReplicas=2 (policy p); needs a reason; annotation=sizeguard.io/change-reason (policy p); "
+            "another floor (policy p)");
+  ASSERT_EQ(response.status->causes.size(), 3u);
+  EXPECT_EQ(response.status->causes[0].reason, "BelowFloor");
+  EXPECT_THAT(response.warnings, ElementsAre("sizeguard: [warn] MissingLimit: no cpu limit (policy q)"));
+}
+
 TEST_F(Handlers, EnforceDeniesWarnWarnsAuditAnnotates) {
   // The real Deployment CREATE: 2 replicas, one container without requests.
   const AdmissionRequest request = fixture("deployment-create.json");
@@ -83,7 +110,7 @@ TEST_F(Handlers, EnforceDeniesWarnWarnsAuditAnnotates) {
   EXPECT_EQ(response.status->code, 403);
   EXPECT_EQ(response.status->reason, "Forbidden");
   EXPECT_EQ(response.status->message,
-            "sizeguard denied Deployment webhook-test/demo: container app has no cpu request (policy require-cpu)");
+            "[MissingRequest] sizeguard denied Deployment webhook-test/demo: container app has no cpu request (policy require-cpu)");
   ASSERT_EQ(response.status->causes.size(), 1u);
   EXPECT_EQ(response.status->causes[0].reason, "MissingRequest");
   EXPECT_EQ(response.status->causes[0].field, "spec.template.spec.containers[0].resources.requests.cpu");
@@ -169,6 +196,8 @@ TEST(HostileInput, APodWithTenThousandContainersGetsABoundedDenial) {
   EXPECT_EQ(response.status->causes.size(), 101u);
   EXPECT_EQ(response.status->causes.back().reason, "TooManyViolations");
   EXPECT_THAT(response.status->message, HasSubstr("and 9990 more violations"));
+  EXPECT_EQ(response.status->message.rfind("[MissingRequest] sizeguard denied Pod x/big: ", 0), 0u)
+      << "one code, once, however many violations: " << response.status->message.substr(0, 200);
   EXPECT_LT(encode_admission_review(response, r.api_version).size(), 64u * 1024);
 
   // The audit line is bounded too: the first 200 findings, the rest counted.
