@@ -15,6 +15,7 @@
 #   E2E_ETCD_PORT=12379 E2E_ETCD_PEER_PORT=12380 E2E_APISERVER_PORT=16443 E2E_KCM_PORT=20257
 #   E2E_WEBHOOK_PORT=18443   loopback ports, away from the defaults of a developer's cluster
 #   E2E_KEEP_LAB=1      keep the LAB folder (logs, pki, kubeconfig) after the run
+#   E2E_TIMEOUT=300     seconds for run.sh (then TERM, so it cleans up before ctest's 420 s timeout)
 #
 # Exit codes: run.sh's (0 all passed, 1 a case failed), 77 when the control plane, etcd, kubectl
 # or python3-yaml is missing (printed as "SKIP: ... missing"), 1 when the control plane does not start.
@@ -48,8 +49,14 @@ for p in "$etcd_port" "$etcd_peer_port" "$apiserver_port" "$kcm_port" "$webhook_
   fi
 done
 
+# What a run killed with SIGKILL (a ctest timeout) left behind: folders whose owner is gone.
+for d in "${TMPDIR:-/tmp}"/sizeguard-e2e-lab.* /dev/shm/sizeguard-e2e-etcd.*; do
+  [[ -f $d/owner.pid ]] && ! kill -0 "$(cat "$d/owner.pid")" 2>/dev/null && rm -rf "$d"
+done
+
 start_time=$(date +%s)
 LAB=$(mktemp -d "${TMPDIR:-/tmp}/sizeguard-e2e-lab.XXXXXX")
+echo $$ > "$LAB/owner.pid"
 pids=()   # started here, stopped in reverse order
 names=()
 
@@ -57,6 +64,11 @@ stop_all() {
   local rc=$?
   trap - EXIT INT TERM
   local i pid
+  # sizeguard, if run.sh could not stop it (killed after E2E_TIMEOUT)
+  pid=$(cat "$LAB/run/sizeguard.pid" 2>/dev/null || true)
+  if [[ -n $pid && $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$binary")" ]]; then
+    echo "local-apiserver: stopping sizeguard (pid $pid) left by run.sh"; kill -KILL "$pid" 2>/dev/null || true
+  fi
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     pid=${pids[i]}
     kill -0 "$pid" 2>/dev/null || continue
@@ -68,7 +80,7 @@ stop_all() {
     fi
     wait "$pid" 2>/dev/null || true
   done
-  [[ ${etcd_data:-} == /dev/shm/* ]] && rm -rf "$etcd_data"
+  [[ -n ${shm:-} ]] && rm -rf "$shm"
   if [[ ${E2E_KEEP_LAB:-0} == 1 ]]; then echo "local-apiserver: kept $LAB"; else rm -rf "$LAB"; fi
   echo "local-apiserver: control plane stopped after $(($(date +%s) - start_time)) s"
   exit "$rc"
@@ -122,8 +134,10 @@ mk_kubeconfig "$LAB/kubeconfig" kubernetes-admin "$PKI/admin.crt" "$PKI/admin.ke
 mk_kubeconfig "$LAB/run/kcm.kubeconfig" system:kube-controller-manager "$PKI/kcm.crt" "$PKI/kcm.key"
 
 # etcd's data on tmpfs when there is one: fsync there is free, which keeps a loaded CI machine fast.
-etcd_data=$LAB/data/etcd
-if [[ -d /dev/shm && -w /dev/shm ]]; then etcd_data=$(mktemp -d /dev/shm/sizeguard-e2e-etcd.XXXXXX); fi
+shm="" etcd_data=$LAB/data/etcd
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+  shm=$(mktemp -d /dev/shm/sizeguard-e2e-etcd.XXXXXX); echo $$ > "$shm/owner.pid"; etcd_data=$shm/etcd
+fi
 start etcd "$etcd_bin" --name lab --data-dir "$etcd_data" \
   --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
@@ -159,8 +173,13 @@ wait_for kube-controller-manager 60 "${pids[-1]}" kubectl -n default get service
 echo "local-apiserver: control plane ready in $(($(date +%s) - start_time)) s (apiserver https://127.0.0.1:$apiserver_port)"
 
 # run.sh --local serves $SIZEGUARD_BINARY itself and stops it on exit; its exit code is ours.
+# It gets E2E_TIMEOUT seconds, then TERM, so its cleanup runs before a ctest timeout (KILL).
 set +e
-SIZEGUARD_BINARY=$binary tests/e2e/run.sh --local "https://127.0.0.1:$webhook_port" "$@"
+mkdir -p "$LAB/tmp"   # run.sh's scratch folder too, so a sweep above also finds what a KILL left
+SIZEGUARD_BINARY=$binary SIZEGUARD_E2E_PIDFILE=$LAB/run/sizeguard.pid TMPDIR=$LAB/tmp \
+  timeout --foreground --signal=TERM --kill-after=20 "${E2E_TIMEOUT:-300}" \
+  tests/e2e/run.sh --local "https://127.0.0.1:$webhook_port" "$@"
 rc=$?
+((rc == 124)) && echo "local-apiserver: tests/e2e/run.sh did not finish within E2E_TIMEOUT=${E2E_TIMEOUT:-300} s"
 set -e
 exit "$rc"

@@ -68,7 +68,8 @@ cleanup() {
   local rc=$?
   if ((keep)); then echo "kept namespaces -l sizeguard.io/e2e=$run, the webhook configurations and RBAC"; fi
   if [[ $mode == local && -n $local_pid ]] && { ((fail)) || ((rc)); }; then
-    echo "--- sizeguard log (last 30 lines)"; tail -30 "$work/sizeguard.log" || true
+    echo "--- sizeguard log without the per-review lines (last 30)"
+    grep -v " admission decision " "$work/sizeguard.log" | tail -30 || true
   fi
   if ! ((keep)); then
     step "cleanup"
@@ -238,6 +239,7 @@ PY
     --kubeconfig "$work/webhook.kubeconfig" --budget-namespace "$budget_ns" \
     --audit-log "$work/audit.log" >"$work/sizeguard.log" 2>&1 &
   local_pid=$!
+  [[ -n ${SIZEGUARD_E2E_PIDFILE:-} ]] && echo "$local_pid" > "$SIZEGUARD_E2E_PIDFILE"
   # Up when the TLS listener answers (404 for /).
   until_true 30 bash -c "kill -0 $local_pid 2>/dev/null && curl -s -o /dev/null --cacert '$work/certs/ca.crt' '$url/'" \
     || { echo "e2e: sizeguard did not start"; cat "$work/sizeguard.log"; exit 1; }
