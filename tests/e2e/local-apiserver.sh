@@ -15,6 +15,7 @@
 #   E2E_ETCD_PORT=12379 E2E_ETCD_PEER_PORT=12380 E2E_APISERVER_PORT=16443 E2E_KCM_PORT=20257
 #   E2E_WEBHOOK_PORT=18443   loopback ports, away from the defaults of a developer's cluster
 #   E2E_KEEP_LAB=1      keep the LAB folder (logs, pki, kubeconfig) after the run
+#   E2E_HOLD=1          at a terminal: keep the control plane up after run.sh until Enter
 #   E2E_TIMEOUT=300     seconds for run.sh (then TERM, so it cleans up before ctest's 420 s timeout)
 #
 # Exit codes: run.sh's (0 all passed, 1 a case failed), 77 when the control plane, etcd, kubectl
@@ -180,6 +181,10 @@ SIZEGUARD_BINARY=$binary SIZEGUARD_E2E_PIDFILE=$LAB/run/sizeguard.pid TMPDIR=$LA
   timeout --foreground --signal=TERM --kill-after=20 "${E2E_TIMEOUT:-300}" \
   tests/e2e/run.sh --local "https://127.0.0.1:$webhook_port" "$@"
 rc=$?
+if [[ ${E2E_HOLD:-0} == 1 && -t 0 ]]; then
+  echo "local-apiserver: control plane still up: export KUBECONFIG=$KUBECONFIG (logs in $LAB/logs); Enter tears it down"
+  read -r _ || true
+fi
 ((rc == 124)) && echo "local-apiserver: tests/e2e/run.sh did not finish within E2E_TIMEOUT=${E2E_TIMEOUT:-300} s"
 set -e
 exit "$rc"
