@@ -11,7 +11,7 @@
 #       for this run, a service-account token in a kubeconfig); the webhook configurations
 #       point at the URL (clientConfig.url + caBundle) and only at this run's namespaces.
 #       tests/e2e/local-apiserver.sh runs this against a throwaway loopback control plane.
-#   --keep   leave the namespaces, webhook configurations and RBAC in place
+#   --keep   leave the namespaces, webhook configurations, RBAC (and with --local sizeguard) in place
 #
 # Uses the current KUBECONFIG context. Without a reachable cluster it prints SKIP and exits 0.
 # Policies: policies/examples/ (freeze windows removed, so results do not depend on the day;
@@ -85,6 +85,10 @@ cleanup() {
     fi
     kubectl delete namespace -l "sizeguard.io/e2e=$run" --wait=false >/dev/null 2>&1 || true
   fi
+  if ((keep)) && [[ -n $local_pid ]]; then
+    echo "sizeguard still serving $url (pid $local_pid; files in $work): kill $local_pid when done"
+    exit "$rc"
+  fi
   if [[ -n $local_pid ]]; then kill -TERM "$local_pid" 2>/dev/null && wait "$local_pid" 2>/dev/null || true; fi
   rm -rf "$work"
   exit "$rc"
@@ -113,7 +117,7 @@ mkns() {
   done
   echo "e2e: namespace $name has no default ServiceAccount after 30 s" >&2
 }
-# deployment NAME REPLICAS [IMAGE] [extra spec lines...] > manifest (requests and limits as the
+# deployment NAME REPLICAS [IMAGE] > manifest (requests and limits as the
 # example resource-requirements policy wants them)
 deployment() {
   local name=$1 replicas=$2 img=${3:-$pause}
