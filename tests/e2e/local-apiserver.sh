@@ -119,7 +119,8 @@ gzip -dc "$k8s_dir/bin/kube-controller-manager.gz" > "$LAB/bin/kube-controller-m
 wait $!
 chmod +x "$LAB/bin/kube-apiserver" "$LAB/bin/kube-controller-manager"
 cp "$k8s_dir/gen-certs.sh" "$LAB/gen-certs.sh"
-LAB=$LAB bash "$LAB/gen-certs.sh" >/dev/null
+export LAB
+bash "$LAB/gen-certs.sh" >/dev/null
 PKI=$LAB/pki
 
 mk_kubeconfig() { # file user cert key

@@ -506,8 +506,8 @@ fi
 # An agent follows the denial's hints: a webhook whose copy of the Deployment predates the
 # annotation says "retry in a few seconds" (at most 3 tries here).
 agent_scale() { # REPLICAS OUT
-  local i
-  for i in 1 2 3; do
+  local _
+  for _ in 1 2 3; do
     "${as_agent[@]}" scale deployment/worker --replicas="$1" > "$2" 2>&1 && return 0
     grep -q "retry in a few seconds" "$2" || return 1
     echo "(the webhook asked to retry: $(oneline "$2" | cut -c1-160)...)"
