@@ -82,8 +82,12 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   [[ -n ${shm:-} ]] && rm -rf "$shm"
+  # run.sh's "N passed, M failed" closes the output, after the teardown lines
+  local summary
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LAB/e2e.out" 2>/dev/null | tail -n1 || true)
   if [[ ${E2E_KEEP_LAB:-0} == 1 ]]; then echo "local-apiserver: kept $LAB"; else rm -rf "$LAB"; fi
   echo "local-apiserver: control plane stopped after $(($(date +%s) - start_time)) s"
+  [[ -n $summary ]] && echo "$summary"
   exit "$rc"
 }
 trap stop_all EXIT
@@ -180,8 +184,8 @@ set +e
 mkdir -p "$LAB/tmp"   # run.sh's scratch folder too, so a sweep above also finds what a KILL left
 SIZEGUARD_BINARY=$binary SIZEGUARD_E2E_PIDFILE=$LAB/run/sizeguard.pid TMPDIR=$LAB/tmp \
   timeout --foreground --signal=TERM --kill-after=20 "${E2E_TIMEOUT:-300}" \
-  tests/e2e/run.sh --local "https://127.0.0.1:$webhook_port" "$@"
-rc=$?
+  tests/e2e/run.sh --local "https://127.0.0.1:$webhook_port" "$@" 2>&1 | tee "$LAB/e2e.out"
+rc=${PIPESTATUS[0]}
 if [[ ${E2E_HOLD:-0} == 1 && -t 0 ]]; then
   echo "local-apiserver: control plane still up: export KUBECONFIG=$KUBECONFIG (logs in $LAB/logs); Enter tears it down"
   read -r _ || true

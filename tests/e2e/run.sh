@@ -56,7 +56,7 @@ if [[ $mode == local ]]; then budget_ns=$run-system; else budget_ns=sizeguard-sy
 pause=registry.k8s.io/pause:3.9
 
 work=$(mktemp -d)
-local_pid="" registered=0 rbac_applied=0
+local_pid="" registered=0 rbac_applied=0 finished=0
 pass=0 fail=0 skipped=0
 ok()      { echo "PASS: $*"; pass=$((pass + 1)); }
 bad()     { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -69,6 +69,8 @@ leads_with() { grep -Eq "denied the request: \[([A-Za-z]+, )*($1)(, [A-Za-z]+)*\
 
 cleanup() {
   local rc=$?
+  # Stopped before the last case (setup failed, interrupted): that is a failure too.
+  ((finished)) || bad "run.sh stopped before the last case (exit $rc)"
   if ((keep)); then echo "kept namespaces -l sizeguard.io/e2e=$run, the webhook configurations and RBAC"; fi
   if [[ $mode == local && -n $local_pid ]] && { ((fail)) || ((rc)); }; then
     echo "--- sizeguard log without the per-review lines (last 30)"
@@ -90,10 +92,13 @@ cleanup() {
   fi
   if ((keep)) && [[ -n $local_pid ]]; then
     echo "sizeguard still serving $url (pid $local_pid; files in $work): kill $local_pid when done"
-    exit "$rc"
+  else
+    if [[ -n $local_pid ]]; then kill -TERM "$local_pid" 2>/dev/null && wait "$local_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
   fi
-  if [[ -n $local_pid ]]; then kill -TERM "$local_pid" 2>/dev/null && wait "$local_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
+  echo
+  echo "$pass passed, $fail failed$( ((skipped)) && echo ", $skipped skipped")"
+  ((rc == 0 && fail > 0)) && rc=1
   exit "$rc"
 }
 trap cleanup EXIT
@@ -577,6 +582,5 @@ leads_with GPUQuotaExceeded "$work/gpu-events.out" \
   && ok "refused pods: $(grep -m1 -F 'GPUQuotaExceeded' "$work/gpu-events.out" | cut -c1-220)" \
   || bad "no FailedCreate event with 'denied the request: [GPUQuotaExceeded]': $(head -c 400 "$work/gpu-events.out")"
 
-echo
-echo "$pass passed, $fail failed$( ((skipped)) && echo ", $skipped skipped")"
-((fail == 0))
+finished=1
+((fail == 0))   # the summary is the last line, printed by cleanup
