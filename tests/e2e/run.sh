@@ -255,9 +255,11 @@ PY
   local_pid=$!
   [[ -n ${SIZEGUARD_E2E_PIDFILE:-} ]] && echo "$local_pid" > "$SIZEGUARD_E2E_PIDFILE"
   # Up when the TLS listener answers (404 for /).
-  until_true 30 bash -c "kill -0 $local_pid 2>/dev/null && curl -s -o /dev/null --cacert '$work/certs/ca.crt' '$url/'" \
-    || { echo "e2e: sizeguard did not start"; cat "$work/sizeguard.log"; exit 1; }
-  ! kill -0 "$local_pid" 2>/dev/null && { cat "$work/sizeguard.log"; exit 1; }
+  serving() {
+    kill -0 "$local_pid" 2>/dev/null || { echo "e2e: sizeguard exited:"; cat "$work/sizeguard.log"; exit 1; }
+    curl -s -o /dev/null --cacert "$work/certs/ca.crt" "$url/"
+  }
+  until_true 30 serving || { echo "e2e: sizeguard did not start listening in 30 s"; cat "$work/sizeguard.log"; exit 1; }
   # Ready (policies loaded, and cluster state synced where serve keeps it in memory): /readyz
   # on the metrics port, which the "listening" line reports.
   mport=$(grep -o 'metrics_port=[0-9]*' "$work/sizeguard.log" | head -n1 | cut -d= -f2 || true)
