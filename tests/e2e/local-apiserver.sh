@@ -13,7 +13,7 @@
 #   SIZEGUARD_BINARY    the sizeguard binary (default build/sizeguard; ctest sets it)
 #   ETCD_BIN            etcd (default: etcd on PATH)
 #   E2E_ETCD_PORT=12379 E2E_ETCD_PEER_PORT=12380 E2E_APISERVER_PORT=16443 E2E_KCM_PORT=20257
-#   E2E_WEBHOOK_PORT=18443   loopback ports, away from the defaults of a developer's cluster
+#   E2E_WEBHOOK_PORT=18453   loopback ports, away from the defaults of a developer's cluster and of deploy/quickstart.sh
 #   E2E_KEEP_LAB=1      keep the LAB folder (logs, pki, kubeconfig) after the run
 #   E2E_HOLD=1          at a terminal: keep the control plane up after run.sh until Enter
 #   E2E_TIMEOUT=300     seconds for run.sh (then TERM, so it cleans up before ctest's 420 s timeout)
@@ -29,7 +29,7 @@ etcd_port=${E2E_ETCD_PORT:-12379}
 etcd_peer_port=${E2E_ETCD_PEER_PORT:-12380}
 apiserver_port=${E2E_APISERVER_PORT:-16443}
 kcm_port=${E2E_KCM_PORT:-20257}
-webhook_port=${E2E_WEBHOOK_PORT:-18443}
+webhook_port=${E2E_WEBHOOK_PORT:-18453}
 binary=${SIZEGUARD_BINARY:-$root/build/sizeguard}
 
 skip() { echo "SKIP: tests/e2e/local-apiserver.sh: $* missing"; exit 77; }
