@@ -13,7 +13,9 @@
 #   SIZEGUARD_BINARY    the sizeguard binary (default build/sizeguard; ctest sets it)
 #   ETCD_BIN            etcd (default: etcd on PATH)
 #   E2E_ETCD_PORT=12379 E2E_ETCD_PEER_PORT=12380 E2E_APISERVER_PORT=16443 E2E_KCM_PORT=20257
-#   E2E_WEBHOOK_PORT=18453   loopback ports, away from the defaults of a developer's cluster and of deploy/quickstart.sh
+#   E2E_WEBHOOK_PORT=18453   loopback ports, away from the defaults of a developer's cluster and of
+#                       deploy/quickstart.sh; a default that is taken is replaced by a free port,
+#                       a port set here that is taken fails the run
 #   E2E_KEEP_LAB=1      keep the LAB folder (logs, pki, kubeconfig) after the run
 #   E2E_HOLD=1          at a terminal: keep the control plane up after run.sh until Enter
 #   E2E_TIMEOUT=300     seconds for run.sh (then TERM, so it cleans up before ctest's 420 s timeout)
@@ -25,11 +27,6 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 k8s_dir=${SIZEGUARD_K8S_DIR:-$root/../shared/k8s}
-etcd_port=${E2E_ETCD_PORT:-12379}
-etcd_peer_port=${E2E_ETCD_PEER_PORT:-12380}
-apiserver_port=${E2E_APISERVER_PORT:-16443}
-kcm_port=${E2E_KCM_PORT:-20257}
-webhook_port=${E2E_WEBHOOK_PORT:-18453}
 binary=${SIZEGUARD_BINARY:-$root/build/sizeguard}
 
 skip() { echo "SKIP: tests/e2e/local-apiserver.sh: $* missing"; exit 77; }
@@ -43,12 +40,28 @@ python3 -c 'import yaml' 2>/dev/null || skip "python3-yaml"
 command -v curl >/dev/null || skip "curl"
 [[ -x $binary ]] || { echo "local-apiserver: no sizeguard binary at $binary (build it, or set SIZEGUARD_BINARY)" >&2; exit 1; }
 
-for p in "$etcd_port" "$etcd_peer_port" "$apiserver_port" "$kcm_port" "$webhook_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "local-apiserver: 127.0.0.1:$p is already in use (set E2E_*_PORT, see the top of $0)" >&2
-    exit 1
+# Ports: from the environment (which must be free), else the default, else (the default is
+# taken, e.g. by another run on this machine) any free one.
+taken=" " etcd_port="" etcd_peer_port="" apiserver_port="" kcm_port="" webhook_port=""
+in_use() { [[ $taken == *" $1 "* ]] || (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() { # ENV-VAR DEFAULT RESULT-VAR
+  local var=$1 p=${!1:-}
+  if [[ -n $p ]]; then
+    in_use "$p" && { echo "local-apiserver: $var=$p is already in use" >&2; exit 1; }
+  else
+    p=$2
+    while in_use "$p"; do
+      p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    done
   fi
-done
+  taken+="$p "
+  printf -v "$3" '%s' "$p"
+}
+pick_port E2E_ETCD_PORT 12379 etcd_port
+pick_port E2E_ETCD_PEER_PORT 12380 etcd_peer_port
+pick_port E2E_APISERVER_PORT 16443 apiserver_port
+pick_port E2E_KCM_PORT 20257 kcm_port
+pick_port E2E_WEBHOOK_PORT 18453 webhook_port
 
 # What a run killed with SIGKILL (a ctest timeout) left behind: folders whose owner is gone.
 for d in "${TMPDIR:-/tmp}"/sizeguard-e2e-lab.* /dev/shm/sizeguard-e2e-etcd.*; do
@@ -118,6 +131,7 @@ wait_for() {
 
 mkdir -p "$LAB/bin" "$LAB/logs" "$LAB/data" "$LAB/run/kcm-certs"
 echo "local-apiserver: LAB $LAB; control plane from $k8s_dir; etcd $etcd_bin"
+echo "local-apiserver: ports etcd $etcd_port/$etcd_peer_port, apiserver $apiserver_port, controller-manager $kcm_port, webhook $webhook_port"
 gzip -dc "$k8s_dir/bin/kube-apiserver.gz" > "$LAB/bin/kube-apiserver" &
 gzip -dc "$k8s_dir/bin/kube-controller-manager.gz" > "$LAB/bin/kube-controller-manager"
 wait $!
