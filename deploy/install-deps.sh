@@ -7,8 +7,8 @@ what=${1:-all}
 build_pkgs=(build-essential cmake pkg-config libcpp-httplib-dev libssl-dev zlib1g-dev
   nlohmann-json3-dev libsimdjson-dev libxgboost-dev xgboost libspdlog-dev libyaml-cpp-dev libcli11-dev
   libhowardhinnant-date-dev tzdata openssl curl ca-certificates)
-test_pkgs=(libgtest-dev googletest libgmock-dev libbenchmark-dev prometheus python3 clang chromium
-  libclang-rt-14-dev)
+test_pkgs=(libgtest-dev googletest libgmock-dev libbenchmark-dev prometheus python3 python3-yaml clang chromium
+  libclang-rt-14-dev etcd-server)
 
 pkgs=("${build_pkgs[@]}")
 [[ $what == test || $what == all ]] && pkgs+=("${test_pkgs[@]}")
