@@ -47,6 +47,7 @@ RecommendationSnapshot make_snapshot(const std::vector<UsageSeries>& series, con
   s.generated_at = format_utc(generated_at);
   for (size_t i = 0; i < series.size() && i < recs.size(); ++i) {
     ContainerRecommendation c = to_container_recommendation(recs[i]);
+    c.oom_killed = series[i].oom_killed;
     // The recent peak lets the webhook keep memory at or above what was really used.
     const auto& samples = series[i].samples;
     if (!samples.empty()) {
