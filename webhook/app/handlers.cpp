@@ -175,6 +175,7 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
     decision.notes.push_back("change budgets not evaluated: no cluster access to count changes");
   }
   AdmissionResponse response = to_admission_response(request, decision);
+  if (context.report) context.report->validated(request, response.allowed);
   if (context.metrics) {
     for (const auto& o : decision.outcomes) {
       context.metrics->increment("sizeguard_policy_decisions_total",

@@ -706,7 +706,26 @@ void RecommendationReport::record(const AdmissionRequest& request, const Rightsi
   Row row{request.namespace_, request.kind.kind, request.display_name(), std::string(to_string(result.mode)),
           result.replicas, result.cpu_before, result.cpu_after, result.memory_before, result.memory_after,
           result.cold_start};
-  rows_[request.namespace_ + "/" + request.kind.kind + "/" + request.display_name()] = row;
+  const std::string key = request.namespace_ + "/" + request.kind.kind + "/" + request.display_name();
+  auto it = rows_.find(key);
+  replaced_[key] = it == rows_.end() ? std::nullopt : std::optional<Row>(it->second);
+  rows_[key] = row;
+  export_metrics();
+}
+
+void RecommendationReport::validated(const AdmissionRequest& request, bool allowed) {
+  if (request.dry_run) return;
+  const std::string key = request.namespace_ + "/" + request.kind.kind + "/" + request.display_name();
+  std::lock_guard lock(mutex_);
+  auto it = replaced_.find(key);
+  if (it == replaced_.end()) return;
+  if (allowed) {
+    replaced_.erase(it);
+    return;
+  }
+  if (it->second) rows_[key] = *it->second;
+  else rows_.erase(key);
+  replaced_.erase(it);
   export_metrics();
 }
 

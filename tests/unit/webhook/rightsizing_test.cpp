@@ -813,5 +813,31 @@ TEST(RightsizingPolicy, ColdStartAcceleratorsIsABoolean) {
   EXPECT_EQ(defaults.policies[0].rightsizing->memory_limit.strategy, LimitStrategy::Unchanged);
 }
 
+
+TEST_F(Rightsizing, ReportForgetsWhatTheValidatingWebhookDenied) {
+  Metrics metrics;
+  RecommendationReport report(metrics);
+  const auto set = policy_set("    target: templates\n");
+  const auto recs = snapshot({{"shop/Deployment/web/web", {"300m", "256Mi"}}});
+  const AdmissionRequest created = deployment_request({container("web", {{"requests", {{"cpu", "2"}}}})});
+  report.record(created, run(created, set, recs));
+  report.validated(created, true);
+  // A later UPDATE with new values is denied: the numbers of the created object stay.
+  const AdmissionRequest update = deployment_request({container("web", {{"requests", {{"cpu", "8"}}}})}, {}, Json::object(), Operation::Update);
+  report.record(update, run(update, set, recs));
+  EXPECT_DOUBLE_EQ(report.table()["workloads"][0]["cpuCores"]["current"].get<double>(), 8.0);
+  report.validated(update, false);
+  EXPECT_DOUBLE_EQ(report.table()["workloads"][0]["cpuCores"]["current"].get<double>(), 2.0);
+  // A denied CREATE leaves nothing behind.
+  AdmissionRequest other = deployment_request({container("web", {{"requests", {{"cpu", "2"}}}})});
+  other.name = "other";
+  other.object["metadata"]["name"] = "other";
+  report.record(other, run(other, set, snapshot({{"shop/Deployment/other/web", {"300m", "256Mi"}}})));
+  ASSERT_EQ(report.table()["workloads"].size(), 2u);
+  report.validated(other, false);
+  ASSERT_EQ(report.table()["workloads"].size(), 1u);
+  EXPECT_EQ(report.table()["workloads"][0]["name"], "web");
+}
+
 }  // namespace
 }  // namespace sizeguard
