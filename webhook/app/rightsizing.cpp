@@ -165,8 +165,8 @@ Json previous_explanation(const Json& object, WorkloadKind kind) {
   return Json::object();
 }
 
-// The values before sizeguard's change, if the record says sizeguard wrote exactly the
-// current ones; nullopt when there is no record or the values were changed since (a user's
+// The values before sizeguard's change, if the record says sizeguard wrote the current
+// request; nullopt when there is no record or the request was changed since (a user's
 // change is the new starting point).
 std::optional<Values> recorded_original(const Json& record, const Values& current) {
   const Json& request = record.value("request", Json());
@@ -174,10 +174,14 @@ std::optional<Values> recorded_original(const Json& record, const Values& curren
   Values original, written;
   if (!parse_recorded(request[0], original.request) || !parse_recorded(request[1], written.request)) return std::nullopt;
   if (written.request != current.request) return std::nullopt;
-  original.limit = current.limit;  // records from before limits were always kept say nothing of them
+  // The limit's original only while the limit is still what sizeguard wrote: another webhook
+  // or a user may have set it since (and older records without "limit" say nothing of it).
+  original.limit = current.limit;
   if (const Json& limit = record.value("limit", Json()); limit.is_array() && limit.size() == 2) {
-    if (!parse_recorded(limit[0], original.limit) || !parse_recorded(limit[1], written.limit)) return std::nullopt;
-    if (written.limit != current.limit) return std::nullopt;
+    std::optional<Quantity> recorded_limit;
+    if (parse_recorded(limit[0], recorded_limit) && parse_recorded(limit[1], written.limit) && written.limit == current.limit) {
+      original.limit = recorded_limit;
+    }
   }
   return original;
 }

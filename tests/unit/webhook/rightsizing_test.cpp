@@ -511,6 +511,12 @@ TEST_F(Rightsizing, ReinvocationWithTheRealFixturesCutsOnce) {
   EXPECT_TRUE(two.patch.empty()) << two.patch.dump();
   EXPECT_TRUE(two.changes.empty());
 
+  // Another webhook between the calls set a cpu limit: the request is still sizeguard's, so
+  // its original stays the bound and nothing is cut again.
+  AdmissionRequest limited = second;
+  limited.object["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1";
+  for (const auto& change : run(limited, set, recs).changes) EXPECT_NE(change.field, "request") << change.resource;
+
   // A third pass (re-creating the Pod from its own YAML) changes nothing either.
   AdmissionRequest again = second;
   again.object = patched(second, two);
