@@ -577,7 +577,7 @@ LimitRule read_limit_rule(const Reader& r, const YAML::Node& node, const std::st
 RightsizingRule read_rightsizing(const Reader& r, const YAML::Node& node, const std::string& path) {
   RightsizingRule rule;
   if (!expect_map(r, node, path, {"mode", "target", "minChangePercent", "maxIncreasePercent", "maxDecreasePercent",
-                                  "min", "max", "limits", "containers"})) {
+                                  "min", "max", "limits", "containers", "coldStart"})) {
     return rule;
   }
   if (node["mode"]) {
@@ -622,6 +622,13 @@ RightsizingRule read_rightsizing(const Reader& r, const YAML::Node& node, const 
     if (expect_map(r, containers, path + ".containers", {"include", "exclude"})) {
       if (containers["include"]) rule.include_containers = read_string_list(r, containers["include"], path + ".containers.include");
       if (containers["exclude"]) rule.exclude_containers = read_string_list(r, containers["exclude"], path + ".containers.exclude");
+    }
+  }
+  if (const YAML::Node cold = node["coldStart"]) {
+    if (expect_map(r, cold, path + ".coldStart", {"accelerators"}) && cold["accelerators"]) {
+      const YAML::Node a = cold["accelerators"];
+      if (a.IsScalar() && (a.Scalar() == "true" || a.Scalar() == "false")) rule.cold_start_accelerators = a.Scalar() == "true";
+      else r.error(path + ".coldStart.accelerators", "expected true or false, got " + describe(a));
     }
   }
   return rule;

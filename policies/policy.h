@@ -145,9 +145,9 @@ struct BreakGlass {
 enum class LimitStrategy {
   KeepRatio,       // keep the old limit/request ratio (no limit stays no limit)
   Ratio,           // limit = request x ratio
-  EqualToRequest,  // limit = request (memory default: no overcommit, no OOM surprises)
+  EqualToRequest,  // limit = request
   None,            // drop the limit (CPU: no throttling)
-  Unchanged,       // leave the limit as written (raised to the request if below it)
+  Unchanged,       // leave the limit as written (raised to the request if below it); memory default
 };
 
 struct LimitRule {
@@ -163,8 +163,13 @@ struct RightsizingRule {
   std::optional<int64_t> max_decrease_percent;
   std::map<std::string, Quantity> min, max;  // cpu, memory requests
   LimitRule cpu_limit{LimitStrategy::KeepRatio, 1};
-  LimitRule memory_limit{LimitStrategy::EqualToRequest, 1};
+  // Memory limits are an OOM risk when they follow a modelled request down, so by default
+  // they stay as written; any strategy is floored at the snapshot's peak-based bound.
+  LimitRule memory_limit{LimitStrategy::Unchanged, 1};
   std::vector<std::string> include_containers, exclude_containers;  // globs on names
+  // coldStart.accelerators: fill missing requests of GPU/accelerator containers without
+  // usage history too (off: such containers are left alone until they have history).
+  bool cold_start_accelerators = false;
 };
 
 enum class OnStateError { Allow, Deny };

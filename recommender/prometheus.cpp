@@ -6,7 +6,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 #include <httplib.h>
@@ -231,6 +233,29 @@ std::map<std::pair<std::string, std::string>, WorkloadRef> read_owners(Api& api,
   return owners;
 }
 
+// (namespace, pod, container) of containers OOM-killed in the last 7 days of the range.
+std::set<std::tuple<std::string, std::string, std::string>> read_oom_kills(Api& api, const PrometheusOptions& o,
+                                                                            IngestReport& report) {
+  std::set<std::tuple<std::string, std::string, std::string>> out;
+  json data;
+  try {
+    data = api.get("/api/v1/series",
+                   {{"match[]", "kube_pod_container_status_last_terminated_reason{reason=\"OOMKilled\"}"},
+                    {"start", std::to_string(std::max(o.start, o.end - 7 * 86400))},
+                    {"end", std::to_string(o.end)}},
+                   "series of kube_pod_container_status_last_terminated_reason", nullptr);
+  } catch (const std::exception& e) {
+    report.note(std::string("prometheus: OOM kills unavailable (kube_pod_container_status_last_terminated_reason): ") + e.what());
+    return out;
+  }
+  if (!data.is_array()) return out;
+  for (const auto& item : data) {
+    if (!item.is_object() || item.value("reason", "") != "OOMKilled") continue;
+    out.emplace(item.value("namespace", ""), item.value("pod", ""), item.value("container", ""));
+  }
+  return out;
+}
+
 }  // namespace
 
 WorkloadRef workload_from_owner(std::string_view owner_kind, std::string_view owner_name, std::string_view pod) {
@@ -276,6 +301,15 @@ std::vector<UsageSeries> read_prometheus(const PrometheusOptions& options, Inges
   const auto memory = query_range(api, options, options.memory_query, "memory", local);
   std::map<std::pair<std::string, std::string>, WorkloadRef> owners;
   if (options.use_pod_owner) owners = read_owners(api, options, local);
+  // OOM kills, keyed like the series: a workload container is flagged if any pod's was.
+  std::set<WorkloadKey> oom_killed;
+  if (options.use_oom_kills) {
+    for (const auto& [ns, pod, container] : read_oom_kills(api, options, local)) {
+      const auto owner = owners.find({ns, pod});
+      const WorkloadRef ref = owner != owners.end() ? owner->second : workload_from_pod_name(pod);
+      oom_killed.insert(WorkloadKey{ns, ref.kind, ref.name, container});
+    }
+  }
 
   struct Point {
     std::optional<double> cpu, memory;
@@ -305,6 +339,7 @@ std::vector<UsageSeries> read_prometheus(const PrometheusOptions& options, Inges
   std::vector<UsageSeries> out;
   for (auto& [key, points] : merged) {
     UsageSeries series{key, {}, {}};
+    series.oom_killed = oom_killed.contains(key);
     series.samples.reserve(points.size());
     size_t cpu_only = 0, memory_only = 0;
     for (const auto& [t, p] : points) {

@@ -29,6 +29,10 @@
 // Errors: an unreachable server throws "cannot reach Prometheus at <url>: <reason>"; an error
 // answer throws with Prometheus's errorType and error text verbatim; no usable series throws.
 // If kube_pod_owner cannot be read the pod-name fallback is used and a note is added.
+//
+// OOM kills: a workload container with a kube_pod_container_status_last_terminated_reason
+// {reason="OOMKilled"} series in the last 7 days of the range (kube-state-metrics) gets
+// oom_killed, so the webhook never lowers its memory. Unavailable: a note, no flag.
 #pragma once
 
 #include <chrono>
@@ -56,6 +60,7 @@ struct PrometheusOptions {
       "(container_memory_working_set_bytes{container!=\"\",container!=\"POD\"})";
   int64_t max_points_per_request = 11000;  // Prometheus's limit per series and request
   bool use_pod_owner = true;               // read kube_pod_owner for grouping
+  bool use_oom_kills = true;               // read kube_pod_container_status_last_terminated_reason
 };
 
 std::vector<UsageSeries> read_prometheus(const PrometheusOptions& options, IngestReport& report);

@@ -1,5 +1,6 @@
 #include "recommender/recommend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -44,8 +45,19 @@ RecommendationSnapshot make_snapshot(const std::vector<UsageSeries>& series, con
   RecommendationSnapshot s;
   s.model_version = model_version;
   s.generated_at = format_utc(generated_at);
-  for (size_t i = 0; i < series.size() && i < recs.size(); ++i)
-    s.recommendations[series[i].key.to_string()] = to_container_recommendation(recs[i]);
+  for (size_t i = 0; i < series.size() && i < recs.size(); ++i) {
+    ContainerRecommendation c = to_container_recommendation(recs[i]);
+    c.oom_killed = series[i].oom_killed;
+    // The recent peak lets the webhook keep memory at or above what was really used.
+    const auto& samples = series[i].samples;
+    if (!samples.empty()) {
+      const int64_t since = samples.back().timestamp - kMemoryPeakWindowSeconds;
+      double peak = 0;
+      for (auto it = samples.rbegin(); it != samples.rend() && it->timestamp >= since; ++it) peak = std::max(peak, it->memory_bytes);
+      if (peak > 0) c.memory_peak_bytes = std::ceil(peak / 1048576 - 1e-9) * 1048576;  // Mi steps, rounded up
+    }
+    s.recommendations[series[i].key.to_string()] = std::move(c);
+  }
   return s;
 }
 
@@ -57,6 +69,10 @@ std::string snapshot_to_json(const RecommendationSnapshot& snapshot) {
       ex.push_back({{"feature", c.feature}, {"contribution", std::round(c.contribution * 1e4) / 1e4}});
     recs[key] = {{"cpu", r.cpu}, {"memory", r.memory}, {"confidence", r.confidence},
                  {"coldStart", r.cold_start}, {"explanation", ex}};
+    if (r.memory_peak_bytes > 0) {
+      recs[key]["memoryPeak"] = Quantity::from_int(static_cast<int64_t>(r.memory_peak_bytes), Quantity::Format::BinarySI).to_string();
+    }
+    if (r.oom_killed) recs[key]["oomKilled"] = true;
   }
   json j = {{"modelVersion", snapshot.model_version},
             {"generatedAt", snapshot.generated_at},
@@ -115,6 +131,11 @@ RecommendationSnapshot parse_recommendations(const std::string& text, const std:
     if (r.contains("coldStart")) {
       if (!r["coldStart"].is_boolean()) throw SnapshotError(where + ".coldStart: expected true or false");
       c.cold_start = r["coldStart"].get<bool>();
+    }
+    if (r.contains("memoryPeak")) c.memory_peak_bytes = parse_quantity(r["memoryPeak"], where + ".memoryPeak");
+    if (r.contains("oomKilled")) {
+      if (!r["oomKilled"].is_boolean()) throw SnapshotError(where + ".oomKilled: expected true or false");
+      c.oom_killed = r["oomKilled"].get<bool>();
     }
     if (r.contains("explanation")) {
       if (!r["explanation"].is_array()) throw SnapshotError(where + ".explanation: expected an array");

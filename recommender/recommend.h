@@ -1,9 +1,12 @@
 // The recommendations snapshot the webhook reads:
 // {"modelVersion": "xgb-...", "generatedAt": "2013-07-21T00:00:00Z",
 //  "recommendations": {"ns/kind/name/container": {"cpu": "250m", "memory": "512Mi",
-//     "confidence": 0.8, "coldStart": false,
+//     "confidence": 0.8, "coldStart": false, "memoryPeak": "700Mi", "oomKilled": false,
 //     "explanation": [{"feature": "cpu:cpu_p95_24h", "contribution": 0.12}, ...]}}}
 // cpu/memory are canonical Kubernetes quantities (CPU in millicores, memory in Mi steps).
+// memoryPeak (the highest working set of the last 7 days of history) and oomKilled (an
+// OOM kill seen recently) are optional: snapshots without them still load, and the webhook
+// then never lowers a memory limit and trusts the memory request as recommended.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +26,12 @@ struct ContainerRecommendation {
   double confidence = 0;
   bool cold_start = false;
   std::vector<Contribution> explanation;
+  double memory_peak_bytes = 0;  // 0: unknown (older snapshots)
+  bool oom_killed = false;       // OOM-killed recently: memory is never lowered
 };
+
+// The window memoryPeak covers, ending at the series' last sample.
+inline constexpr int64_t kMemoryPeakWindowSeconds = 7 * 24 * 3600;
 
 struct RecommendationSnapshot {
   std::string model_version;

@@ -34,6 +34,7 @@ struct UsageSeries {
   WorkloadKey key;
   std::vector<UsageSample> samples;  // strictly increasing timestamps
   ResourceSpec spec;
+  bool oom_killed = false;  // a container of the workload was OOM-killed recently (Prometheus only)
 };
 
 // What ingestion read and rejected; bad rows are reported, never dropped silently.

@@ -144,6 +144,15 @@ struct Cluster {
             << "\"} 1 " << t0 + i * kScrape << "\n";
       }
     }
+    // db-0's postgres was OOM-killed; toolbox's shell only completed.
+    out << "# TYPE kube_pod_container_status_last_terminated_reason gauge\n";
+    const char* terminations[][4] = {{"data", "db-0", "postgres", "OOMKilled"}, {"shop", "toolbox", "shell", "Completed"}};
+    for (const auto& o : terminations) {
+      for (int64_t i = 0; i < kSamples; ++i) {
+        out << "kube_pod_container_status_last_terminated_reason{namespace=\"" << o[0] << "\",pod=\"" << o[1]
+            << "\",container=\"" << o[2] << "\",reason=\"" << o[3] << "\"} 1 " << t0 + i * kScrape << "\n";
+      }
+    }
     out << "# EOF\n";
     return out.str();
   }
@@ -292,6 +301,7 @@ TEST_F(PrometheusTest, ReadsWorkloadsWithMaxOverPods) {
   EXPECT_EQ(report.rows_used, 3u * 21u);
   EXPECT_EQ(report.rows_bad, 0u);
   EXPECT_TRUE(report.errors.empty()) << report.errors.front();
+  for (const auto& s : series) EXPECT_EQ(s.oom_killed, s.key.name == "db") << s.key.to_string() << ": only db-0 was OOM-killed";
 }
 
 TEST_F(PrometheusTest, ChunkedRequestsGiveTheSameSeries) {
@@ -376,6 +386,8 @@ TEST_F(PrometheusTest, RecommendCommandWritesASnapshotFromPrometheus) {
   for (const char* key : {"shop/Deployment/web/app", "data/StatefulSet/db/postgres", "shop/Pod/toolbox/shell"}) {
     ASSERT_EQ(snapshot.recommendations.count(key), 1u) << key;
     EXPECT_GT(snapshot.recommendations.at(key).cpu_cores, 0) << key;
+    EXPECT_GT(snapshot.recommendations.at(key).memory_peak_bytes, 0) << key;
+    EXPECT_EQ(snapshot.recommendations.at(key).oom_killed, std::string(key).starts_with("data/")) << key;
   }
 }
 

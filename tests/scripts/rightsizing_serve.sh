@@ -77,6 +77,23 @@ import json, sys
 r = json.load(sys.stdin)
 assert r["pricePerCoreHour"] == 0.05 and len(r["workloads"]) == 1, r' || fail "report json"
 
+# The report counts only what exists: no dry runs, nothing the validating webhook denied, and a
+# Pod made by a controller stands for each replica of its workload.
+rs='"rightsizing":{"mode":"enforce","coldStart":false,"cpuCores":{"current":1,"recommended":0.5},"memoryBytes":{"current":0,"recommended":0}'
+cat > "$work/handmade.log" <<LOG
+{"webhook":"mutate","kind":"Deployment","namespace":"shop","name":"web","dryRun":false,$rs,"workload":"shop/Deployment/web","replicas":3}}
+{"webhook":"mutate","kind":"Pod","namespace":"shop","name":"web-6c79ccc859-","dryRun":false,$rs,"workload":"shop/Deployment/web","replicas":1}}
+{"webhook":"mutate","kind":"Deployment","namespace":"shop","name":"dry","dryRun":true,$rs,"workload":"shop/Deployment/dry","replicas":5}}
+{"webhook":"mutate","kind":"Deployment","namespace":"shop","name":"denied","dryRun":false,$rs,"workload":"shop/Deployment/denied","replicas":2}}
+{"webhook":"validate","kind":"Deployment","namespace":"shop","name":"denied","dryRun":false,"allowed":false}
+LOG
+"$bin" report --audit-log "$work/handmade.log" --output json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert [w["workload"] for w in r["workloads"]] == ["shop/Deployment/web"], r
+w = r["workloads"][0]
+assert w["replicas"] == 3 and w["cpuCores"]["current"] == 3 and w["cpuCores"]["recommended"] == 1.5, w' || fail "report counts"
+
 # Enforce mode: the Pod from the ReplicaSet gets a patch with requests.
 start enforce
 post pod-create-from-replicaset.json > "$work/enforce-answer.json"

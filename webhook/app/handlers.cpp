@@ -188,6 +188,7 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
     }
   }
   AdmissionResponse response = to_admission_response(request, decision);
+  if (context.report) context.report->validated(request, response.allowed);
   if (context.metrics) {
     for (const auto& o : decision.outcomes) {
       context.metrics->increment("sizeguard_policy_decisions_total",

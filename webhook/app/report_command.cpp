@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <vector>
 
 #include "webhook/app/commands.h"
 #include "webhook/review.h"
@@ -29,7 +30,14 @@ int run_report(const ReportFlags& flags) {
     return 2;
   }
   // Latest record per workload; Pods made by controllers are reported through their workload.
-  std::map<std::string, Json> latest;
+  // Dry runs never existed, and a record whose object the validating webhook then denied
+  // (the next validate record for the same object) is taken back.
+  std::map<std::string, std::vector<Json>> history;   // workload -> its records, oldest first
+  std::map<std::string, int64_t> workload_replicas;    // from the workload's own records
+  std::map<std::string, std::string> last_workload_of; // "ns/kind/name" of an object -> workload
+  auto object_key = [](const Json& r) {
+    return r.value("namespace", "") + "/" + r.value("kind", "") + "/" + r.value("name", "");
+  };
   std::string line;
   size_t line_number = 0, skipped = 0;
   while (std::getline(in, line)) {
@@ -40,11 +48,34 @@ int run_report(const ReportFlags& flags) {
       ++skipped;
       continue;
     }
+    if (record.value("dryRun", false)) continue;
+    if (record.value("webhook", "") == "validate") {
+      auto it = last_workload_of.find(object_key(record));
+      if (it == last_workload_of.end()) continue;
+      if (!record.value("allowed", true)) {
+        auto& records = history[it->second];
+        if (!records.empty() && object_key(records.back()) == it->first) records.pop_back();
+      }
+      last_workload_of.erase(it);
+      continue;
+    }
     if (record.value("webhook", "") != "mutate" || !record.contains("rightsizing")) continue;
     const Json& rs = record["rightsizing"];
     const std::string workload = rs.value("workload", "");
     if (workload.empty()) continue;
-    latest[workload] = record;
+    if (record.value("kind", "") != "Pod") workload_replicas[workload] = rs.value("replicas", int64_t{1});
+    last_workload_of[object_key(record)] = workload;
+    history[workload].push_back(std::move(record));
+  }
+  std::map<std::string, Json> latest;
+  for (auto& [workload, records] : history) {
+    if (records.empty()) continue;
+    Json record = records.back();
+    // A Pod stands for each replica of its workload, when a record of the workload said how many.
+    if (auto it = workload_replicas.find(workload); it != workload_replicas.end() && record.value("kind", "") == "Pod") {
+      record["rightsizing"]["replicas"] = it->second;
+    }
+    latest[workload] = std::move(record);
   }
   if (skipped) std::cerr << "sizeguard report: skipped " << skipped << " line(s) that are not JSON\n";
 

@@ -1,6 +1,7 @@
 #include "webhook/app/rightsizing.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -131,6 +132,307 @@ std::string arrow(const std::optional<Quantity>& before, const std::optional<Qua
   return (before ? before->to_string() : std::string("none")) + " → " + (after ? after->to_string() : std::string("none"));
 }
 
+// A container's request and limit for one resource; nullopt: absent.
+struct Values {
+  std::optional<Quantity> request, limit;
+};
+
+std::string text_of(const std::optional<Quantity>& q) { return q ? q->to_string() : std::string(); }
+
+// "" is absent; false if the text is not a quantity.
+bool parse_recorded(const Json& text, std::optional<Quantity>& out) {
+  if (!text.is_string()) return false;
+  const std::string s = text.get<std::string>();
+  out.reset();
+  if (s.empty()) return true;
+  out = Quantity::parse(s);
+  return out.has_value();
+}
+
+// The explanation sizeguard wrote earlier: on the object, or on its pod template (a Pod
+// made from a right-sized template). Empty if there is none or it does not parse.
+Json previous_explanation(const Json& object, WorkloadKind kind) {
+  std::vector<std::string> pointers = {"/metadata/annotations/sizeguard.io~1rightsized"};
+  if (auto meta = pod_metadata_pointer(kind); meta && kind != WorkloadKind::Pod) {
+    pointers.push_back(*meta + "/annotations/sizeguard.io~1rightsized");
+  }
+  for (const auto& pointer : pointers) {
+    const std::string text = string_at(object, pointer.c_str());
+    if (text.empty()) continue;
+    Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_object() && parsed.value("containers", Json()).is_object()) return parsed;
+  }
+  return Json::object();
+}
+
+// The values before sizeguard's change, if the record says sizeguard wrote the current
+// request; nullopt when there is no record or the request was changed since (a user's
+// change is the new starting point).
+std::optional<Values> recorded_original(const Json& record, const Values& current) {
+  const Json& request = record.value("request", Json());
+  if (!request.is_array() || request.size() != 2) return std::nullopt;
+  Values original, written;
+  if (!parse_recorded(request[0], original.request) || !parse_recorded(request[1], written.request)) return std::nullopt;
+  if (written.request != current.request) return std::nullopt;
+  // The limit's original only while the limit is still what sizeguard wrote: another webhook
+  // or a user may have set it since (and older records without "limit" say nothing of it).
+  original.limit = current.limit;
+  if (const Json& limit = record.value("limit", Json()); limit.is_array() && limit.size() == 2) {
+    std::optional<Quantity> recorded_limit;
+    if (parse_recorded(limit[0], recorded_limit) && parse_recorded(limit[1], written.limit) && written.limit == current.limit) {
+      original.limit = recorded_limit;
+    }
+  }
+  return original;
+}
+
+// The pod spec with every container's values that sizeguard recorded as its own replaced by
+// the recorded originals.
+Json original_pod_spec(const Json& pod_spec, const Json& previous) {
+  Json spec = pod_spec;
+  const Json& recorded = previous.value("containers", Json::object());
+  for (const char* list : {"initContainers", "containers"}) {
+    if (!spec.contains(list) || !spec[list].is_array()) continue;
+    for (auto& c : spec[list]) {
+      if (!c.is_object() || !recorded.contains(c.value("name", ""))) continue;
+      const Json& record = recorded[c.value("name", "")];
+      Json resources = c.value("resources", Json::object());
+      for (const char* resource : kResources) {
+        const Values current{resource_quantity(resources, "requests", resource), resource_quantity(resources, "limits", resource)};
+        const auto original = recorded_original(record.value(resource, Json::object()), current);
+        if (!original) continue;
+        for (const auto& [field, value] : {std::pair{"requests", original->request}, std::pair{"limits", original->limit}}) {
+          if (value) resources[field][resource] = value->to_string();
+          else if (resources.contains(field) && resources[field].is_object()) resources[field].erase(resource);
+        }
+      }
+      c["resources"] = std::move(resources);
+    }
+  }
+  return spec;
+}
+
+// Kubernetes' Guaranteed QoS: every container has cpu and memory limits and requests equal
+// to them (a missing request defaults to the limit).
+bool guaranteed(const Json& pod_spec) {
+  bool any = false;
+  for (const char* list : {"initContainers", "containers"}) {
+    const Json& items = pod_spec.value(list, Json::array());
+    if (!items.is_array()) continue;
+    for (const auto& c : items) {
+      if (!c.is_object()) continue;
+      any = true;
+      const Json& resources = c.value("resources", Json::object());
+      for (const char* resource : kResources) {
+        const auto limit = resource_quantity(resources, "limits", resource);
+        const auto request = resource_quantity(resources, "requests", resource);
+        if (!limit || (request && *request != *limit)) return false;
+      }
+    }
+  }
+  return any;
+}
+
+// GPUs, TPUs and other extended resources, or DRA claims: such containers (model servers,
+// training jobs) are sized by their accelerator, not by a guess from a spec.
+bool uses_accelerator(const Json& resources) {
+  for (const char* field : {"requests", "limits"}) {
+    const Json& values = resources.value(field, Json::object());
+    if (!values.is_object()) continue;
+    for (const auto& [name, value] : values.items()) {
+      if (name != "cpu" && name != "memory" && name != "ephemeral-storage" && !name.starts_with("hugepages-")) return true;
+    }
+  }
+  const Json& claims = resources.value("claims", Json::array());
+  return claims.is_array() && !claims.empty();
+}
+
+// Where the apiserver (1.34, pod-level resources) would reject the pod spec: containers'
+// requests summed beyond the pod-level request, a container limit above the pod-level
+// limit. Empty if it fits.
+std::string pod_level_violation(const Json& pod_spec) {
+  const Json& pod = pod_spec.value("resources", Json::object());
+  if (!pod.is_object()) return "";
+  for (const char* resource : kResources) {
+    const auto pod_request = resource_quantity(pod, "requests", resource);
+    const auto pod_limit = resource_quantity(pod, "limits", resource);
+    if (!pod_request && !pod_limit) continue;
+    int64_t sum = 0;
+    for (const char* list : {"initContainers", "containers"}) {
+      const Json& items = pod_spec.value(list, Json::array());
+      if (!items.is_array()) continue;
+      for (const auto& c : items) {
+        if (!c.is_object()) continue;
+        const Json& resources = c.value("resources", Json::object());
+        const auto limit = resource_quantity(resources, "limits", resource);
+        auto request = resource_quantity(resources, "requests", resource);
+        if (!request) request = limit;
+        const std::string name = c.value("name", "");
+        if (pod_limit && limit && *limit > *pod_limit) {
+          return "container " + name + "'s " + resource + " limit " + limit->to_string() + " would exceed the pod-level limit " +
+                 pod_limit->to_string();
+        }
+        const bool sidecar = std::string(list) == "initContainers" && c.value("restartPolicy", "") == "Always";
+        if (!request) continue;
+        if (std::string(list) == "containers" || sidecar) sum += request->milli_value();
+        else if (pod_request && *request > *pod_request) {
+          return "init container " + name + "'s " + resource + " request " + request->to_string() +
+                 " would exceed the pod-level request " + pod_request->to_string();
+        }
+      }
+    }
+    if (pod_request && sum > pod_request->milli_value()) {
+      return "the containers' " + std::string(resource) + " requests would add up to more than the pod-level request " +
+             pod_request->to_string();
+    }
+  }
+  return "";
+}
+
+// How many Pods a controller-made Pod stands for, for the report: its workload's replicas
+// (1 for a bare Pod, a DaemonSet or when the workload cannot be read).
+int64_t owner_replicas(const std::string& workload, ClusterState& state) {
+  const auto first = workload.find('/'), second = workload.find('/', first + 1);
+  if (first == std::string::npos || second == std::string::npos) return 1;
+  const std::string kind = workload.substr(first + 1, second - first - 1);
+  static const std::map<std::string, std::array<const char*, 3>> kResourcesOf = {
+      {"Deployment", {"apps", "v1", "deployments"}},
+      {"StatefulSet", {"apps", "v1", "statefulsets"}},
+      {"ReplicaSet", {"apps", "v1", "replicasets"}},
+      {"ReplicationController", {"", "v1", "replicationcontrollers"}}};
+  auto it = kResourcesOf.find(kind);
+  if (it == kResourcesOf.end()) return 1;
+  auto object = state.get_object(it->second[0], it->second[1], it->second[2], workload.substr(0, first), workload.substr(second + 1));
+  const Json* json = std::get_if<Json>(&object);
+  return json ? std::max<int64_t>(1, replicas(*json, workload_kind_from(kind)).value_or(1)) : 1;
+}
+
+// A memory limit set from a model follows it at this distance above the recent peak.
+constexpr double kMemoryLimitHeadroom = 1.25;
+// A container OOM-killed recently gets at least this much more memory.
+constexpr double kOomBump = 1.2;
+
+void clamp_to_bounds(Quantity& next, const std::string& resource, const RightsizingRule& rule, const ValidationBounds& bounds,
+                     std::string& clamp_note) {
+  if (auto it = rule.min.find(resource); it != rule.min.end() && next < it->second) {
+    next = it->second;
+    clamp_note = "rightsizing.min";
+  }
+  if (auto it = rule.max.find(resource); it != rule.max.end() && next > it->second) {
+    next = it->second;
+    clamp_note = "rightsizing.max";
+  }
+  if (auto it = bounds.min.find(resource); it != bounds.min.end() && next < it->second.first) {
+    next = it->second.first;
+    clamp_note = "the minimum of policy " + it->second.second;
+  }
+  if (auto it = bounds.max.find(resource); it != bounds.max.end() && next > it->second.first) {
+    next = it->second.first;
+    clamp_note = "the maximum of policy " + it->second.second;
+  }
+}
+
+// Without usage history nothing is known about the container: a missing request may be
+// filled (it only makes scheduling honest), an existing value is never lowered and no limit
+// is invented. Containers sharing pod-level resources are left to them.
+std::optional<Values> propose_cold_start(const std::string& resource, const Values& original, const ContainerRecommendation& rec,
+                                         const RightsizingRule& rule, const ValidationBounds& bounds, const Json& pod_resources,
+                                         std::string& clamp_note) {
+  if (original.request || original.limit) return std::nullopt;
+  if (resource_quantity(pod_resources, "requests", resource) || resource_quantity(pod_resources, "limits", resource)) {
+    return std::nullopt;
+  }
+  const double estimate = resource == "cpu" ? rec.cpu_cores : rec.memory_bytes;
+  if (!(estimate > 0)) return std::nullopt;
+  Quantity next = Quantity::rounded_to_step(estimate, resource);
+  clamp_to_bounds(next, resource, rule, bounds, clamp_note);
+  return Values{next, std::nullopt};
+}
+
+// From a recommendation with history, bounded against the original values.
+std::optional<Values> propose(const std::string& resource, const Values& original, const ContainerRecommendation& rec,
+                              const RightsizingRule& rule, const ValidationBounds& bounds, bool guaranteed_pod, std::string& clamp_note) {
+  const bool memory = resource == "memory";
+  const double recommended = memory ? rec.memory_bytes : rec.cpu_cores;
+  if (!(recommended > 0)) return std::nullopt;
+  // What the container gets today: the request, or the limit it defaults from.
+  const std::optional<Quantity> was = original.request ? original.request : original.limit;
+  const double before = was ? was->as_double() : 0;
+  const double peak = memory ? rec.memory_peak_bytes : 0;
+  double target = recommended;
+  if (memory && before > 0) {
+    if (rec.oom_killed && target < before * kOomBump) {
+      target = before * kOomBump;
+      clamp_note = "a bump after a recent OOM kill";
+    } else if (peak > 0 && target < before && target < peak) {
+      target = std::min(before, peak);  // never below what it was seen using
+      clamp_note = "the recent memory peak";
+    }
+  }
+  if (before > 0) {
+    if (rule.max_increase_percent && target > before * (100 + *rule.max_increase_percent) / 100.0) {
+      target = before * (100 + *rule.max_increase_percent) / 100.0;
+      clamp_note = "maxIncreasePercent " + std::to_string(*rule.max_increase_percent);
+    }
+    if (rule.max_decrease_percent && target < before * (100 - *rule.max_decrease_percent) / 100.0) {
+      target = before * (100 - *rule.max_decrease_percent) / 100.0;
+      clamp_note = "maxDecreasePercent " + std::to_string(*rule.max_decrease_percent);
+    }
+  }
+  Quantity next = Quantity::rounded_to_step(target, resource);
+  clamp_to_bounds(next, resource, rule, bounds, clamp_note);
+  const std::optional<Quantity> peak_bound =
+      peak > 0 ? std::optional<Quantity>(Quantity::rounded_to_step(peak * kMemoryLimitHeadroom, resource)) : std::nullopt;
+
+  if (guaranteed_pod) {
+    // Guaranteed stays Guaranteed (limit = request), and whole CPUs stay whole: the static
+    // CPU manager gives exclusive cores only to integer requests.
+    if (!memory && was && was->milli_value() % 1000 == 0) {
+      const int64_t cores = std::max<int64_t>(1, (next.milli_value() + 999) / 1000);
+      next = Quantity::from_int(cores);
+    }
+    if (memory && was && next < *was) {
+      // The request is also the limit: lowered only down to the peak-based bound.
+      if (!peak_bound) return std::nullopt;
+      next = std::max(next, std::min(*peak_bound, *was));
+    }
+    return Values{next, next};
+  }
+
+  const LimitRule& limit_rule = memory ? rule.memory_limit : rule.cpu_limit;
+  std::optional<Quantity> limit = original.limit;
+  switch (limit_rule.strategy) {
+    case LimitStrategy::KeepRatio:
+      if (original.limit && before > 0) limit = Quantity::rounded_to_step(next.as_double() * original.limit->as_double() / before, resource);
+      break;
+    case LimitStrategy::Ratio: limit = Quantity::rounded_to_step(next.as_double() * limit_rule.ratio, resource); break;
+    case LimitStrategy::EqualToRequest: limit = next; break;
+    case LimitStrategy::None: limit.reset(); break;
+    case LimitStrategy::Unchanged: break;
+  }
+  // A memory limit is where the OOM killer acts: it follows a model only from the
+  // peak-based bound, never from the request alone.
+  if (memory && limit && limit != original.limit) {
+    if (!peak_bound) limit = original.limit;
+    else limit = std::max(*limit, *peak_bound);
+  }
+  // A limit is never cut by more than its request is (nor beyond maxDecreasePercent).
+  if (limit && original.limit && *limit < *original.limit) {
+    double keep = before > 0 ? next.as_double() / before : 1.0;
+    if (rule.max_decrease_percent) keep = std::max(keep, (100 - *rule.max_decrease_percent) / 100.0);
+    const Quantity floor = std::min(*original.limit, Quantity::rounded_to_step(original.limit->as_double() * keep, resource));
+    if (*limit < floor) limit = floor;
+  }
+  if (limit && *limit < next) limit = next;
+  if (auto it = bounds.ratio.find(resource); it != bounds.ratio.end() && limit &&
+                                             limit->as_double() > next.as_double() * it->second.first * (1 + 1e-12)) {
+    // Rounded down, so the ratio still holds after rounding.
+    limit = std::max(next, Quantity::rounded_to_step(next.as_double() * it->second.first, resource, /*up=*/false));
+    clamp_note += std::string(clamp_note.empty() ? "" : ", ") + "limit ratio of policy " + it->second.second;
+  }
+  return Values{next, limit};
+}
+
 }  // namespace
 
 RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
@@ -138,8 +440,11 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   RightsizingResult result;
   const WorkloadKind kind = workload_kind_from(request.kind.kind);
   if (!request.sub_resource.empty() || request.object.is_null() || !pod_spec_pointer(kind)) return result;
-  if (kind == WorkloadKind::Pod ? request.operation != Operation::Create
-                                : request.operation != Operation::Create && request.operation != Operation::Update) {
+  // Container resources of a Pod are immutable after creation, and so is a Job's pod
+  // template (the apiserver rejects every such UPDATE): only CREATE for those.
+  const bool create_only = kind == WorkloadKind::Pod || kind == WorkloadKind::Job;
+  if (create_only ? request.operation != Operation::Create
+                  : request.operation != Operation::Create && request.operation != Operation::Update) {
     return result;
   }
   const Policy* policy = nullptr;
@@ -171,6 +476,12 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   if (kind == WorkloadKind::Pod) candidates = pod_owner_candidates(request.object, request.display_name());
   else candidates.emplace_back(request.kind.kind, request.name);
   const ValidationBounds bounds = validation_bounds(request, policies, state);
+  const Json::json_pointer spec_pointer(*pod_spec_pointer(kind));
+  const Json& pod_spec = request.object.contains(spec_pointer) ? request.object.at(spec_pointer) : Json::object();
+  const Json& pod_resources = pod_spec.value("resources", Json::object());
+  const Json previous = previous_explanation(request.object, kind);
+  // The QoS class the workload asked for, not one sizeguard's own values produced.
+  const bool is_guaranteed = guaranteed(original_pod_spec(pod_spec, previous));
 
   PatchBuilder patch(request.object);
   Json explanation = {{"policy", policy->name}, {"containers", Json::object()}};
@@ -184,6 +495,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
     if (glob_match_any(rule.exclude_containers, c.name)) continue;
     const Json& resources = c.node->value("resources", Json::object());
+    const Json& recorded_container = previous.value("containers", Json::object()).value(c.name, Json::object());
 
     // The recommendation: the snapshot under the most specific workload key, else a
     // cold-start estimate from the spec.
@@ -202,143 +514,127 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     if (!rec && (inputs.model || inputs.recommendations)) {
       UsageSeries series;
       series.key = {request.namespace_, candidates.front().first, candidates.front().second, c.name};
-      auto as_double = [&](const char* field, const char* name) -> std::optional<double> {
-        auto q = resource_quantity(resources, field, name);
-        return q ? std::optional<double>(q->as_double()) : std::nullopt;
-      };
-      series.spec = {as_double("requests", "cpu"), as_double("requests", "memory"), as_double("limits", "cpu"),
-                     as_double("limits", "memory")};
       rec = to_container_recommendation(cold_start_recommendation(series, inputs.model.get(), RecommendationPolicy{}));
       rec->cold_start = true;
-      result.cold_start = true;
       result.workload = request.namespace_ + "/" + candidates.front().first + "/" + candidates.front().second;
     }
     if (!rec) {
       result.notes.push_back("no recommendation for container " + c.name + " (no snapshot and no model loaded)");
       continue;
     }
+    if (rec->cold_start && !rule.cold_start_accelerators && uses_accelerator(resources)) {
+      result.notes.push_back("container " + c.name + " uses an accelerator and has no usage history: left as written "
+                             "(spec.rightsizing.coldStart.accelerators opts in)");
+      continue;
+    }
+    if (rec->cold_start) result.cold_start = true;
 
+    struct Pending {
+      std::string resource;
+      Values current, next;
+    };
+    std::vector<Pending> pending;
     Json container_explanation = {{"confidence", rec->confidence}};
     if (rec->cold_start) container_explanation["coldStart"] = true;
     std::vector<std::string> said;
+    double cpu_before = 0, cpu_after = 0, memory_before = 0, memory_after = 0;
     for (const std::string resource : kResources) {
-      const auto request_before = resource_quantity(resources, "requests", resource);
-      const auto limit_before = resource_quantity(resources, "limits", resource);
-      // What the container gets today: the request, or the limit it defaults from.
-      const std::optional<Quantity> current = request_before ? request_before : limit_before;
-      const double recommended = resource == "cpu" ? rec->cpu_cores : rec->memory_bytes;
-      if (!(recommended > 0)) continue;
-      double target = recommended;
+      const Values current{resource_quantity(resources, "requests", resource), resource_quantity(resources, "limits", resource)};
+      // Bounds hold against the values before sizeguard's first change in this line of
+      // admissions: if the object carries exactly what sizeguard wrote (reinvocation, a
+      // repeated apply, a Pod from a right-sized template), its recorded originals.
+      const Json& recorded_resource = recorded_container.value(resource, Json::object());
+      const std::optional<Values> from_record = recorded_original(recorded_resource, current);
+      const Values original = from_record.value_or(current);
+      if (from_record) container_explanation[resource] = recorded_resource;  // still true; kept
+
       std::string clamp_note;
-      if (current && current->as_double() > 0) {
-        const double was = current->as_double();
-        if (rule.max_increase_percent && target > was * (100 + *rule.max_increase_percent) / 100.0) {
-          target = was * (100 + *rule.max_increase_percent) / 100.0;
-          clamp_note = "maxIncreasePercent " + std::to_string(*rule.max_increase_percent);
-        }
-        if (rule.max_decrease_percent && target < was * (100 - *rule.max_decrease_percent) / 100.0) {
-          target = was * (100 - *rule.max_decrease_percent) / 100.0;
-          clamp_note = "maxDecreasePercent " + std::to_string(*rule.max_decrease_percent);
-        }
-      }
-      Quantity next = Quantity::rounded_to_step(target, resource);
-      if (auto it = rule.min.find(resource); it != rule.min.end() && next < it->second) {
-        next = it->second;
-        clamp_note = "rightsizing.min";
-      }
-      if (auto it = rule.max.find(resource); it != rule.max.end() && next > it->second) {
-        next = it->second;
-        clamp_note = "rightsizing.max";
-      }
-      if (auto it = bounds.min.find(resource); it != bounds.min.end() && next < it->second.first) {
-        next = it->second.first;
-        clamp_note = "the minimum of policy " + it->second.second;
-      }
-      if (auto it = bounds.max.find(resource); it != bounds.max.end() && next > it->second.first) {
-        next = it->second.first;
-        clamp_note = "the maximum of policy " + it->second.second;
-      }
+      auto proposed = rec->cold_start
+                          ? propose_cold_start(resource, original, *rec, rule, bounds, pod_resources, clamp_note)
+                          : propose(resource, original, *rec, rule, bounds, is_guaranteed, clamp_note);
+      if (!proposed) continue;
+      Values next = *proposed;
+      if (next.request == current.request && next.limit == current.limit) continue;
       // Small changes are churn, not savings.
-      if (current) {
-        const double was = current->as_double();
-        if (next == *current) continue;
-        if (was > 0 && std::abs(next.as_double() - was) / was * 100.0 < static_cast<double>(rule.min_change_percent)) {
-          continue;
-        }
-      }
-      if (request_before && next == *request_before) continue;
-
-      // The limit, by strategy; never below the request.
-      const LimitRule& limit_rule = resource == "cpu" ? rule.cpu_limit : rule.memory_limit;
-      std::optional<Quantity> limit_after = limit_before;
-      switch (limit_rule.strategy) {
-        case LimitStrategy::KeepRatio:
-          if (limit_before && current && current->as_double() > 0) {
-            limit_after = Quantity::rounded_to_step(next.as_double() * limit_before->as_double() / current->as_double(), resource);
-          }
-          break;
-        case LimitStrategy::Ratio: limit_after = Quantity::rounded_to_step(next.as_double() * limit_rule.ratio, resource); break;
-        case LimitStrategy::EqualToRequest: limit_after = next; break;
-        case LimitStrategy::None: limit_after.reset(); break;
-        case LimitStrategy::Unchanged: break;
-      }
-      if (limit_after && *limit_after < next) limit_after = next;
-      if (auto it = bounds.ratio.find(resource); it != bounds.ratio.end() && limit_after &&
-                                                 limit_after->as_double() > next.as_double() * it->second.first * (1 + 1e-12)) {
-        // Rounded down, so the ratio still holds after rounding.
-        limit_after = std::max(next, Quantity::rounded_to_step(next.as_double() * it->second.first, resource, /*up=*/false));
-        clamp_note += std::string(clamp_note.empty() ? "" : ", ") + "limit ratio of policy " + it->second.second;
+      const std::optional<Quantity> now = current.request ? current.request : current.limit;
+      if (now && next.request && now->as_double() > 0 &&
+          std::abs(next.request->as_double() - now->as_double()) / now->as_double() * 100.0 <
+              static_cast<double>(rule.min_change_percent)) {
+        continue;
       }
 
-      const std::vector<std::string> base = split_pointer(c.pointer + "/resources");
-      auto path = [&](const char* field) {
-        auto tokens = base;
-        tokens.push_back(field);
-        tokens.push_back(resource);
-        return tokens;
-      };
-      patch.set(path("requests"), next.to_string());
-      result.changes.push_back({c.name, resource, "request", request_before, next});
-      std::string line = resource + " request " + arrow(request_before, next);
-      Json res_explanation = {{"request", {request_before ? request_before->to_string() : "", next.to_string()}}};
-      if (limit_after != limit_before) {
-        if (limit_after) patch.set(path("limits"), limit_after->to_string());
-        else patch.remove(path("limits"));
-        result.changes.push_back({c.name, resource, "limit", limit_before, limit_after});
-        line += ", limit " + arrow(limit_before, limit_after);
-        res_explanation["limit"] = {limit_before ? limit_before->to_string() : "",
-                                    limit_after ? limit_after->to_string() : ""};
-      }
+      std::string line = resource + " request " + arrow(current.request, next.request);
+      if (next.limit != current.limit) line += ", limit " + arrow(current.limit, next.limit);
+      Json res_explanation = {{"request", {text_of(original.request), text_of(next.request)}},
+                              {"limit", {text_of(original.limit), text_of(next.limit)}},
+                              {"recommended", resource == "cpu" ? rec->cpu : rec->memory}};
       if (!clamp_note.empty()) {
         line += " (clamped to " + clamp_note + ")";
         res_explanation["clampedTo"] = clamp_note;
       }
       container_explanation[resource] = std::move(res_explanation);
       said.push_back(line);
-
-      const double before_value = current ? current->as_double() : 0;
-      (resource == "cpu" ? result.cpu_before : result.memory_before) += before_value;
-      (resource == "cpu" ? result.cpu_after : result.memory_after) += next.as_double();
+      pending.push_back({resource, current, next});
+      const std::optional<Quantity> was = original.request ? original.request : original.limit;
+      const double before_value = was ? was->as_double() : 0;
+      const double after_value = next.request ? next.request->as_double() : 0;
+      (resource == "cpu" ? cpu_before : memory_before) += before_value;
+      (resource == "cpu" ? cpu_after : memory_after) += after_value;
     }
-    if (said.empty()) continue;
+    if (said.empty()) {
+      // Nothing to change: the records that still describe the container stay.
+      Json kept = Json::object();
+      for (const std::string resource : kResources) {
+        if (container_explanation.contains(resource)) kept[resource] = container_explanation[resource];
+      }
+      if (!kept.empty()) {
+        explanation_bytes += kept.dump().size() + c.name.size() + 4;
+        explanation["containers"][c.name] = std::move(kept);
+      }
+      continue;
+    }
     Json top = Json::array();
     for (size_t i = 0; i < rec->explanation.size() && i < 3; ++i) {
       top.push_back({{"feature", rec->explanation[i].feature}, {"contribution", std::round(rec->explanation[i].contribution * 1000) / 1000}});
     }
     container_explanation["top"] = std::move(top);
-    // The apiserver rejects objects whose annotations exceed 256 KiB in total, so the
-    // explanation keeps the first containers up to a budget and counts the rest.
+    // The apiserver rejects objects whose annotations exceed 256 KiB in total. A change the
+    // annotation cannot record would not be recognised on reinvocation and would be cut
+    // again, so past the budget containers are left as they are and counted.
     const size_t size = container_explanation.dump().size() + c.name.size() + 4;
-    if (explanation_bytes + size <= kMaxExplanationBytes) {
-      explanation_bytes += size;
-      explanation["containers"][c.name] = std::move(container_explanation);
-    } else {
+    if (explanation_bytes + size > kMaxExplanationBytes) {
       ++omitted_containers;
+      continue;
     }
+    explanation_bytes += size;
+    explanation["containers"][c.name] = std::move(container_explanation);
+
+    const std::vector<std::string> base = split_pointer(c.pointer + "/resources");
+    for (const auto& p : pending) {
+      auto path = [&](const char* field) {
+        auto tokens = base;
+        tokens.push_back(field);
+        tokens.push_back(p.resource);
+        return tokens;
+      };
+      if (p.next.request != p.current.request) {
+        patch.set(path("requests"), p.next.request->to_string());
+        result.changes.push_back({c.name, p.resource, "request", p.current.request, p.next.request});
+      }
+      if (p.next.limit != p.current.limit) {
+        if (p.next.limit) patch.set(path("limits"), p.next.limit->to_string());
+        else patch.remove(path("limits"));
+        result.changes.push_back({c.name, p.resource, "limit", p.current.limit, p.next.limit});
+      }
+    }
+    result.cpu_before += cpu_before;
+    result.cpu_after += cpu_after;
+    result.memory_before += memory_before;
+    result.memory_after += memory_after;
 
     char confidence[16];
     std::snprintf(confidence, sizeof confidence, "%.2f", rec->confidence);
-    std::string why = rec->cold_start ? "cold start: no usage history, estimated from the spec"
+    std::string why = rec->cold_start ? "cold start: no usage history, missing request filled from the spec estimate"
                                       : "model " + explanation.value("model", std::string("?")) + ", confidence " + confidence;
     std::string text;
     for (const auto& s : said) text += (text.empty() ? "" : "; ") + s;
@@ -346,11 +642,38 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     result.warnings.push_back(std::string("sizeguard: ") + (apply ? "" : "[" + std::string(to_string(result.mode)) + ", not applied] ") +
                               "container " + c.name + ": " + text + " (" + why + ")");
   }
-  if (!result.changes.empty()) {
-    if (omitted_containers > 0) explanation["omittedContainers"] = omitted_containers;
-    patch.set({"metadata", "annotations", kRightsizedAnnotation}, explanation.dump());
-    result.patch = patch.operations();
+  if (omitted_containers > 0) {
+    result.notes.push_back(std::to_string(omitted_containers) +
+                           " containers left as written: the sizeguard.io/rightsized annotation has no room to record them");
   }
+  if (result.changes.empty()) return result;
+
+  // Pod-level resources (spec.resources) bound the containers: a patch the apiserver would
+  // reject is not made at all.
+  if (const Json& after_spec = patch.result().at(spec_pointer); pod_resources.is_object() && !pod_resources.empty()) {
+    if (const std::string why = pod_level_violation(after_spec); !why.empty()) {
+      result.warnings = {"sizeguard: right-sizing left the pod unchanged: " + why};
+      result.notes.push_back("pod-level resources: " + why);
+      result.changes.clear();
+      result.cpu_before = result.cpu_after = result.memory_before = result.memory_after = 0;
+      return result;
+    }
+  }
+  if (kind == WorkloadKind::Pod) result.replicas = owner_replicas(result.workload, state);
+  if (omitted_containers > 0) explanation["omittedContainers"] = omitted_containers;
+  const std::string annotation = explanation.dump();
+  patch.set({"metadata", "annotations", kRightsizedAnnotation}, annotation);
+  // Pods made from the template carry the record too, so right-sizing them again (target
+  // both) recognises the values as its own instead of cutting a second time.
+  if (kind != WorkloadKind::Pod) {
+    if (auto meta = pod_metadata_pointer(kind)) {
+      auto tokens = split_pointer(*meta);
+      tokens.push_back("annotations");
+      tokens.push_back(kRightsizedAnnotation);
+      patch.set(tokens, annotation);
+    }
+  }
+  result.patch = patch.operations();
   return result;
 }
 
@@ -366,17 +689,47 @@ RecommendationReport::RecommendationReport(Metrics& metrics) : metrics_(metrics)
 }
 
 void RecommendationReport::record(const AdmissionRequest& request, const RightsizingResult& result) {
-  if (!result.applies || result.changes.empty()) return;
-  // Pods made by a controller are counted through their workload, not one by one.
+  // A dry run creates nothing; only what the apiserver may store is counted.
+  if (!result.applies || result.changes.empty() || request.dry_run) return;
   const WorkloadKind kind = workload_kind_from(request.kind.kind);
+  std::lock_guard lock(mutex_);
   if (kind == WorkloadKind::Pod && !request.object.value("metadata", Json::object()).value("ownerReferences", Json::array()).empty()) {
+    // Pods made by a controller count through their workload: per-pod values times the
+    // replicas its own admission reported (1 until it is seen).
+    const auto first = result.workload.find('/'), second = result.workload.find('/', first + 1);
+    if (first == std::string::npos || second == std::string::npos) return;
+    const std::string owner_kind = result.workload.substr(first + 1, second - first - 1);
+    if (owner_kind == "Pod") return;
+    Row& row = rows_[result.workload];
+    const int64_t replicas = result.replicas > 1 || row.kind.empty() ? result.replicas : row.replicas;
+    row = Row{request.namespace_, owner_kind, result.workload.substr(second + 1), std::string(to_string(result.mode)),
+              replicas, result.cpu_before, result.cpu_after, result.memory_before, result.memory_after, result.cold_start};
+    export_metrics();
     return;
   }
   Row row{request.namespace_, request.kind.kind, request.display_name(), std::string(to_string(result.mode)),
           result.replicas, result.cpu_before, result.cpu_after, result.memory_before, result.memory_after,
           result.cold_start};
+  const std::string key = request.namespace_ + "/" + request.kind.kind + "/" + request.display_name();
+  auto it = rows_.find(key);
+  replaced_[key] = it == rows_.end() ? std::nullopt : std::optional<Row>(it->second);
+  rows_[key] = row;
+  export_metrics();
+}
+
+void RecommendationReport::validated(const AdmissionRequest& request, bool allowed) {
+  if (request.dry_run) return;
+  const std::string key = request.namespace_ + "/" + request.kind.kind + "/" + request.display_name();
   std::lock_guard lock(mutex_);
-  rows_[request.namespace_ + "/" + request.kind.kind + "/" + request.display_name()] = row;
+  auto it = replaced_.find(key);
+  if (it == replaced_.end()) return;
+  if (allowed) {
+    replaced_.erase(it);
+    return;
+  }
+  if (it->second) rows_[key] = *it->second;
+  else rows_.erase(key);
+  replaced_.erase(it);
   export_metrics();
 }
 

@@ -61,6 +61,9 @@ class RecommendationReport {
  public:
   explicit RecommendationReport(Metrics& metrics);
   void record(const AdmissionRequest& request, const RightsizingResult& result);
+  // The validating webhook's answer for the object: if it denied it, what record() counted
+  // never existed, so the workload's previous numbers (or none) are back in force.
+  void validated(const AdmissionRequest& request, bool allowed);
   Json table() const;  // {"workloads": [...], "namespaces": {...}}
 
  private:
@@ -74,6 +77,7 @@ class RecommendationReport {
   Metrics& metrics_;
   mutable std::mutex mutex_;
   std::map<std::string, Row> rows_;
+  std::map<std::string, std::optional<Row>> replaced_;  // key -> the row record() last replaced
 };
 
 }  // namespace sizeguard
