@@ -197,6 +197,23 @@ for name in sorted(os.listdir(src)):
         yaml.safe_dump_all(docs, f, sort_keys=False)
 PY
 
+# ---- recommendations --------------------------------------------------------------------------
+# Right-sizing changes existing values only for workloads with usage history (cold start only
+# fills missing requests), so the run's workloads get a week of usage through the real
+# recommender: `recommend --csv`, into a snapshot file (--local) or the ConfigMap the
+# in-cluster webhook mounts.
+python3 - "$work/usage.csv" "$ns" <<'PY'
+import math, sys
+out, ns = sys.argv[1:3]
+series = [("Deployment", "demo"), ("Deployment", "audited"), ("Pod", "audited-pod")]
+start = 1_700_000_000 - 1_700_000_000 % 86400
+with open(out, "w") as f:
+    f.write("timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,cpu_request,memory_request\n")
+    for kind, name in series:
+        for k in range(7 * 288):
+            day = math.sin(2 * math.pi * k / 288)
+            f.write(f"{start + 300 * k},{ns},{kind},{name},web,{0.3 + 0.1 * day:.4f},{int((300 + 20 * day) * 2**20)},4,8589934592\n")
+PY
 # ---- install ----------------------------------------------------------------------------------
 step "install sizeguard ($mode), run $run"
 if [[ $mode == local ]]; then
@@ -209,6 +226,8 @@ if [[ $mode == local ]]; then
     [[ -x $build/sizeguard ]] || { cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSIZEGUARD_BUILD_TESTS=OFF >/dev/null; cmake --build "$build" --target sizeguard -j"$(nproc)"; }
     binary=$build/sizeguard
   fi
+  "$binary" recommend --model "$root/recommender/models/default" --csv "$work/usage.csv" \
+    --out "$work/recommendations.json" > "$work/recommend.log" 2>&1 || { cat "$work/recommend.log"; exit 1; }
 
   # The webhook's own identity: deploy/base/rbac.yaml renamed for this run, with its
   # ServiceAccount in $budget_ns (where its change-budget Leases go), and a kubeconfig
@@ -250,6 +269,7 @@ PY
   "$binary" serve --listen "$host_port" --metrics-listen 127.0.0.1:0 \
     --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
     --policies "$work/policies" --model "$root/recommender/models/default" \
+    --recommendations "$work/recommendations.json" \
     --kubeconfig "$work/webhook.kubeconfig" --budget-namespace "$budget_ns" \
     --audit-log "$work/audit.log" >"$work/sizeguard.log" 2>&1 &
   local_pid=$!
@@ -314,6 +334,13 @@ YAML
   kubectl apply -k "$work/kustomize" >/dev/null
   certs/install.sh --namespace sizeguard-system --out "$work/certs" --webhooks-only
   kubectl -n sizeguard-system rollout status deployment/sizeguard --timeout=180s
+  # The snapshot goes where the recommender CronJob writes it; the webhook reloads it once
+  # the kubelet has updated the mounted ConfigMap (waited for in the right-sizing case).
+  binary=${SIZEGUARD_BINARY:-build-release/sizeguard}
+  [[ -x $binary ]] || { cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DSIZEGUARD_BUILD_TESTS=OFF >/dev/null; cmake --build build-release --target sizeguard -j"$(nproc)"; }
+  "$binary" recommend --model "$root/recommender/models/default" --csv "$work/usage.csv" \
+    --publish-configmap sizeguard-system/sizeguard-recommendations > "$work/recommend.log" 2>&1 \
+    || { cat "$work/recommend.log"; exit 1; }
 fi
 
 step "test namespace $ns"
@@ -349,6 +376,26 @@ spec:
             requests: {cpu: "4", memory: 8Gi}
             limits: {memory: 8Gi}
 YAML
+# In force once a server-side dry run of a Pod with history comes back with a changed request
+# (right-sizing targets Pods; the Deployment stays as written).
+cat > "$work/probe-pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: audited-pod, namespace: $ns}
+spec:
+  containers:
+    - name: web
+      image: $pause
+      resources:
+        requests: {cpu: "4", memory: 8Gi}
+YAML
+dry_run_rightsized() {
+  local cpu
+  cpu=$(kubectl apply -f "$work/probe-pod.yaml" --dry-run=server \
+       -o jsonpath='{.spec.containers[0].resources.requests.cpu}' 2>/dev/null) || return 1
+  [[ -n $cpu && $cpu != 4 ]]
+}
+until_true 120 dry_run_rightsized || bad "the recommendation for $ns/demo never took effect (dry run unchanged after 120 s)"
 kubectl apply -f "$work/demo.yaml" > "$work/apply.out" 2>&1 || { cat "$work/apply.out"; bad "apply demo"; }
 pod=""
 for _ in $(seq 1 60); do
