@@ -195,7 +195,9 @@ StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const Gpu
     } else if (got.status != 404) {
       return ClusterStateError{"GET lease " + name + ": " + kube_error_summary(got.status, got.body)};
     }
-    const GpuLedger ledger = read_gpu_ledger(lease);
+    GpuLedger ledger = read_gpu_ledger(lease);
+    // A repeated call for the same request (the apiserver retrying) replaces its reservation.
+    std::erase_if(ledger.reservations, [&](const GpuReservation& r) { return r.id == id; });
     // Listed after the read: a reservation another writer dropped because it saw the pod
     // was dropped before this read, so this list shows the pod (unless it has finished).
     // Listed before, the pod could be in neither.
@@ -210,7 +212,6 @@ StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const Gpu
     if (!record || (!check.fits && charge.mode == Mode::Enforce)) return check;
 
     GpuLedger next = next_gpu_ledger(ledger, tally, pods, now_s, ttl_seconds_);
-    std::erase_if(next.reservations, [&](const GpuReservation& r) { return r.id == id; });
     next.reservations.push_back({id, charge.pod, charge.generated, charge.gpus, now_s + ttl_seconds_});
     if (!exists) {
       lease = {{"apiVersion", "coordination.k8s.io/v1"},

@@ -236,6 +236,17 @@ TEST_F(GpuReservations, DryRunsAreCheckedButReserveNothing) {
   EXPECT_EQ(a.metric("reserved"), 1);
 }
 
+TEST_F(GpuReservations, ARepeatedCallForOneRequestReservesOnce) {
+  // The apiserver may call again with the same AdmissionReview (same uid) when the first
+  // answer was lost: the pod is still one pod.
+  auto set = policies(quota("ml-quota", 1));
+  Instance a(api_, set, now_);
+  EXPECT_TRUE(validate(pod_create(1), a.context).allowed);
+  EXPECT_TRUE(validate(pod_create(1), a.context).allowed);
+  EXPECT_EQ(ledger().reservations.size(), 1u);
+  EXPECT_FALSE(validate(pod_create(2), a.context).allowed);
+}
+
 TEST_F(GpuReservations, ADenialLaterInTheDecisionTakesTheReservationBack) {
   // Two quotas on one namespace: the wide one reserves, the tight one then denies.
   auto set = policies(quota("wide", 16) + "---\n" + quota("tight", 2));
