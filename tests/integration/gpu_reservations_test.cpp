@@ -112,8 +112,10 @@ class GpuReservations : public ::testing::Test {
 };
 
 TEST_F(GpuReservations, FortyConcurrentCreatesOnTwoInstancesAdmitExactlyTheQuota) {
-  // Every admitted pod is created right away by its thread, so the other threads see a
-  // mix of visible pods and reservations whose pods are not visible yet.
+  // Two ReplicaSets' pods at once, as in issue #14 (two 12-replica Deployments applied
+  // together). Most admitted pods are created right away by their thread, so the others
+  // see a mix of visible pods and reservations whose pods are not visible yet. Every API
+  // answer is slowed so that writers overlap and meet resourceVersion conflicts.
   auto set = policies(quota("ml-quota", 16));
   Instance a(api_, set, now_), b(api_, set, now_);
   constexpr int kCreates = 40;
@@ -121,7 +123,11 @@ TEST_F(GpuReservations, FortyConcurrentCreatesOnTwoInstancesAdmitExactlyTheQuota
   std::atomic<int> admitted{0};
   std::vector<std::thread> threads;
   std::vector<AdmissionRequest> requests;
-  for (int i = 0; i < kCreates; ++i) requests.push_back(pod_create(i));
+  for (int i = 0; i < kCreates; ++i) {
+    requests.push_back(pod_create(i, 1, false, (i / 2) % 2 ? "train-6f8547b4f8-" : "eval-58c7d9f5b-"));
+  }
+  api_.set_delay(5ms);
+  api_.clear_requests();
   std::vector<char> allowed(kCreates, 0);
   for (int i = 0; i < kCreates; ++i) {
     threads.emplace_back([&, i] {
@@ -139,7 +145,13 @@ TEST_F(GpuReservations, FortyConcurrentCreatesOnTwoInstancesAdmitExactlyTheQuota
     });
   }
   for (auto& t : threads) t.join();
+  api_.set_delay(0ms);
   EXPECT_EQ(admitted.load(), 16);
+  int lease_writes = 0;
+  for (const auto& request : api_.requests()) {
+    lease_writes += request.find("/leases") != std::string::npos && request.rfind("GET ", 0) != 0;
+  }
+  EXPECT_GT(lease_writes, 16) << "writers lost compare-and-swap races and retried";
   EXPECT_EQ(a.metric("reserved") + b.metric("reserved"), 16);
   // The others were denied GPUQuotaExceeded (above), by the pods alone or with the reservations.
   EXPECT_LE(a.metric("exceeded") + b.metric("exceeded"), kCreates - 16);
