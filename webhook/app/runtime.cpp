@@ -47,7 +47,7 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
                      "how long namespace labels and parent objects read from the API are reused")
       ->capture_default_str();
   command.add_option("--budget-namespace", options.budget_namespace,
-                     "namespace of the change-budget Leases (default: $POD_NAMESPACE, else sizeguard-system)");
+                     "namespace of the change-budget and GPU-reservation Leases (default: $POD_NAMESPACE, else sizeguard-system)");
   command.add_option("--recommendations", options.recommendations,
                      "recommendations snapshot written by `sizeguard recommend` (hot-reloaded)");
   command.add_option("--model", options.model, "model directory: cold-start estimates for workloads without history");
