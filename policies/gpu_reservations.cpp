@@ -166,7 +166,11 @@ void write_gpu_ledger(Json& lease, const GpuLedger& ledger) {
 
 LeaseGpuReservationStore::LeaseGpuReservationStore(KubeClient& client, std::string namespace_, std::chrono::seconds ttl,
                                                    int max_attempts)
-    : client_(client), namespace_(std::move(namespace_)), ttl_seconds_(ttl.count()), max_attempts_(max_attempts) {}
+    : client_(client),
+      fresh_pods_(client, std::chrono::milliseconds(0), std::chrono::milliseconds(0)),
+      namespace_(std::move(namespace_)),
+      ttl_seconds_(ttl.count()),
+      max_attempts_(max_attempts) {}
 
 std::string LeaseGpuReservationStore::lease_name(const std::string& policy, const std::string& ns) {
   // FNV-1a: stable across processes and versions (std::hash is neither guaranteed).
@@ -175,8 +179,7 @@ std::string LeaseGpuReservationStore::lease_name(const std::string& policy, cons
   return std::string("sizeguard-gpu-") + buffer;
 }
 
-StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const GpuCharge& charge,
-                                                                       const GpuPodLister& list_pods, const std::string& id,
+StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const GpuCharge& charge, const std::string& id,
                                                                        std::chrono::system_clock::time_point now,
                                                                        bool record) {
   const std::string name = lease_name(charge.policy, charge.namespace_);
@@ -201,7 +204,7 @@ StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const Gpu
     // Listed after the read: a reservation another writer dropped because it saw the pod
     // was dropped before this read, so this list shows the pod (unless it has finished).
     // Listed before, the pod could be in neither.
-    auto listed = list_pods();
+    auto listed = list_gpu_pods(fresh_pods_, charge.namespace_, charge.rule);
     if (auto* error = std::get_if<ClusterStateError>(&listed)) return *error;
     const auto& pods = std::get<std::vector<GpuPod>>(listed);
     const GpuTally tally = tally_gpus(ledger, pods, now_s);
@@ -262,8 +265,8 @@ std::optional<ClusterStateError> LeaseGpuReservationStore::refund(const GpuCharg
   return ClusterStateError{"refund lease " + name + ": still conflicting"};
 }
 
-GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, ClusterState& state,
-                               const AdmissionRequest& request, std::chrono::system_clock::time_point now) {
+GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, const AdmissionRequest& request,
+                               std::chrono::system_clock::time_point now) {
   GpuReservationRun run;
   if (decision.gpu_charges.empty() || !decision.allowed()) return run;
   bool denied = false;
@@ -271,8 +274,7 @@ GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, C
     const GpuCharge& charge = decision.gpu_charges[i];
     // After a denial the pod will not be created: later charges are only checked.
     const bool record = !request.dry_run && !denied;
-    const GpuPodLister pods = [&] { return list_gpu_pods(state, charge.namespace_, charge.rule); };
-    auto result = store.try_reserve(charge, pods, request.uid, now, record);
+    auto result = store.try_reserve(charge, request.uid, now, record);
     Finding finding;
     finding.policy = charge.policy;
     finding.rule = "gpu";

@@ -9,12 +9,12 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "policies/api_cluster_state.h"
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
 #include "webhook/review.h"
@@ -36,10 +36,6 @@ GpuPod gpu_pod(const Json& pod, double gpus);
 
 // The namespace's active pods that hold GPUs by `rule`.
 StateResult<std::vector<GpuPod>> list_gpu_pods(ClusterState& state, const std::string& ns, const GpuRule& rule);
-
-// Lists the namespace's GPU pods; called after each read of the Lease, so that a pod whose
-// reservation another replica dropped (because it saw the pod) is in the list.
-using GpuPodLister = std::function<StateResult<std::vector<GpuPod>>()>;
 
 // GPUs held for an admitted pod until it is visible or the reservation expires.
 struct GpuReservation {
@@ -97,9 +93,8 @@ class GpuReservationStore {
   // Reads the ledger, then lists the pods, and counts the pods plus the reservations of
   // pods not visible yet. When `record` and the pod fits (or, outside enforce mode, the pod
   // is admitted anyway), records reservation `id` in a compare-and-swap write.
-  virtual StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const GpuPodLister& pods,
-                                                       const std::string& id, std::chrono::system_clock::time_point now,
-                                                       bool record) = 0;
+  virtual StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const std::string& id,
+                                                       std::chrono::system_clock::time_point now, bool record) = 0;
   // Takes back reservation `id` (the decision denied after all).
   virtual std::optional<ClusterStateError> refund(const GpuCharge& charge, const std::string& id) = 0;
 };
@@ -109,9 +104,9 @@ class GpuReservationStore {
 class CheckOnlyGpuReservationStore : public GpuReservationStore {
  public:
   explicit CheckOnlyGpuReservationStore(GpuReservationStore& inner) : inner_(inner) {}
-  StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const GpuPodLister& pods, const std::string& id,
+  StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const std::string& id,
                                                std::chrono::system_clock::time_point now, bool) override {
-    return inner_.try_reserve(charge, pods, id, now, false);
+    return inner_.try_reserve(charge, id, now, false);
   }
   std::optional<ClusterStateError> refund(const GpuCharge&, const std::string&) override { return std::nullopt; }
 
@@ -122,20 +117,24 @@ class CheckOnlyGpuReservationStore : public GpuReservationStore {
 inline constexpr std::chrono::seconds kGpuReservationTtl{120};
 
 // One Lease per (policy, namespace) in `namespace_` (the webhook's own, where users cannot
-// edit it), named sizeguard-gpu-<hash>.
+// edit it), named sizeguard-gpu-<hash>. The pods are listed from the API, uncached, after
+// each read of the Lease: a writer drops a reservation once it sees the pod, so only a list
+// at least as fresh as the Lease is sure to show that pod. Whatever ClusterState the engine
+// reads (a watch cache may lag behind the Lease) is not enough here.
 class LeaseGpuReservationStore : public GpuReservationStore {
  public:
   // The TTL must exceed the apiserver's request timeout (60 s): a pod is created within it
   // or never.
   LeaseGpuReservationStore(KubeClient& client, std::string namespace_, std::chrono::seconds ttl = kGpuReservationTtl,
                            int max_attempts = 32);
-  StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const GpuPodLister& pods, const std::string& id,
+  StateResult<GpuReservationCheck> try_reserve(const GpuCharge& charge, const std::string& id,
                                                std::chrono::system_clock::time_point now, bool record) override;
   std::optional<ClusterStateError> refund(const GpuCharge& charge, const std::string& id) override;
   static std::string lease_name(const std::string& policy, const std::string& ns);
 
  private:
   KubeClient& client_;
+  ApiClusterState fresh_pods_;  // nothing cached
   std::string namespace_;
   int64_t ttl_seconds_;
   int max_attempts_;
@@ -152,8 +151,8 @@ struct GpuReservationRun {
 // longer fits becomes a GPUQuotaExceeded finding (denying in enforce mode), a Lease that
 // cannot be read or written a ClusterStateUnavailable one (onClusterStateError), and then
 // everything reserved is refunded. Dry runs are checked, never reserved.
-GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, ClusterState& state,
-                               const AdmissionRequest& request, std::chrono::system_clock::time_point now);
+GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, const AdmissionRequest& request,
+                               std::chrono::system_clock::time_point now);
 // Call once the decision is final (after change budgets): refunds if it now denies.
 void settle_gpu_reservations(GpuReservationRun& run, Decision& decision, GpuReservationStore& store,
                              const AdmissionRequest& request);

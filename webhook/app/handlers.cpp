@@ -171,9 +171,7 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
   options.now = context.clock();
   Decision decision = evaluate_policies(request, *policies, *context.cluster_state, options);
   GpuReservationRun gpu_reservations;
-  if (context.gpu_reservations) {
-    gpu_reservations = reserve_gpus(decision, *context.gpu_reservations, *context.cluster_state, request, options.now);
-  }
+  if (context.gpu_reservations) gpu_reservations = reserve_gpus(decision, *context.gpu_reservations, request, options.now);
   if (context.budgets) {
     spend_budgets(decision, *context.budgets, request, options.now);
   } else if (!decision.budget_charges.empty()) {
