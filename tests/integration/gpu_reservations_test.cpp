@@ -214,6 +214,9 @@ TEST_F(GpuReservations, APodThatAppearsReplacesItsReservation) {
   EXPECT_THAT(fifth.status->message,
               HasSubstr("namespace ml-team: 16 of 16 GPUs in use or reserved (12 by pods, 4 reserved for pods being "
                         "created), this pod asks 1 (policy ml-quota)"));
+  EXPECT_THAT(b.metrics.render(),
+              HasSubstr("sizeguard_policy_decisions_total{policy=\"ml-quota\",rule=\"gpu\",mode=\"enforce\",result=\"deny\"} 1"))
+      << "the gpu rule's outcome says who denied";
 }
 
 TEST_F(GpuReservations, AReservationWhosePodNeverAppearsExpires) {
@@ -250,6 +253,18 @@ TEST_F(GpuReservations, DryRunsAreCheckedButReserveNothing) {
             version);
   EXPECT_EQ(a.metric("checked"), 1);
   EXPECT_EQ(a.metric("reserved"), 1);
+
+  // `sizeguard review` against a live cluster counts reservations but never writes one.
+  CheckOnlyGpuReservationStore check_only(a.reservations);
+  a.context.gpu_reservations = &check_only;
+  EXPECT_FALSE(validate(pod_create(4), a.context).allowed);
+  EXPECT_EQ(ledger().reservations.size(), 1u);
+  now_ += kGpuReservationTtl.count();
+  EXPECT_TRUE(validate(pod_create(5), a.context).allowed);
+  EXPECT_EQ(api_.get(kLeases, "leases", "sizeguard-system", LeaseGpuReservationStore::lease_name("ml-quota", kNamespace))
+                ->at("metadata")
+                .at("resourceVersion"),
+            version);
 }
 
 TEST_F(GpuReservations, ARepeatedCallForOneRequestReservesOnce) {
