@@ -4,7 +4,7 @@
 // pod therefore leaves a reservation in a coordination.k8s.io/v1 Lease per (policy,
 // namespace), written with compare-and-swap on resourceVersion like change budgets; a
 // pod's reservation stops counting once the pod is visible, and lapses after a TTL when
-// the pod never appears (denied later, dry run of another client, failed create).
+// the pod never appears (denied by a later webhook or by the apiserver, a failed create).
 #pragma once
 
 #include <chrono>
