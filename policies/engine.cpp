@@ -191,9 +191,27 @@ void run_gpu(RuleRun& run, const GpuRule& rule) {
       run.state_error("gpu", ClusterStateError{"pods in namespace " + s.request().namespace_ + ": " + error->message}, true);
       return;
     }
+    // Pods admitted but not created yet are not among the pods: the webhook reserves
+    // each admitted pod's GPUs (gpu_reservations.h).
+    GpuCharge charge;
+    charge.policy = run.policy.name;
+    charge.namespace_ = s.request().namespace_;
+    charge.pod = s.object().value("/metadata/name"_json_pointer, std::string());
+    charge.gpus = per_pod;
+    charge.limit = *rule.namespace_total;
+    charge.rule = rule;
+    charge.deny_on_state_error = run.policy.on_cluster_state_error.value_or(OnStateError::Deny) == OnStateError::Deny;
+    if (charge.pod.empty()) charge.pod = s.request().name;
+    if (charge.pod.empty()) {  // the apiserver generates the name after admission
+      charge.pod = s.object().value("/metadata/generateName"_json_pointer, std::string());
+      charge.generated = true;
+    }
     double in_use = 0;
     for (const auto& pod : std::get<std::vector<Json>>(pods)) in_use += pod_gpus(pod, WorkloadKind::Pod, rule);
-    if (in_use + per_pod > *rule.namespace_total + kGpuEpsilon) {
+    const bool over = in_use + per_pod > *rule.namespace_total + kGpuEpsilon;
+    charge.over_limit = over;
+    run.decision.gpu_charges.push_back(std::move(charge));
+    if (over) {
       run.violation("gpu", "GPUQuotaExceeded",
                     "namespace " + s.request().namespace_ + ": " + format_count(in_use) + " of " +
                         format_count(*rule.namespace_total) + " GPUs in use, this pod asks " + format_count(per_pod),
@@ -311,6 +329,8 @@ Mode effective_mode(const Policy& policy, Subject& subject, const EvaluationOpti
 
 }  // namespace
 
+double rules::pod_gpu_count(const Json& pod, const GpuRule& rule) { return pod_gpus(pod, WorkloadKind::Pod, rule); }
+
 bool Decision::allowed() const {
   return std::none_of(findings.begin(), findings.end(), [](const Finding& f) { return f.denies; });
 }
@@ -366,7 +386,9 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
     const bool charges = std::any_of(decision.budget_charges.begin(), decision.budget_charges.end(),
                                      [&](const BudgetCharge& c) { return c.policy == policy.name; }) ||
                          std::any_of(decision.reason_claims.begin(), decision.reason_claims.end(),
-                                     [&](const ReasonClaim& c) { return c.policy == policy.name; });
+                                     [&](const ReasonClaim& c) { return c.policy == policy.name; }) ||
+                         std::any_of(decision.gpu_charges.begin(), decision.gpu_charges.end(),
+                                     [&](const GpuCharge& c) { return c.policy == policy.name; });
     run.settle(run.deny_if_enforced.empty() && !charges ? provisional
                                                         : effective_mode(policy, subject, options, decision));
     for (auto& charge : decision.budget_charges) {
@@ -374,6 +396,9 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
     }
     for (auto& claim : decision.reason_claims) {
       if (claim.policy == policy.name) claim.mode = run.mode;
+    }
+    for (auto& charge : decision.gpu_charges) {
+      if (charge.policy == policy.name) charge.mode = run.mode;
     }
   }
   return decision;

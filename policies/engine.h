@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "policies/cluster_state.h"
+#include "policies/gpu_charge.h"
 #include "policies/policy.h"
 #include "webhook/review.h"
 
@@ -77,6 +78,7 @@ struct Decision {
   std::vector<std::string> notes;  // things worth a warning that are not findings
   std::vector<BudgetCharge> budget_charges;
   std::vector<ReasonClaim> reason_claims;
+  std::vector<GpuCharge> gpu_charges;  // reserved by the webhook (gpu_reservations.h)
   std::map<std::string, std::string> audit_fields;  // e.g. changeReason, breakGlass
   bool allowed() const;
 };

@@ -197,6 +197,9 @@ struct RuleRun {
   std::vector<std::pair<std::string, std::pair<size_t, size_t>>> rule_findings;
 };
 
+// A pod's GPUs as the scheduler counts them, weighted by the rule's resources (engine.cpp).
+double pod_gpu_count(const Json& pod, const GpuRule& rule);
+
 // spec.automation of one policy (automation.cpp).
 void run_automation(RuleRun& run, const AutomationRule& rule, const EvaluationOptions& options);
 // Whether the automation rules apply to this request at all (kind and operation).

@@ -295,6 +295,9 @@ FakeApiServer::FakeApiServer(std::string token) : token_(std::move(token)) {
   }
   server_ = std::make_unique<httplib::SSLServer>(certs.server_cert.c_str(), certs.server_key.c_str());
   if (!server_->is_valid()) throw std::runtime_error("fake apiserver: cannot load the serving certificate");
+  // Each open keep-alive connection holds a worker: tests with dozens of concurrent
+  // clients need more than httplib's default 8.
+  server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   server_->set_keep_alive_timeout(5);
   server_->set_tcp_nodelay(true);
   server_->set_keep_alive_max_count(1000);

@@ -62,6 +62,7 @@ void describe_handler_metrics(Metrics& metrics) {
   metrics.describe("sizeguard_policy_decisions_total", MetricType::Counter,
                    "Policy rule evaluations by policy, rule, effective mode and result "
                    "(pass, deny, warn, audit, error).");
+  describe_gpu_reservation_metrics(metrics);
 }
 
 AdmissionResponse to_admission_response(const AdmissionRequest& request, const Decision& decision) {
@@ -177,6 +178,8 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
   EvaluationOptions options = context.evaluation;
   options.now = context.clock();
   Decision decision = evaluate_policies(request, *policies, *context.cluster_state, options);
+  GpuReservationRun gpu_reservations;
+  if (context.gpu_reservations) gpu_reservations = reserve_gpus(decision, *context.gpu_reservations, request, options.now);
   if (context.budgets) {
     spend_budgets(decision, *context.budgets, request, options.now);
   } else {
@@ -187,9 +190,11 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
       decision.notes.push_back("change reasons not checked for reuse: no cluster access to record them");
     }
   }
+  if (context.gpu_reservations) settle_gpu_reservations(gpu_reservations, decision, *context.gpu_reservations, request);
   AdmissionResponse response = to_admission_response(request, decision);
   if (context.report) context.report->validated(request, response.allowed);
   if (context.metrics) {
+    count_gpu_reservations(gpu_reservations, *context.metrics);
     for (const auto& o : decision.outcomes) {
       context.metrics->increment("sizeguard_policy_decisions_total",
                                  {{"policy", o.policy}, {"rule", o.rule}, {"mode", std::string(to_string(o.mode))},

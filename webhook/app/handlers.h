@@ -9,6 +9,7 @@
 #include "policies/budget.h"
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
+#include "policies/gpu_reservations.h"
 #include "policies/policy.h"
 #include "webhook/app/rightsizing.h"
 #include "webhook/audit.h"
@@ -23,6 +24,7 @@ struct AdmissionContext {
   std::function<std::shared_ptr<const PolicySet>()> policies;
   ClusterState* cluster_state = nullptr;
   BudgetStore* budgets = nullptr;  // null: change budgets are reported as not evaluated
+  GpuReservationStore* gpu_reservations = nullptr;  // null: GPU namespace totals count visible pods only
   std::function<std::chrono::system_clock::time_point()> clock = [] { return std::chrono::system_clock::now(); };
   EvaluationOptions evaluation;
   // Right-sizing inputs (recommendations snapshot, model); null: /mutate changes nothing.

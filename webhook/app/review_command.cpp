@@ -420,6 +420,10 @@ int run_review(const ReviewFlags& flags) {
     std::cerr << "sizeguard review: " << e.what() << "\n";
     return 2;
   }
+  std::optional<CheckOnlyGpuReservationStore> check_only;
+  if (runtime->gpu_reservations) {
+    runtime->context.gpu_reservations = &check_only.emplace(*runtime->gpu_reservations);
+  }
 
   bool all_allowed = true;
   Json results = Json::array();

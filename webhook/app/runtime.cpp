@@ -47,7 +47,7 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
                      "how long namespace labels and parent objects read from the API are reused")
       ->capture_default_str();
   command.add_option("--budget-namespace", options.budget_namespace,
-                     "namespace of the change-budget Leases (default: $POD_NAMESPACE, else sizeguard-system)");
+                     "namespace of the change-budget and GPU-reservation Leases (default: $POD_NAMESPACE, else sizeguard-system)");
   command.add_option("--recommendations", options.recommendations,
                      "recommendations snapshot written by `sizeguard recommend` (hot-reloaded)");
   command.add_option("--model", options.model, "model directory: cold-start estimates for workloads without history");
@@ -84,6 +84,7 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
     std::string budget_namespace = options.budget_namespace;
     if (budget_namespace.empty()) budget_namespace = std::getenv("POD_NAMESPACE") ? std::getenv("POD_NAMESPACE") : "sizeguard-system";
     runtime->budgets = std::make_unique<LeaseBudgetStore>(*client, budget_namespace);
+    runtime->gpu_reservations = std::make_unique<LeaseGpuReservationStore>(*client, budget_namespace);
     spdlog::info("cluster state from the Kubernetes API ({}), cache TTL {} ms", client->config().source, cache_ttl.count());
     runtime->keep_alive = client;
   } else {
@@ -133,6 +134,7 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
   runtime->context.policies = [store = runtime->policies.get()] { return store->current(); };
   runtime->context.cluster_state = runtime->cluster_state.get();
   runtime->context.budgets = runtime->budgets.get();
+  runtime->context.gpu_reservations = runtime->gpu_reservations.get();
   runtime->context.evaluation.default_mode = *mode;
   runtime->context.metrics = &metrics;
   runtime->context.audit = runtime->audit.get();

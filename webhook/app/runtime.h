@@ -50,6 +50,7 @@ struct Runtime {
   std::unique_ptr<PolicyStore> policies;
   std::unique_ptr<ClusterState> cluster_state;
   std::unique_ptr<BudgetStore> budgets;
+  std::unique_ptr<GpuReservationStore> gpu_reservations;
   std::unique_ptr<AuditLog> audit;
   std::unique_ptr<RecommendationStore> recommendations;
   std::shared_ptr<const ModelMetadata> model;
