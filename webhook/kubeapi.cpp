@@ -758,30 +758,33 @@ KubeResponse KubeClient::stream(const std::string& path_and_query, std::chrono::
   if (const std::string token = impl_->current_token(); !token.empty()) {
     request.headers.emplace("Authorization", "Bearer " + token);
   }
+  auto last_read = std::chrono::steady_clock::now();  // to tell a silent stream from a reset one
   request.response_handler = [&](const httplib::Response& response) {
+    last_read = std::chrono::steady_clock::now();
     out.status = response.status;
     if (on_status) on_status(response.status);
     return !cancel.cancelled();  // a cancel that raced the connect
   };
   request.content_receiver = [&](const char* data, std::size_t size, uint64_t, uint64_t) {
+    last_read = std::chrono::steady_clock::now();
     if (out.status < 200 || out.status >= 300) {
       if (out.body.size() < 64 * 1024) out.body.append(data, size);
       return true;
     }
     return on_data(std::string_view(data, size));
   };
-  const auto start = std::chrono::steady_clock::now();
+  last_read = std::chrono::steady_clock::now();
   httplib::Result result = [&] {
     SigpipeGuard guard;
     return connection->client->send(request);
   }();
   ERR_clear_error();
   if (!result && result.error() != httplib::Error::Canceled) {
-    const auto elapsed = std::chrono::steady_clock::now() - start;
+    const auto now = std::chrono::steady_clock::now();
+    const bool silent = result.error() == httplib::Error::Read && now - last_read >= read_timeout * 9 / 10;
     out.transport_error = cancel.cancelled() ? "cancelled"
-                          : result.error() == httplib::Error::Read && elapsed >= read_timeout * 9 / 10
-                              ? "nothing received for " + std::to_string(read_timeout.count()) + "ms"
-                              : impl_->describe(result.error(), *connection, elapsed);
+                          : silent ? "nothing received for " + std::to_string(read_timeout.count()) + "ms"
+                                   : impl_->describe(result.error(), *connection, now - last_read);
   }
   return out;
 }

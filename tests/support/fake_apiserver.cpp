@@ -414,6 +414,11 @@ void FakeApiServer::set_gone_as_http_status(bool http) {
   gone_as_http_ = http;
 }
 
+void FakeApiServer::set_watch_heartbeats(bool on) {
+  std::lock_guard lock(mutex_);
+  heartbeats_ = on;
+}
+
 void FakeApiServer::drop_watches() {
   {
     std::lock_guard lock(mutex_);
@@ -620,9 +625,19 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
       if (!ns.empty() && std::get<1>(k) != ns) continue;
       if (matches_labels(object, labels) && matches_fields(object, fields)) items.push_back(object);
     }
+    Json metadata = {{"resourceVersion", std::to_string(resource_version_)}};
+    // Pages: `limit` items from the offset the `continue` token carries.
+    const std::size_t limit = std::strtoull(request.get_param_value("limit").c_str(), nullptr, 10);
+    if (limit > 0) {
+      const std::size_t offset = std::strtoull(request.get_param_value("continue").c_str(), nullptr, 10);
+      Json page = Json::array();
+      for (std::size_t i = offset; i < items.size() && i < offset + limit; ++i) page.push_back(items[i]);
+      if (offset + limit < items.size()) metadata["continue"] = std::to_string(offset + limit);
+      items = std::move(page);
+    }
     Json list = {{"kind", kind_for(resource) + "List"},
                  {"apiVersion", prefix.substr(prefix.find('/') + 1)},
-                 {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}},
+                 {"metadata", metadata},
                  {"items", items}};
     response.set_content(list.dump(), "application/json");
   } else if (request.method == "POST" && collection) {
@@ -758,10 +773,11 @@ void FakeApiServer::watch(const httplib::Request& request, httplib::Response& re
         const bool finished = stopping_ || state->gone || end_generation_ != state->end ||
                               std::chrono::steady_clock::now() >= deadline;
         if (finished) --open_watches_;
+        const bool heartbeats = heartbeats_;
         lock.unlock();
         // A newline now and then finds a client that went away (real streams send bookmarks).
         const auto now = std::chrono::steady_clock::now();
-        if (out.empty() && !finished && now - state->last_write > std::chrono::seconds(1)) out = "\n";
+        if (out.empty() && !finished && heartbeats && now - state->last_write > std::chrono::seconds(1)) out = "\n";
         if (!out.empty()) {
           state->last_write = now;
           if (!sink.write(out.data(), out.size())) {

@@ -7,7 +7,7 @@
 // /apis/{g}/{v}/namespaces/{ns}/{res}/{name}, and cluster-scoped /api/v1/{res}/{name});
 // LIST of a collection with labelSelector (a=b, a==b, a!=b, key, !key, key in (x,y),
 // key notin (x,y)) and fieldSelector (field=x, field!=x; comma = AND; a pod without
-// status.phase is Pending); POST create (409 AlreadyExists), PUT replace (404 when absent,
+// status.phase is Pending), in pages with limit/continue; POST create (409 AlreadyExists), PUT replace (404 when absent,
 // 409 Conflict when metadata.resourceVersion is given and differs from the stored one),
 // DELETE. Every write bumps a global resourceVersion. Errors are metav1.Status bodies.
 //
@@ -86,6 +86,9 @@ class FakeApiServer {
   void drop_watches();                     // close every open watch stream abruptly
   void end_watches();                      // end every open watch stream cleanly
   void send_bookmarks();                   // a BOOKMARK on every stream that allows them
+  // Streams write a bare newline after 1 s of silence (to notice clients that went away);
+  // off, a quiet stream sends nothing, like a connection that died without a FIN.
+  void set_watch_heartbeats(bool on);
   int open_watches() const;                // watch streams being served now
   int watches_started() const;             // watch requests answered with a stream so far
 
@@ -138,6 +141,7 @@ class FakeApiServer {
   std::vector<Event> events_;
   std::uint64_t compacted_ = 0;  // watches from an older resourceVersion get 410
   bool gone_as_http_ = false;
+  bool heartbeats_ = true;
   int drop_generation_ = 0, end_generation_ = 0, bookmark_generation_ = 0;
   int open_watches_ = 0, watches_started_ = 0;
   std::condition_variable watch_wake_;
