@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cerrno>
@@ -734,13 +735,24 @@ KubeResponse KubeClient::stream(const std::string& path_and_query, std::chrono::
     return out;
   }
   auto connection = impl_->connect(read_timeout);
+  // cancel() shuts the socket down, which ends the blocking read at once. (Not httplib's
+  // stop(): it takes the client's lock from the cancelling thread while the streaming one
+  // holds requests in flight.) Whichever of cancel() and the socket's creation comes
+  // second does the shutdown, so a cancel racing the connect is not lost.
+  auto socket_fd = std::make_shared<std::atomic<int>>(-1);
+  connection->client->set_socket_options([socket_fd, &cancel](int sock) {
+    socket_fd->store(sock);
+    if (cancel.cancelled()) ::shutdown(sock, SHUT_RDWR);
+  });
   {
     std::lock_guard lock(cancel.mutex_);
     if (cancel.cancelled_) {
       out.transport_error = "cancelled";
       return out;
     }
-    cancel.stop_ = [client = connection->client.get()] { client->stop(); };
+    cancel.stop_ = [socket_fd] {
+      if (const int fd = socket_fd->load(); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    };
   }
   struct ClearStop {
     KubeStreamCancel& cancel;
