@@ -1,6 +1,7 @@
 // ClusterState over the Kubernetes API, with a short-TTL cache: namespace labels and
 // objects are cached for `object_ttl`, active pods for `pods_ttl` (0 = always fresh).
-// Errors are never cached. Thread-safe; concurrent misses may each fetch.
+// Errors are never cached. Thread-safe; concurrent misses may each fetch. For one-shot use
+// (`review --kubeconfig`); `serve` reads watches kept in memory (watch_cluster_state.h).
 #pragma once
 
 #include <chrono>

@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -195,6 +197,8 @@ std::vector<Owned<X509>> parse_certificates(const std::string& pem, const char* 
 struct Connection {
   std::unique_ptr<httplib::SSLClient> client;
   std::string verify_error;
+  std::chrono::steady_clock::time_point last_used;  // when it went back to the pool
+  bool reused = false;                              // taken from the pool (it served a request before)
 };
 
 int verify_callback(int ok, X509_STORE_CTX* store) {
@@ -459,6 +463,7 @@ struct KubeClient::Impl {
 
   std::mutex pool_mutex;
   std::vector<std::unique_ptr<Connection>> idle;
+  std::atomic<std::size_t> opened{0};
 
   explicit Impl(KubeConfig c) : config(std::move(c)), token(config.token) {
     auto parsed = parse_server(config.server);
@@ -524,20 +529,34 @@ struct KubeClient::Impl {
     return token;
   }
 
-  std::unique_ptr<Connection> acquire() {
-    {
+  // A pooled connection idle for less than config.max_idle, else a new one. Older ones
+  // are closed here (outside the lock: closing sends a TLS close_notify).
+  std::unique_ptr<Connection> acquire(bool pooled = true) {
+    std::vector<std::unique_ptr<Connection>> expired;
+    if (pooled) {
+      const auto now = std::chrono::steady_clock::now();
       std::lock_guard lock(pool_mutex);
-      if (!idle.empty()) {
+      while (!idle.empty()) {
         auto connection = std::move(idle.back());
         idle.pop_back();
-        return connection;
+        if (now - connection->last_used < config.max_idle) {
+          connection->reused = true;
+          return connection;
+        }
+        expired.push_back(std::move(connection));
       }
     }
+    expired.clear();
+    return connect(config.timeout);
+  }
+
+  std::unique_ptr<Connection> connect(std::chrono::milliseconds read_timeout) {
+    ++opened;
     auto connection = std::make_unique<Connection>();
     connection->client = std::make_unique<httplib::SSLClient>(url.host, url.port);
     auto& client = *connection->client;
     client.set_connection_timeout(config.timeout);
-    client.set_read_timeout(config.timeout);
+    client.set_read_timeout(read_timeout);
     client.set_write_timeout(config.timeout);
     client.set_keep_alive(true);
     client.set_tcp_nodelay(true);
@@ -573,7 +592,10 @@ struct KubeClient::Impl {
   }
 
   void release(std::unique_ptr<Connection> connection) {
+    connection->last_used = std::chrono::steady_clock::now();
+    connection->reused = false;
     std::lock_guard lock(pool_mutex);
+    // Most recently used last: acquire() takes from the back, so the freshest is reused.
     if (idle.size() < kMaxIdleConnections) idle.push_back(std::move(connection));
   }
 
@@ -607,12 +629,24 @@ struct KubeClient::Impl {
     }
   }
 
-  KubeResponse send_once(std::string_view method, const std::string& path_and_query, const std::string& body,
-                         std::string_view content_type, const std::string& bearer) {
-    KubeResponse out;
-    auto connection = acquire();
+  struct Attempt {
+    KubeResponse response;
+    bool resendable = false;  // failed on a reused connection before any response arrived
+  };
+
+  Attempt send_once(std::string_view method, const std::string& path_and_query, const std::string& body,
+                    std::string_view content_type, const std::string& bearer, bool pooled = true) {
+    Attempt attempt;
+    KubeResponse& out = attempt.response;
+    auto connection = acquire(pooled);
     connection->verify_error.clear();
+    const bool reused = connection->reused;
+    bool answered = false;  // the status line and headers arrived
     httplib::Request request;
+    request.response_handler = [&answered](const httplib::Response&) {
+      answered = true;
+      return true;
+    };
     request.method = std::string(method);
     request.path = url.base_path + path_and_query;
     request.headers.emplace("Accept", "application/json");
@@ -631,14 +665,40 @@ struct KubeClient::Impl {
     ERR_clear_error();  // leave no stale OpenSSL errors on this thread
     if (!result) {
       out.transport_error = describe(result.error(), *connection, elapsed);
-      return out;  // the connection is dropped, not pooled
+      // A timeout is not resent: the server may be processing the request.
+      const bool closed = result.error() == httplib::Error::Read || result.error() == httplib::Error::Write;
+      attempt.resendable = reused && !answered && closed && elapsed < config.timeout * 9 / 10;
+      return attempt;  // the connection is dropped, not pooled
     }
     out.status = result->status;
     out.body = std::move(result->body);
-    release(std::move(connection));
-    return out;
+    if (result->get_header_value("Connection") != "close") release(std::move(connection));
+    return attempt;
+  }
+
+  // send_once, and once more on a new connection when the first attempt died on a reused
+  // connection before any answer and the method may be repeated.
+  KubeResponse send(std::string_view method, const std::string& path_and_query, const std::string& body,
+                    std::string_view content_type, const std::string& bearer) {
+    Attempt attempt = send_once(method, path_and_query, body, content_type, bearer);
+    const bool idempotent = method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE";
+    if (attempt.resendable && idempotent) {
+      attempt = send_once(method, path_and_query, body, content_type, bearer, /*pooled=*/false);
+    }
+    return std::move(attempt.response);
   }
 };
+
+void KubeStreamCancel::cancel() {
+  std::lock_guard lock(mutex_);
+  cancelled_ = true;
+  if (stop_) stop_();
+}
+
+bool KubeStreamCancel::cancelled() const {
+  std::lock_guard lock(mutex_);
+  return cancelled_;
+}
 
 KubeClient::KubeClient(KubeConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
@@ -654,14 +714,91 @@ KubeResponse KubeClient::request(std::string_view method, const std::string& pat
     return out;
   }
   const std::string token = impl_->current_token();
-  KubeResponse response = impl_->send_once(method, path_and_query, body, content_type, token);
+  KubeResponse response = impl_->send(method, path_and_query, body, content_type, token);
   if (response.status == 401 && !impl_->config.token_file.empty()) {
     // The token may have rotated since it was last read: re-read it now, and retry once
     // if it changed (a 401 means the request was not processed, so retrying is safe).
     const std::string fresh = impl_->current_token(true);
-    if (fresh != token) response = impl_->send_once(method, path_and_query, body, content_type, fresh);
+    if (fresh != token) response = impl_->send(method, path_and_query, body, content_type, fresh);
   }
   return response;
+}
+
+std::size_t KubeClient::connections_opened() const { return impl_->opened.load(); }
+
+KubeResponse KubeClient::stream(const std::string& path_and_query, std::chrono::milliseconds read_timeout,
+                                const std::function<void(int)>& on_status,
+                                const std::function<bool(std::string_view)>& on_data, KubeStreamCancel& cancel) {
+  KubeResponse out;
+  if (!impl_->setup_error.empty()) {
+    out.transport_error = impl_->setup_error;
+    return out;
+  }
+  auto connection = impl_->connect(read_timeout);
+  // cancel() shuts the socket down, which ends the blocking read at once. (Not httplib's
+  // stop(): it takes the client's lock from the cancelling thread while the streaming one
+  // holds requests in flight.) Whichever of cancel() and the socket's creation comes
+  // second does the shutdown, so a cancel racing the connect is not lost.
+  auto socket_fd = std::make_shared<std::atomic<int>>(-1);
+  connection->client->set_socket_options([socket_fd, &cancel](int sock) {
+    socket_fd->store(sock);
+    if (cancel.cancelled()) ::shutdown(sock, SHUT_RDWR);
+  });
+  {
+    std::lock_guard lock(cancel.mutex_);
+    if (cancel.cancelled_) {
+      out.transport_error = "cancelled";
+      return out;
+    }
+    cancel.stop_ = [socket_fd] {
+      if (const int fd = socket_fd->load(); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    };
+  }
+  struct ClearStop {
+    KubeStreamCancel& cancel;
+    ~ClearStop() {
+      std::lock_guard lock(cancel.mutex_);
+      cancel.stop_ = nullptr;
+    }
+  } clear_stop{cancel};
+
+  httplib::Request request;
+  request.method = "GET";
+  request.path = impl_->url.base_path + path_and_query;
+  request.headers.emplace("Accept", "application/json");
+  request.headers.emplace("User-Agent", std::string("sizeguard/") + SIZEGUARD_VERSION);
+  if (const std::string token = impl_->current_token(); !token.empty()) {
+    request.headers.emplace("Authorization", "Bearer " + token);
+  }
+  auto last_read = std::chrono::steady_clock::now();  // to tell a silent stream from a reset one
+  request.response_handler = [&](const httplib::Response& response) {
+    last_read = std::chrono::steady_clock::now();
+    out.status = response.status;
+    if (on_status) on_status(response.status);
+    return !cancel.cancelled();  // a cancel that raced the connect
+  };
+  request.content_receiver = [&](const char* data, std::size_t size, uint64_t, uint64_t) {
+    last_read = std::chrono::steady_clock::now();
+    if (out.status < 200 || out.status >= 300) {
+      if (out.body.size() < 64 * 1024) out.body.append(data, size);
+      return true;
+    }
+    return on_data(std::string_view(data, size));
+  };
+  last_read = std::chrono::steady_clock::now();
+  httplib::Result result = [&] {
+    SigpipeGuard guard;
+    return connection->client->send(request);
+  }();
+  ERR_clear_error();
+  if (!result && result.error() != httplib::Error::Canceled) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool silent = result.error() == httplib::Error::Read && now - last_read >= read_timeout * 9 / 10;
+    out.transport_error = cancel.cancelled() ? "cancelled"
+                          : silent ? "nothing received for " + std::to_string(read_timeout.count()) + "ms"
+                                   : impl_->describe(result.error(), *connection, now - last_read);
+  }
+  return out;
 }
 
 std::variant<Json, std::string> KubeClient::get_json(const std::string& path_and_query) {

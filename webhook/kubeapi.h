@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -23,6 +25,10 @@ struct KubeConfig {
   std::string token_file;             // re-read at most every 60 s (bound tokens rotate)
   std::string client_cert_pem, client_key_pem;  // client-certificate auth
   std::chrono::milliseconds timeout{2000};      // connect + read + write, per request
+  // A pooled keep-alive connection idle longer than this is closed, not reused: the
+  // apiserver closes idle connections after 90 s, and a request written into a
+  // connection the server is closing fails.
+  std::chrono::milliseconds max_idle{30000};
   std::string source;                 // "in-cluster" or "kubeconfig /path (context x)"
 };
 
@@ -44,6 +50,19 @@ struct KubeResponse {
   std::string transport_error;  // set when no HTTP answer: timeout, refused, TLS
 };
 
+// Ends a running KubeClient::stream from another thread (shutdown of a watch).
+class KubeStreamCancel {
+ public:
+  void cancel();
+  bool cancelled() const;
+
+ private:
+  friend class KubeClient;
+  mutable std::mutex mutex_;
+  bool cancelled_ = false;
+  std::function<void()> stop_;  // closes the running stream's socket
+};
+
 class KubeClient {
  public:
   explicit KubeClient(KubeConfig config);
@@ -52,12 +71,27 @@ class KubeClient {
   KubeClient& operator=(const KubeClient&) = delete;
 
   // Thread-safe. path_and_query must already be escaped (see kube_path_escape).
+  // A GET, HEAD, PUT or DELETE that fails on a reused pooled connection before any
+  // response arrived is sent once more on a new connection: the server closed the idle
+  // connection as the request went out, so it was not processed.
   KubeResponse request(std::string_view method, const std::string& path_and_query,
                        const std::string& body = "", std::string_view content_type = "application/json");
 
   // GET returning parsed JSON, or e.g. "GET /api/v1/namespaces/x: 403 Forbidden: <message>",
   // "GET ...: timeout after 2000ms", "GET ...: connection failed: ...".
   std::variant<Json, std::string> get_json(const std::string& path_and_query);
+
+  // A streaming GET (a watch) on a connection of its own, never pooled. `on_status` gets
+  // the status as soon as the headers arrive; `on_data` the body bytes of a 2xx answer as
+  // they arrive (return false to stop); other answers are collected into `body`. Returns
+  // when the server ends the response, on_data says stop, nothing arrives for
+  // `read_timeout`, or `cancel` fires.
+  KubeResponse stream(const std::string& path_and_query, std::chrono::milliseconds read_timeout,
+                      const std::function<void(int)>& on_status,
+                      const std::function<bool(std::string_view)>& on_data, KubeStreamCancel& cancel);
+
+  // Connections opened so far (tests: the idle bound and the retry are observable).
+  std::size_t connections_opened() const;
 
   const KubeConfig& config() const;
 

@@ -357,6 +357,54 @@ TEST_F(KubeApiTest, ConcurrentRequestsShareThePool) {
   EXPECT_EQ(server.request_count(), 80u);
 }
 
+// The apiserver closes idle keep-alive connections (after 90 s); a request written into
+// such a connection used to fail, and with it the review's lookup. The client now resends
+// an idempotent request once, on a new connection.
+TEST(KubeClientIdle, ConnectionClosedByTheServerWhileIdleIsReplacedTransparently) {
+  FakeApiServer server("token", /*idle_timeout_seconds=*/1);
+  server.put("api/v1", "namespaces", "", {{"metadata", {{"name", "prod"}}}});
+  KubeConfig c = server.client_config(2000ms);
+  c.max_idle = 60s;  // keep the pooled connection past the server's idle timeout
+  KubeClient client(c);
+  ASSERT_TRUE(std::holds_alternative<Json>(client.get_json("/api/v1/namespaces/prod")));
+  ASSERT_EQ(server.open_connections(), 1);
+  // Wait (bounded) for the server to close the idle connection.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (server.open_connections() != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server.open_connections(), 0);
+  auto again = client.get_json("/api/v1/namespaces/prod");
+  EXPECT_EQ(error_of(again), "");
+  EXPECT_EQ(client.connections_opened(), 2u);
+  // PUT with a resourceVersion is resent the same way (a conflict would say so, not a lost write).
+  while (server.open_connections() != 0 && std::chrono::steady_clock::now() < deadline + 10s) std::this_thread::sleep_for(10ms);
+  Json ns = json_of(again);
+  ns["metadata"]["labels"] = {{"a", "b"}};
+  auto put = client.request("PUT", "/api/v1/namespaces/prod", ns.dump());
+  EXPECT_EQ(put.transport_error, "");
+  EXPECT_EQ(put.status, 200);
+  EXPECT_EQ(client.connections_opened(), 3u);
+}
+
+TEST(KubeClientIdle, PooledConnectionsOlderThanMaxIdleAreNotReused) {
+  FakeApiServer server;
+  server.put("api/v1", "namespaces", "", {{"metadata", {{"name", "prod"}}}});
+  KubeConfig c = server.client_config(2000ms);
+  c.max_idle = 100ms;
+  KubeClient client(c);
+  ASSERT_TRUE(std::holds_alternative<Json>(client.get_json("/api/v1/namespaces/prod")));
+  ASSERT_TRUE(std::holds_alternative<Json>(client.get_json("/api/v1/namespaces/prod")));
+  EXPECT_EQ(client.connections_opened(), 1u);  // reused while fresh
+  const auto idle_from = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - idle_from < 150ms) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(std::holds_alternative<Json>(client.get_json("/api/v1/namespaces/prod")));
+  EXPECT_EQ(client.connections_opened(), 2u);
+  EXPECT_EQ(server.connections_seen(), 2u);
+}
+
+TEST_F(KubeApiTest, DefaultMaxIdleIsWellUnderTheApiserversNinetySeconds) {
+  EXPECT_EQ(KubeConfig{}.max_idle, 30s);
+}
+
 TEST(KubePathEscape, EscapesReservedCharacters) {
   EXPECT_EQ(kube_path_escape("status.phase!=Succeeded,app in (a,b)"),
             "status.phase%21%3DSucceeded%2Capp%20in%20%28a%2Cb%29");

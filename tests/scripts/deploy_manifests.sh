@@ -277,8 +277,10 @@ for current in variants:
         return out
     A = "*any*"
     read = one(docs, "ClusterRole", "sizeguard-read")
-    want_read = {("", "namespaces", "get", A), ("", "pods", "list", A), ("", "replicationcontrollers", "get", A),
-                 ("apps", "deployments", "get", A), ("apps", "statefulsets", "get", A), ("apps", "replicasets", "get", A)}
+    # Watched (list+watch, get when the watch has not seen an object yet); replicationcontrollers by GET only.
+    want_read = {("", "namespaces", v, A) for v in ("get", "list", "watch")} | \
+                {("", "pods", v, A) for v in ("list", "watch")} | {("", "replicationcontrollers", "get", A)} | \
+                {("apps", r, v, A) for r in ("deployments", "statefulsets", "replicasets") for v in ("get", "list", "watch")}
     check(grants(read) == want_read, f"ClusterRole sizeguard-read grants {sorted(grants(read) ^ want_read)} differently")
     budgets = one(docs, "Role", "sizeguard-budgets")
     want_budgets = {("coordination.k8s.io", "leases", v, A) for v in ("get", "create", "update")}

@@ -284,7 +284,7 @@ Json kube_status(int code, const std::string& reason, const std::string& message
               {"code", code}};
 }
 
-FakeApiServer::FakeApiServer(std::string token) : token_(std::move(token)) {
+FakeApiServer::FakeApiServer(std::string token, int idle_timeout_seconds) : token_(std::move(token)) {
   directory_ = make_private_temp_directory("sizeguard-fake-apiserver");
   auto certs = make_dev_certificates(directory_);
   {
@@ -295,10 +295,10 @@ FakeApiServer::FakeApiServer(std::string token) : token_(std::move(token)) {
   }
   server_ = std::make_unique<httplib::SSLServer>(certs.server_cert.c_str(), certs.server_key.c_str());
   if (!server_->is_valid()) throw std::runtime_error("fake apiserver: cannot load the serving certificate");
-  // Each open keep-alive connection holds a worker: tests with dozens of concurrent
-  // clients need more than httplib's default 8.
+  server_->set_keep_alive_timeout(idle_timeout_seconds);
+  // Watch streams and open keep-alive connections hold a worker each: tests with dozens
+  // of concurrent clients need more than httplib's default 8.
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
-  server_->set_keep_alive_timeout(5);
   server_->set_tcp_nodelay(true);
   server_->set_keep_alive_max_count(1000);
   server_->set_read_timeout(std::chrono::seconds(5));
@@ -334,7 +334,11 @@ FakeApiServer::~FakeApiServer() {
 }
 
 void FakeApiServer::stop() {
-  stopping_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  watch_wake_.notify_all();
   if (server_) server_->stop();
   if (thread_.joinable()) thread_.join();
 }
@@ -358,8 +362,32 @@ Json FakeApiServer::put(const std::string& api_prefix, const std::string& resour
   const std::string name = object.value("/metadata/name"_json_pointer, std::string());
   if (name.empty()) throw std::invalid_argument("FakeApiServer::put: object has no metadata.name");
   if (!ns.empty()) object["metadata"]["namespace"] = ns;
+  return store_locked(Key{api_prefix, ns, resource, name}, std::move(object));
+}
+
+Json FakeApiServer::store_locked(const Key& key, Json object) {
   object["metadata"]["resourceVersion"] = std::to_string(++resource_version_);
-  objects_[Key{api_prefix, ns, resource, name}] = object;
+  Event event{resource_version_, "ADDED", key, object, std::nullopt};
+  if (auto found = objects_.find(key); found != objects_.end()) {
+    event.type = "MODIFIED";
+    event.old = found->second;
+  }
+  objects_[key] = object;
+  events_.push_back(std::move(event));
+  watch_wake_.notify_all();
+  return object;
+}
+
+std::optional<Json> FakeApiServer::erase_locked(const Key& key) {
+  auto found = objects_.find(key);
+  if (found == objects_.end()) return std::nullopt;
+  Json object = std::move(found->second);
+  objects_.erase(found);
+  ++resource_version_;
+  Json deleted = object;
+  deleted["metadata"]["resourceVersion"] = std::to_string(resource_version_);
+  events_.push_back(Event{resource_version_, "DELETED", key, deleted, object});
+  watch_wake_.notify_all();
   return object;
 }
 
@@ -374,9 +402,80 @@ std::optional<Json> FakeApiServer::get(const std::string& api_prefix, const std:
 bool FakeApiServer::remove(const std::string& api_prefix, const std::string& resource, const std::string& ns,
                            const std::string& name) {
   std::lock_guard lock(mutex_);
-  bool erased = objects_.erase(Key{api_prefix, ns, resource, name}) > 0;
-  if (erased) ++resource_version_;
-  return erased;
+  return erase_locked(Key{api_prefix, ns, resource, name}).has_value();
+}
+
+void FakeApiServer::compact() {
+  std::lock_guard lock(mutex_);
+  compacted_ = resource_version_;
+}
+
+void FakeApiServer::set_gone_as_http_status(bool http) {
+  std::lock_guard lock(mutex_);
+  gone_as_http_ = http;
+}
+
+void FakeApiServer::set_watch_heartbeats(bool on) {
+  std::lock_guard lock(mutex_);
+  heartbeats_ = on;
+}
+
+void FakeApiServer::drop_watches() {
+  {
+    std::lock_guard lock(mutex_);
+    ++drop_generation_;
+  }
+  watch_wake_.notify_all();
+}
+
+void FakeApiServer::end_watches() {
+  {
+    std::lock_guard lock(mutex_);
+    ++end_generation_;
+  }
+  watch_wake_.notify_all();
+}
+
+void FakeApiServer::send_bookmarks() {
+  {
+    std::lock_guard lock(mutex_);
+    ++bookmark_generation_;
+  }
+  watch_wake_.notify_all();
+}
+
+int FakeApiServer::open_watches() const {
+  std::lock_guard lock(mutex_);
+  return open_watches_;
+}
+
+int FakeApiServer::watches_started() const {
+  std::lock_guard lock(mutex_);
+  return watches_started_;
+}
+
+std::size_t FakeApiServer::connections_seen() const {
+  std::lock_guard lock(mutex_);
+  return client_ports_.size();
+}
+
+int FakeApiServer::open_connections() const {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int count = 0;
+  while (dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    long fd = std::strtol(entry->d_name, &end, 10);
+    if (*end != '\0' || fd < 0 || fd == dirfd(dir)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof local, peer_len = sizeof peer;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    if (local.ss_family != AF_INET) continue;
+    if (ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port) == port_) ++count;
+  }
+  closedir(dir);
+  return count;
 }
 
 void FakeApiServer::set_delay(std::chrono::milliseconds delay) {
@@ -418,6 +517,7 @@ void FakeApiServer::handle(const httplib::Request& request, httplib::Response& r
   {
     std::lock_guard lock(mutex_);
     requests_.push_back(request.method + " " + request.target);
+    client_ports_.insert(request.remote_port);
     delay = delay_;
     drop = drop_;
     token = token_;
@@ -481,6 +581,10 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
   }
   const std::string what = qualified(prefix, resource);
   const bool collection = name.empty();
+  if (request.method == "GET" && collection &&
+      (request.get_param_value("watch") == "1" || request.get_param_value("watch") == "true")) {
+    return watch(request, response, prefix, ns, resource);
+  }
 
   std::lock_guard lock(mutex_);
   const Key key{prefix, ns, resource, name};
@@ -495,9 +599,7 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
   };
   auto store = [&](Json object, const std::string& object_name) {
     if (!ns.empty()) object["metadata"]["namespace"] = ns;
-    object["metadata"]["resourceVersion"] = std::to_string(++resource_version_);
-    objects_[Key{prefix, ns, resource, object_name}] = object;
-    return object;
+    return store_locked(Key{prefix, ns, resource, object_name}, std::move(object));
   };
 
   if (request.method == "GET" && !collection) {
@@ -524,9 +626,19 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
       if (!ns.empty() && std::get<1>(k) != ns) continue;
       if (matches_labels(object, labels) && matches_fields(object, fields)) items.push_back(object);
     }
+    Json metadata = {{"resourceVersion", std::to_string(resource_version_)}};
+    // Pages: `limit` items from the offset the `continue` token carries.
+    const std::size_t limit = std::strtoull(request.get_param_value("limit").c_str(), nullptr, 10);
+    if (limit > 0) {
+      const std::size_t offset = std::strtoull(request.get_param_value("continue").c_str(), nullptr, 10);
+      Json page = Json::array();
+      for (std::size_t i = offset; i < items.size() && i < offset + limit; ++i) page.push_back(items[i]);
+      if (offset + limit < items.size()) metadata["continue"] = std::to_string(offset + limit);
+      items = std::move(page);
+    }
     Json list = {{"kind", kind_for(resource) + "List"},
                  {"apiVersion", prefix.substr(prefix.find('/') + 1)},
-                 {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}},
+                 {"metadata", metadata},
                  {"items", items}};
     response.set_content(list.dump(), "application/json");
   } else if (request.method == "POST" && collection) {
@@ -560,16 +672,126 @@ void FakeApiServer::route(const httplib::Request& request, httplib::Response& re
     (*body)["metadata"]["name"] = name;
     response.set_content(store(std::move(*body), name).dump(), "application/json");
   } else if (request.method == "DELETE" && !collection) {
-    auto found = objects_.find(key);
-    if (found == objects_.end()) return not_found();
-    Json object = std::move(found->second);
-    objects_.erase(found);
-    ++resource_version_;
-    response.set_content(object.dump(), "application/json");
+    auto object = erase_locked(key);
+    if (!object) return not_found();
+    response.set_content(object->dump(), "application/json");
   } else {
     send_status(response, 405, "MethodNotAllowed",
                 "the server does not allow this method on the requested resource");
   }
+}
+
+void FakeApiServer::watch(const httplib::Request& request, httplib::Response& response, const std::string& prefix,
+                          const std::string& ns, const std::string& resource) {
+  std::vector<Requirement> labels, fields;
+  if (request.has_param("labelSelector")) {
+    auto parsed = parse_label_selector(request.get_param_value("labelSelector"));
+    if (auto* error = std::get_if<std::string>(&parsed)) return send_status(response, 400, "BadRequest", *error);
+    labels = std::get<std::vector<Requirement>>(parsed);
+  }
+  if (request.has_param("fieldSelector")) {
+    auto parsed = parse_field_selector(request.get_param_value("fieldSelector"));
+    if (auto* error = std::get_if<std::string>(&parsed)) return send_status(response, 400, "BadRequest", *error);
+    fields = std::get<std::vector<Requirement>>(parsed);
+  }
+  auto matches = [labels, fields, prefix, ns, resource](const Key& key, const Json& object) {
+    return std::get<0>(key) == prefix && std::get<2>(key) == resource && (ns.empty() || std::get<1>(key) == ns) &&
+           matches_labels(object, labels) && matches_fields(object, fields);
+  };
+  auto line = [](const std::string& type, const Json& object) {
+    return Json{{"type", type}, {"object", object}}.dump() + "\n";
+  };
+  const std::string rv_text = request.get_param_value("resourceVersion");
+  const std::uint64_t from = rv_text.empty() ? 0 : std::strtoull(rv_text.c_str(), nullptr, 10);
+  const bool bookmarks = request.get_param_value("allowWatchBookmarks") == "true";
+  const long timeout = request.has_param("timeoutSeconds") ? std::atol(request.get_param_value("timeoutSeconds").c_str()) : 0;
+  const auto deadline = timeout > 0 ? std::chrono::steady_clock::now() + std::chrono::seconds(timeout)
+                                    : std::chrono::steady_clock::time_point::max();
+  const int local_port = request.local_port, remote_port = request.remote_port;
+
+  std::lock_guard lock(mutex_);
+  const std::string gone_message = "too old resource version: " + rv_text + " (" + std::to_string(compacted_) + ")";
+  if (from != 0 && from < compacted_ && gone_as_http_) return send_status(response, 410, "Expired", gone_message);
+  struct State {
+    std::uint64_t cursor = 0;
+    std::string pending;  // lines to write first
+    bool gone = false;
+    int drop, end, bookmark;
+    std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
+  };
+  auto state = std::make_shared<State>(State{from, "", false, drop_generation_, end_generation_, bookmark_generation_});
+  if (from != 0 && from < compacted_) {
+    state->pending = line("ERROR", kube_status(410, "Expired", gone_message));
+    state->gone = true;
+  } else if (from == 0) {
+    for (const auto& [key, object] : objects_) {
+      if (matches(key, object)) state->pending += line("ADDED", object);
+    }
+    state->cursor = resource_version_;
+  }
+  ++watches_started_;
+  ++open_watches_;
+  response.set_chunked_content_provider(
+      "application/json",
+      [this, state, matches, line, bookmarks, deadline, local_port, remote_port](std::size_t, httplib::DataSink& sink) {
+        std::unique_lock lock(mutex_);
+        if (state->pending.empty() && !state->gone) {
+          watch_wake_.wait_for(lock, std::chrono::milliseconds(50), [&] {
+            return stopping_ || drop_generation_ != state->drop || end_generation_ != state->end ||
+                   bookmark_generation_ != state->bookmark || (!events_.empty() && events_.back().resource_version > state->cursor);
+          });
+        }
+        if (drop_generation_ != state->drop) {
+          --open_watches_;
+          lock.unlock();
+          httplib::Request where;
+          where.local_port = local_port;
+          where.remote_port = remote_port;
+          drop_connection(where);
+          return false;
+        }
+        std::string out = std::move(state->pending);
+        state->pending.clear();
+        for (const auto& event : events_) {
+          if (event.resource_version <= state->cursor) continue;
+          const bool now_matches = event.type != "DELETED" && matches(event.key, event.object);
+          const bool matched = event.old && matches(event.key, *event.old);
+          if (now_matches) {
+            out += line(matched ? "MODIFIED" : "ADDED", event.object);
+          } else if (matched) {
+            out += line("DELETED", event.object);
+          }
+          state->cursor = event.resource_version;
+        }
+        if (bookmark_generation_ != state->bookmark) {
+          state->bookmark = bookmark_generation_;
+          if (bookmarks) {
+            state->cursor = std::max(state->cursor, resource_version_);
+            out += line("BOOKMARK", Json{{"kind", "Status"},
+                                        {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}}});
+          }
+        }
+        const bool finished = stopping_ || state->gone || end_generation_ != state->end ||
+                              std::chrono::steady_clock::now() >= deadline;
+        if (finished) --open_watches_;
+        const bool heartbeats = heartbeats_;
+        lock.unlock();
+        // A newline now and then finds a client that went away (real streams send bookmarks).
+        const auto now = std::chrono::steady_clock::now();
+        if (out.empty() && !finished && heartbeats && now - state->last_write > std::chrono::seconds(1)) out = "\n";
+        if (!out.empty()) {
+          state->last_write = now;
+          if (!sink.write(out.data(), out.size())) {
+            if (!finished) {
+              std::lock_guard relock(mutex_);
+              --open_watches_;
+            }
+            return false;
+          }
+        }
+        if (finished) sink.done();
+        return true;
+      });
 }
 
 KubeConfig FakeApiServer::client_config(std::chrono::milliseconds timeout) const {

@@ -8,6 +8,7 @@
 
 #include "policies/api_cluster_state.h"
 #include "policies/file_cluster_state.h"
+#include "policies/watch_cluster_state.h"
 #include "webhook/kubeapi.h"
 
 namespace sizeguard {
@@ -43,9 +44,16 @@ void add_runtime_options(CLI::App& command, RuntimeOptions& options) {
                    "cluster access through the pod's service account (automatic when KUBERNETES_SERVICE_HOST is set)");
   command.add_option("--cluster-state", options.cluster_state,
                      "offline: manifests (Namespaces, Pods, workloads) standing in for the cluster");
-  command.add_option("--cluster-cache-ttl", options.cluster_cache_ttl,
-                     "how long namespace labels and parent objects read from the API are reused")
-      ->capture_default_str();
+  if (options.watch_cluster_state) {
+    command.add_option("--watch-max-staleness", options.watch_max_staleness,
+                       "a watch of cluster state broken this long makes rules needing that state report "
+                       "ClusterStateUnavailable (onClusterStateError applies)")
+        ->capture_default_str();
+  } else {
+    command.add_option("--cluster-cache-ttl", options.cluster_cache_ttl,
+                       "how long namespace labels and parent objects read from the API are reused")
+        ->capture_default_str();
+  }
   command.add_option("--budget-namespace", options.budget_namespace,
                      "namespace of the change-budget and GPU-reservation Leases (default: $POD_NAMESPACE, else sizeguard-system)");
   command.add_option("--recommendations", options.recommendations,
@@ -65,6 +73,7 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
   if (!mode) throw std::runtime_error("--mode: expected enforce, warn or audit, got '" + options.mode + "'");
   const auto poll = parse_duration("--policy-poll-interval", options.policy_poll_interval);
   const auto cache_ttl = parse_duration("--cluster-cache-ttl", options.cluster_cache_ttl);
+  const auto max_staleness = parse_duration("--watch-max-staleness", options.watch_max_staleness);
 
   describe_handler_metrics(metrics);
   runtime->audit = std::make_unique<AuditLog>(options.audit_log);
@@ -80,12 +89,32 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
     auto config = options.kubeconfig.empty() ? in_cluster_config() : kubeconfig_config(options.kubeconfig, options.kube_context);
     if (auto* error = std::get_if<std::string>(&config)) throw std::runtime_error("cluster access: " + *error);
     auto client = std::make_shared<KubeClient>(std::get<KubeConfig>(config));
-    runtime->cluster_state = std::make_unique<ApiClusterState>(*client, cache_ttl);
+    if (options.watch_cluster_state) {
+      WatchClusterStateOptions watch;
+      watch.max_staleness = max_staleness;
+      watch.metrics = &metrics;
+      if (readiness) {
+        watch.readiness = [readiness](const std::string& component, bool ready, const std::string& reason) {
+          readiness->set(component, ready, reason);
+        };
+      }
+      auto state = std::make_unique<WatchClusterState>(*client, std::move(watch));
+      state->start();
+      runtime->cluster_state = std::move(state);
+    } else {
+      runtime->cluster_state = std::make_unique<ApiClusterState>(*client, cache_ttl);
+    }
     std::string budget_namespace = options.budget_namespace;
     if (budget_namespace.empty()) budget_namespace = std::getenv("POD_NAMESPACE") ? std::getenv("POD_NAMESPACE") : "sizeguard-system";
     runtime->budgets = std::make_unique<LeaseBudgetStore>(*client, budget_namespace);
     runtime->gpu_reservations = std::make_unique<LeaseGpuReservationStore>(*client, budget_namespace);
-    spdlog::info("cluster state from the Kubernetes API ({}), cache TTL {} ms", client->config().source, cache_ttl.count());
+    if (options.watch_cluster_state) {
+      spdlog::info("cluster state from watches of the Kubernetes API ({}), max staleness {} ms",
+                   client->config().source, max_staleness.count());
+    } else {
+      spdlog::info("cluster state from the Kubernetes API ({}), cache TTL {} ms", client->config().source,
+                   cache_ttl.count());
+    }
     runtime->keep_alive = client;
   } else {
     runtime->cluster_state = std::make_unique<UnavailableClusterState>(

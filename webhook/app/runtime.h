@@ -33,6 +33,9 @@ struct RuntimeOptions {
   std::string model;            // model directory (cold-start estimates, model version); "" = none  // where change-budget Leases live; default $POD_NAMESPACE or sizeguard-system
   bool watch_policies = true;   // serve polls for changes; review loads once
   bool auto_in_cluster = false; // serve: use the service account when running in a pod
+  // serve: cluster state from watches kept in memory; review: GETs with the TTL cache.
+  bool watch_cluster_state = false;
+  std::string watch_max_staleness = "60s";  // a watch broken this long: state reads fail
 };
 
 // `serve` and `review` differ only in defaults: serve audits to stdout and expects the

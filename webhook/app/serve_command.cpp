@@ -276,6 +276,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
   flags->runtime.audit_log = "-";
   flags->runtime.auto_in_cluster = true;
+  flags->runtime.watch_cluster_state = true;
   add_runtime_options(*cmd, flags->runtime);
   cmd->callback([flags, &exit_code] { exit_code = run_serve(*flags); });
 }
