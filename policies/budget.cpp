@@ -95,6 +95,12 @@ StateResult<BudgetSpend> LeaseBudgetStore::try_spend(const std::string& scope, c
     std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
     BudgetSpend spend;
     spend.used = static_cast<int64_t>(events.size());
+    // Already recorded: a write of ours landed but its answer was lost (the client resends a
+    // PUT that died on a stale connection, which then conflicts), or the apiserver called
+    // this webhook again for the same request.
+    if (record && std::any_of(events.begin(), events.end(), [&](const Event& e) { return e.id == event_id; })) {
+      return spend;
+    }
     if (spend.used >= limit.changes) {
       spend.allowed = false;
       spend.retry_after_seconds =

@@ -202,17 +202,19 @@ PY
 # fills missing requests), so the run's workloads get a week of usage through the real
 # recommender: `recommend --csv`, into a snapshot file (--local) or the ConfigMap the
 # in-cluster webhook mounts.
-python3 - "$work/usage.csv" "$ns" <<'PY'
+python3 - "$work/usage.csv" "$ns" "$fresh_ns" <<'PY'
 import math, sys
-out, ns = sys.argv[1:3]
-series = [("Deployment", "demo"), ("Deployment", "audited"), ("Pod", "audited-pod")]
+out, ns, fresh_ns = sys.argv[1:4]
+series = [(ns, "Deployment", "demo", "web"), (ns, "Deployment", "audited", "web"), (ns, "Pod", "audited-pod", "web"),
+          (fresh_ns, "Pod", "violator-2", "app")]
 start = 1_700_000_000 - 1_700_000_000 % 86400
 with open(out, "w") as f:
     f.write("timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,cpu_request,memory_request\n")
-    for kind, name in series:
+    for namespace, kind, name, container in series:
         for k in range(7 * 288):
             day = math.sin(2 * math.pi * k / 288)
-            f.write(f"{start + 300 * k},{ns},{kind},{name},web,{0.3 + 0.1 * day:.4f},{int((300 + 20 * day) * 2**20)},4,8589934592\n")
+            f.write(f"{start + 300 * k},{namespace},{kind},{name},{container},{0.3 + 0.1 * day:.4f},"
+                    f"{int((300 + 20 * day) * 2**20)},4,8589934592\n")
 PY
 # ---- install ----------------------------------------------------------------------------------
 step "install sizeguard ($mode), run $run"
@@ -388,6 +390,7 @@ spec:
       image: $pause
       resources:
         requests: {cpu: "4", memory: 8Gi}
+        limits: {memory: 8Gi}
 YAML
 dry_run_rightsized() {
   local cpu

@@ -107,6 +107,18 @@ TEST_F(Budgets, TwoInstancesShareOneCountAndDryRunsSpendNothing) {
   EXPECT_FALSE(validate(scale_change(7), restarted.context).allowed);
 }
 
+// The same request spent twice (the apiserver calls again, or a resent write whose first
+// copy landed) is one change, not two.
+TEST_F(Budgets, OneRequestSpendsOnceWhenSeenTwice) {
+  auto set = budget_policy(3);
+  Instance a(api_, set), b(api_, set);
+  EXPECT_TRUE(validate(scale_change(1), a.context).allowed);
+  EXPECT_TRUE(validate(scale_change(1), b.context).allowed);
+  EXPECT_EQ(events_in_lease(), 1u);
+  EXPECT_TRUE(validate(scale_change(2), a.context).allowed);
+  EXPECT_EQ(events_in_lease(), 2u);
+}
+
 TEST_F(Budgets, ConcurrentWritersConflictAndRetryWithoutOverspending) {
   // Every answer is slowed so both instances read the same resourceVersion before either
   // writes: one write wins, the other gets 409 Conflict, re-reads and finds no budget left.
