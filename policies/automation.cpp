@@ -6,6 +6,7 @@
 
 #include <date/tz.h>
 
+#include "policies/lease_update.h"
 #include "policies/rules.h"
 #include "webhook/jsonpatch.h"
 
@@ -261,18 +262,6 @@ bool changes_something(Subject& s, const AutomationRule& rule) {
 
 // --- change reasons -------------------------------------------------------------------------
 
-// FNV-1a: stable across processes and versions, as the Lease names are.
-std::string fnv1a_hex(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(hash));
-  return buffer;
-}
-
 // The reason is read on the workload: the object as it will be, or for a Scale (which has
 // no annotations) the scaled object, annotated beforehand with `kubectl annotate`. It
 // becomes a claim the webhook redeems once (spend_budgets), so a reason left on the object
@@ -315,7 +304,7 @@ void check_change_reason(RuleRun& run, const std::string& key, const std::string
   // The uid tells a re-created workload of the same name apart.
   const Json& uid = source->value("/metadata/uid"_json_pointer, Json(""));
   run.decision.reason_claims.push_back({run.policy.name, run.mode, workload,
-                                        fnv1a_hex((uid.is_string() ? uid.get<std::string>() : "") + "\n" + reason), key,
+                                        stable_hash_hex((uid.is_string() ? uid.get<std::string>() : "") + "\n" + reason), key,
                                         where, stale, deny_on_error});
 }
 

@@ -1,9 +1,8 @@
 #include "policies/budget.h"
 
 #include <algorithm>
-#include <cstdio>
 
-#include "webhook/kubeapi.h"
+#include "policies/lease_update.h"
 
 namespace sizeguard {
 namespace {
@@ -24,11 +23,7 @@ struct Event {
 // free-form field); an unreadable value counts as empty rather than blocking every change.
 std::vector<Event> read_events(const Json& lease) {
   std::vector<Event> events;
-  if (!lease.is_object()) return events;  // no Lease yet
-  const Json& annotations = lease.value("metadata", Json::object()).value("annotations", Json::object());
-  auto it = annotations.find(kEventsAnnotation);
-  if (it == annotations.end() || !it->is_string()) return events;
-  Json parsed = Json::parse(it->get<std::string>(), nullptr, false);
+  Json parsed = Json::parse(lease_annotation(lease, kEventsAnnotation), nullptr, false);
   if (!parsed.is_array()) return events;
   for (const auto& e : parsed) {
     if (e.is_array() && e.size() == 2 && e[0].is_number_integer() && e[1].is_string()) {
@@ -44,10 +39,6 @@ std::string write_events(const std::vector<Event>& events) {
   return out.dump();
 }
 
-std::string leases_path(const std::string& ns) {
-  return "/apis/coordination.k8s.io/v1/namespaces/" + kube_path_escape(ns) + "/leases";
-}
-
 std::string describe_window(int64_t seconds) {
   if (seconds % 86400 == 0) return std::to_string(seconds / 86400) + "d";
   if (seconds % 3600 == 0) return std::to_string(seconds / 3600) + "h";
@@ -60,146 +51,75 @@ std::string describe_window(int64_t seconds) {
 LeaseBudgetStore::LeaseBudgetStore(KubeClient& client, std::string namespace_, int max_attempts)
     : client_(client), namespace_(std::move(namespace_)), max_attempts_(max_attempts) {}
 
+LeaseUpdate LeaseBudgetStore::lease_for(const std::string& scope, const std::string& key) const {
+  return {namespace_, lease_name(scope, key), kKeyAnnotation, scope + "/" + key, max_attempts_};
+}
+
 std::string LeaseBudgetStore::lease_name(const std::string& scope, const std::string& key) {
-  // FNV-1a: stable across processes and versions (std::hash is neither guaranteed).
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : scope + "/" + key) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(hash));
-  return "sizeguard-budget-" + scope + "-" + buffer;
+  return "sizeguard-budget-" + scope + "-" + stable_hash_hex(scope + "/" + key);
 }
 
 StateResult<BudgetSpend> LeaseBudgetStore::try_spend(const std::string& scope, const std::string& key,
                                                      const BudgetLimit& limit, std::chrono::system_clock::time_point now,
                                                      const std::string& event_id, bool record) {
-  const std::string name = lease_name(scope, key);
-  const std::string path = leases_path(namespace_) + "/" + name;
   const int64_t now_s = epoch_seconds(now);
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    KubeResponse got = client_.request("GET", path);
-    if (!got.transport_error.empty()) return ClusterStateError{"GET lease " + name + ": " + got.transport_error};
-    Json lease;
-    bool exists = false;
-    if (got.status == 200) {
-      lease = Json::parse(got.body, nullptr, false);
-      if (lease.is_discarded()) return ClusterStateError{"GET lease " + name + ": answer is not JSON"};
-      exists = true;
-    } else if (got.status != 404) {
-      return ClusterStateError{"GET lease " + name + ": " + kube_error_summary(got.status, got.body)};
-    }
+  BudgetSpend spend;
+  auto error = update_lease(client_, lease_for(scope, key), [&](Json& lease) {
     std::vector<Event> events = read_events(lease);
     std::erase_if(events, [&](const Event& e) { return e.time <= now_s - limit.window_seconds; });
     std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
-    BudgetSpend spend;
+    spend = BudgetSpend{};
     spend.used = static_cast<int64_t>(events.size());
     // Already recorded: a write of ours landed but its answer was lost (the client resends a
     // PUT that died on a stale connection, which then conflicts), or the apiserver called
     // this webhook again for the same request.
     if (record && std::any_of(events.begin(), events.end(), [&](const Event& e) { return e.id == event_id; })) {
-      return spend;
+      return LeaseEdit::Stop;
     }
     if (spend.used >= limit.changes) {
       spend.allowed = false;
       spend.retry_after_seconds =
           events.empty() ? limit.window_seconds : std::max<int64_t>(1, events.front().time + limit.window_seconds - now_s);
-      return spend;
+      return LeaseEdit::Stop;
     }
     spend.used += 1;
-    if (!record) return spend;
+    if (!record) return LeaseEdit::Stop;
     events.push_back({now_s, event_id});
-
-    if (!exists) {
-      lease = {{"apiVersion", "coordination.k8s.io/v1"},
-               {"kind", "Lease"},
-               {"metadata",
-                {{"name", name},
-                 {"namespace", namespace_},
-                 {"labels", {{"app.kubernetes.io/managed-by", "sizeguard"}}},
-                 {"annotations", Json::object()}}},
-               {"spec", Json::object()}};
-    }
-    lease["metadata"]["annotations"][kKeyAnnotation] = scope + "/" + key;
     lease["metadata"]["annotations"][kEventsAnnotation] = write_events(events);
-    KubeResponse wrote = exists ? client_.request("PUT", path, lease.dump()) : client_.request("POST", leases_path(namespace_), lease.dump());
-    if (!wrote.transport_error.empty()) return ClusterStateError{"write lease " + name + ": " + wrote.transport_error};
-    if (wrote.status == 200 || wrote.status == 201) return spend;
-    if (wrote.status == 409) continue;  // another replica wrote first: re-read and re-count
-    return ClusterStateError{"write lease " + name + ": " + kube_error_summary(wrote.status, wrote.body)};
-  }
-  return ClusterStateError{"lease " + name + ": still conflicting after " + std::to_string(max_attempts_) + " attempts"};
+    return LeaseEdit::Write;
+  });
+  if (error) return *error;
+  return spend;
 }
 
 std::optional<ClusterStateError> LeaseBudgetStore::refund(const std::string& scope, const std::string& key,
                                                           const std::string& event_id) {
-  const std::string name = lease_name(scope, key);
-  const std::string path = leases_path(namespace_) + "/" + name;
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    KubeResponse got = client_.request("GET", path);
-    if (got.status == 404) return std::nullopt;
-    if (!got.transport_error.empty() || got.status != 200) {
-      return ClusterStateError{"GET lease " + name + ": " +
-                               (got.transport_error.empty() ? kube_error_summary(got.status, got.body) : got.transport_error)};
-    }
-    Json lease = Json::parse(got.body, nullptr, false);
+  LeaseUpdate update = lease_for(scope, key);
+  update.create_if_missing = false;
+  return update_lease(client_, update, [&](Json& lease) {
     std::vector<Event> events = read_events(lease);
-    const size_t before = events.size();
-    std::erase_if(events, [&](const Event& e) { return e.id == event_id; });
-    if (events.size() == before) return std::nullopt;
+    if (std::erase_if(events, [&](const Event& e) { return e.id == event_id; }) == 0) return LeaseEdit::Stop;
     lease["metadata"]["annotations"][kEventsAnnotation] = write_events(events);
-    KubeResponse wrote = client_.request("PUT", path, lease.dump());
-    if (wrote.status == 200) return std::nullopt;
-    if (wrote.status != 409) {
-      return ClusterStateError{"refund lease " + name + ": " +
-                               (wrote.transport_error.empty() ? kube_error_summary(wrote.status, wrote.body) : wrote.transport_error)};
-    }
-  }
-  return ClusterStateError{"refund lease " + name + ": still conflicting"};
+    return LeaseEdit::Write;
+  });
 }
 
 StateResult<bool> LeaseBudgetStore::use_reason(const std::string& key, const std::string& reason_id,
                                                std::chrono::system_clock::time_point now, bool record) {
-  const std::string scope = "reason";
-  const std::string name = lease_name(scope, key);
-  const std::string path = leases_path(namespace_) + "/" + name;
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    KubeResponse got = client_.request("GET", path);
-    if (!got.transport_error.empty()) return ClusterStateError{"GET lease " + name + ": " + got.transport_error};
-    Json lease;
-    const bool exists = got.status == 200;
-    if (exists) {
-      lease = Json::parse(got.body, nullptr, false);
-      if (lease.is_discarded()) return ClusterStateError{"GET lease " + name + ": answer is not JSON"};
-    } else if (got.status != 404) {
-      return ClusterStateError{"GET lease " + name + ": " + kube_error_summary(got.status, got.body)};
-    }
+  bool unused = true;
+  auto error = update_lease(client_, lease_for("reason", key), [&](Json& lease) {
     std::vector<Event> used = read_events(lease);
-    if (std::any_of(used.begin(), used.end(), [&](const Event& e) { return e.id == reason_id; })) return false;
-    if (!record) return true;
+    // After a 409 this may find the reason claimed by the writer that was first.
+    unused = std::none_of(used.begin(), used.end(), [&](const Event& e) { return e.id == reason_id; });
+    if (!unused || !record) return LeaseEdit::Stop;
     used.push_back({epoch_seconds(now), reason_id});
     std::stable_sort(used.begin(), used.end(), [](const Event& a, const Event& b) { return a.time < b.time; });
     if (used.size() > kRememberedReasons) used.erase(used.begin(), used.end() - kRememberedReasons);
-    if (!exists) {
-      lease = {{"apiVersion", "coordination.k8s.io/v1"},
-               {"kind", "Lease"},
-               {"metadata",
-                {{"name", name},
-                 {"namespace", namespace_},
-                 {"labels", {{"app.kubernetes.io/managed-by", "sizeguard"}}},
-                 {"annotations", Json::object()}}},
-               {"spec", Json::object()}};
-    }
-    lease["metadata"]["annotations"][kKeyAnnotation] = scope + "/" + key;
     lease["metadata"]["annotations"][kEventsAnnotation] = write_events(used);
-    KubeResponse wrote = exists ? client_.request("PUT", path, lease.dump()) : client_.request("POST", leases_path(namespace_), lease.dump());
-    if (!wrote.transport_error.empty()) return ClusterStateError{"write lease " + name + ": " + wrote.transport_error};
-    if (wrote.status == 200 || wrote.status == 201) return true;
-    if (wrote.status == 409) continue;  // another replica wrote first, maybe this very reason: re-read
-    return ClusterStateError{"write lease " + name + ": " + kube_error_summary(wrote.status, wrote.body)};
-  }
-  return ClusterStateError{"lease " + name + ": still conflicting after " + std::to_string(max_attempts_) + " attempts"};
+    return LeaseEdit::Write;
+  });
+  if (error) return *error;
+  return unused;
 }
 
 void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionRequest& request,

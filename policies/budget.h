@@ -11,6 +11,7 @@
 
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
+#include "policies/lease_update.h"
 #include "webhook/review.h"
 
 namespace sizeguard {
@@ -59,6 +60,7 @@ class LeaseBudgetStore : public BudgetStore {
   static std::string lease_name(const std::string& scope, const std::string& key);
 
  private:
+  LeaseUpdate lease_for(const std::string& scope, const std::string& key) const;
   KubeClient& client_;
   std::string namespace_;
   int max_attempts_;

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <random>
-#include <thread>
 
+#include "policies/lease_update.h"
 #include "policies/rules.h"
 #include "webhook/kubeapi.h"
 #include "webhook/metrics.h"
@@ -21,31 +20,7 @@ int64_t epoch_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-uint64_t fnv1a64(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
-
-std::string leases_path(const std::string& ns) {
-  return "/apis/coordination.k8s.io/v1/namespaces/" + kube_path_escape(ns) + "/leases";
-}
-
 bool same_gpus(double a, double b) { return std::fabs(a - b) <= rules::kGpuEpsilon; }
-
-// Spreads replicas that lost a compare-and-swap so they do not collide again in lockstep.
-void backoff(int attempt) {
-  thread_local std::minstd_rand random{std::random_device{}()};
-  const int ceiling = 1 << std::min(attempt, 5);  // up to 32 ms
-  std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, ceiling)(random)));
-}
-
-std::string error_of(const KubeResponse& response) {
-  return response.transport_error.empty() ? kube_error_summary(response.status, response.body) : response.transport_error;
-}
 
 }  // namespace
 
@@ -173,31 +148,23 @@ LeaseGpuReservationStore::LeaseGpuReservationStore(KubeClient& client, std::stri
       max_attempts_(max_attempts) {}
 
 std::string LeaseGpuReservationStore::lease_name(const std::string& policy, const std::string& ns) {
-  // FNV-1a: stable across processes and versions (std::hash is neither guaranteed).
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(fnv1a64(policy + "/" + ns)));
-  return std::string("sizeguard-gpu-") + buffer;
+  return "sizeguard-gpu-" + stable_hash_hex(policy + "/" + ns);
+}
+
+LeaseUpdate LeaseGpuReservationStore::lease_for(const GpuCharge& charge) const {
+  LeaseUpdate update{namespace_, lease_name(charge.policy, charge.namespace_), kKeyAnnotation,
+                     charge.policy + "/" + charge.namespace_, max_attempts_};
+  update.jitter = true;  // a whole ReplicaSet's pods race for one Lease
+  return update;
 }
 
 StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const GpuCharge& charge, const std::string& id,
                                                                        std::chrono::system_clock::time_point now,
                                                                        bool record) {
-  const std::string name = lease_name(charge.policy, charge.namespace_);
-  const std::string path = leases_path(namespace_) + "/" + name;
   const int64_t now_s = epoch_seconds(now);
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    if (attempt > 0) backoff(attempt);
-    KubeResponse got = client_.request("GET", path);
-    if (!got.transport_error.empty()) return ClusterStateError{"GET lease " + name + ": " + got.transport_error};
-    Json lease;
-    bool exists = false;
-    if (got.status == 200) {
-      lease = Json::parse(got.body, nullptr, false);
-      if (lease.is_discarded()) return ClusterStateError{"GET lease " + name + ": answer is not JSON"};
-      exists = true;
-    } else if (got.status != 404) {
-      return ClusterStateError{"GET lease " + name + ": " + kube_error_summary(got.status, got.body)};
-    }
+  GpuReservationCheck check;
+  std::optional<ClusterStateError> list_error;
+  auto error = update_lease(client_, lease_for(charge), [&](Json& lease) {
     GpuLedger ledger = read_gpu_ledger(lease);
     // A repeated call for the same request (the apiserver retrying) replaces its reservation.
     std::erase_if(ledger.reservations, [&](const GpuReservation& r) { return r.id == id; });
@@ -205,64 +172,41 @@ StateResult<GpuReservationCheck> LeaseGpuReservationStore::try_reserve(const Gpu
     // was dropped before this read, so this list shows the pod (unless it has finished).
     // Listed before, the pod could be in neither.
     auto listed = list_gpu_pods(fresh_pods_, charge.namespace_, charge.rule);
-    if (auto* error = std::get_if<ClusterStateError>(&listed)) return *error;
+    if (auto* failed = std::get_if<ClusterStateError>(&listed)) {
+      list_error = *failed;
+      return LeaseEdit::Stop;
+    }
     const auto& pods = std::get<std::vector<GpuPod>>(listed);
     const GpuTally tally = tally_gpus(ledger, pods, now_s);
-    GpuReservationCheck check;
+    check = GpuReservationCheck{};
     check.in_pods = tally.in_pods;
     check.reserved = tally.reserved;
     check.fits = tally.in_pods + tally.reserved + charge.gpus <= charge.limit + rules::kGpuEpsilon;
-    if (!record || (!check.fits && charge.mode == Mode::Enforce)) return check;
-
+    if (!record || (!check.fits && charge.mode == Mode::Enforce)) return LeaseEdit::Stop;
     GpuLedger next = next_gpu_ledger(ledger, tally, pods, now_s, ttl_seconds_);
     next.reservations.push_back({id, charge.pod, charge.generated, charge.gpus, now_s + ttl_seconds_});
-    if (!exists) {
-      lease = {{"apiVersion", "coordination.k8s.io/v1"},
-               {"kind", "Lease"},
-               {"metadata",
-                {{"name", name},
-                 {"namespace", namespace_},
-                 {"labels", {{"app.kubernetes.io/managed-by", "sizeguard"}}},
-                 {"annotations", Json::object()}}},
-               {"spec", Json::object()}};
-    }
-    lease["metadata"]["annotations"][kKeyAnnotation] = charge.policy + "/" + charge.namespace_;
     write_gpu_ledger(lease, next);
-    KubeResponse wrote =
-        exists ? client_.request("PUT", path, lease.dump()) : client_.request("POST", leases_path(namespace_), lease.dump());
-    if (!wrote.transport_error.empty()) return ClusterStateError{"write lease " + name + ": " + wrote.transport_error};
-    if (wrote.status == 200 || wrote.status == 201) {
-      check.recorded = true;
-      return check;
-    }
-    if (wrote.status == 409) continue;  // another writer was first (Conflict or AlreadyExists): re-read, re-count
-    return ClusterStateError{"write lease " + name + ": " + kube_error_summary(wrote.status, wrote.body)};
-  }
-  return ClusterStateError{"lease " + name + ": still conflicting after " + std::to_string(max_attempts_) + " attempts"};
+    check.recorded = true;  // once the write succeeds; a conflict edits again from the start
+    return LeaseEdit::Write;
+  });
+  if (list_error) return *list_error;
+  if (error) return *error;
+  return check;
 }
 
 std::optional<ClusterStateError> LeaseGpuReservationStore::refund(const GpuCharge& charge, const std::string& id) {
-  const std::string name = lease_name(charge.policy, charge.namespace_);
-  const std::string path = leases_path(namespace_) + "/" + name;
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
-    if (attempt > 0) backoff(attempt);
-    KubeResponse got = client_.request("GET", path);
-    if (got.status == 404) return std::nullopt;
-    if (!got.transport_error.empty() || got.status != 200) return ClusterStateError{"GET lease " + name + ": " + error_of(got)};
-    Json lease = Json::parse(got.body, nullptr, false);
-    if (lease.is_discarded()) return ClusterStateError{"GET lease " + name + ": answer is not JSON"};
+  LeaseUpdate update = lease_for(charge);
+  update.create_if_missing = false;
+  auto error = update_lease(client_, update, [&](Json& lease) {
     GpuLedger ledger = read_gpu_ledger(lease);
     if (std::erase_if(ledger.reservations, [&](const GpuReservation& r) { return r.id == id; }) == 0) {
-      return std::nullopt;  // already taken by a visible pod or expired
+      return LeaseEdit::Stop;  // already taken by a visible pod or expired
     }
     write_gpu_ledger(lease, ledger);
-    KubeResponse wrote = client_.request("PUT", path, lease.dump());
-    if (wrote.status == 200) return std::nullopt;
-    if (!wrote.transport_error.empty() || wrote.status != 409) {
-      return ClusterStateError{"refund lease " + name + ": " + error_of(wrote)};
-    }
-  }
-  return ClusterStateError{"refund lease " + name + ": still conflicting"};
+    return LeaseEdit::Write;
+  });
+  if (error) error->message = "refund: " + error->message;
+  return error;
 }
 
 GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, const AdmissionRequest& request,

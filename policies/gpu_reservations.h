@@ -17,6 +17,7 @@
 #include "policies/api_cluster_state.h"
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
+#include "policies/lease_update.h"
 #include "webhook/review.h"
 
 namespace sizeguard {
@@ -133,6 +134,7 @@ class LeaseGpuReservationStore : public GpuReservationStore {
   static std::string lease_name(const std::string& policy, const std::string& ns);
 
  private:
+  LeaseUpdate lease_for(const GpuCharge& charge) const;
   KubeClient& client_;
   ApiClusterState fresh_pods_;  // nothing cached
   std::string namespace_;
