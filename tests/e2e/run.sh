@@ -56,7 +56,7 @@ if [[ $mode == local ]]; then budget_ns=$run-system; else budget_ns=sizeguard-sy
 pause=registry.k8s.io/pause:3.9
 
 work=$(mktemp -d)
-local_pid="" registered=0 rbac_applied=0 finished=0
+local_pid="" second_pid="" registered=0 rbac_applied=0 finished=0
 pass=0 fail=0 skipped=0
 ok()      { echo "PASS: $*"; pass=$((pass + 1)); }
 bad()     { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -83,7 +83,9 @@ cleanup() {
       if ((registered)); then
         kubectl delete mutatingwebhookconfiguration "$run" --ignore-not-found >/dev/null 2>&1 || true
         kubectl delete validatingwebhookconfiguration "$run" --ignore-not-found >/dev/null 2>&1 || true
+        kubectl delete mutatingwebhookconfiguration "$run-second" --ignore-not-found >/dev/null 2>&1 || true
       fi
+      [[ -n $second_pid ]] && { kill "$second_pid" 2>/dev/null || true; }
       ((rbac_applied)) && { kubectl delete -f "$work/rbac.json" --ignore-not-found --wait=false >/dev/null 2>&1 || true; }
     else
       kubectl delete -k "$work/kustomize" --ignore-not-found --wait=false >/dev/null 2>&1 || true
@@ -206,7 +208,7 @@ python3 - "$work/usage.csv" "$ns" "$fresh_ns" <<'PY'
 import math, sys
 out, ns, fresh_ns = sys.argv[1:4]
 series = [(ns, "Deployment", "demo", "web"), (ns, "Deployment", "audited", "web"), (ns, "Pod", "audited-pod", "web"),
-          (fresh_ns, "Pod", "violator-2", "app")]
+          (ns, "Pod", "reinvoked", "web"), (fresh_ns, "Pod", "violator-2", "app")]
 start = 1_700_000_000 - 1_700_000_000 % 86400
 with open(out, "w") as f:
     f.write("timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,cpu_request,memory_request\n")
@@ -410,6 +412,86 @@ if [[ -z $pod ]]; then bad "no demo pod was created"; else
   cpu=$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.spec.containers[0].resources.requests.cpu}')
   [[ -n $ann ]] && ok "pod has sizeguard.io/rightsized: $ann" || bad "pod lacks the sizeguard.io/rightsized annotation"
   [[ $cpu != 4 ]] && ok "pod cpu request right-sized 4 -> $cpu" || bad "pod cpu request unchanged ($cpu)"
+fi
+
+step "reinvocation: a second mutating webhook after sizeguard changes nothing sizeguard already did"
+# The apiserver calls sizeguard again (reinvocationPolicy: IfNeeded) when a later mutating
+# webhook changes the object: a right-sized Pod must not be cut a second time.
+if [[ $mode != local ]]; then
+  skip "reinvocation needs a second webhook on this machine (--local only)"
+else
+  python3 - "$work/certs/tls.crt" "$work/certs/tls.key" "$host" > "$work/second.port" 2> "$work/second.log" <<'PY' &
+# Adds a label to every Pod it is sent: a stand-in for any sidecar injector.
+import base64, http.server, json, ssl, sys
+cert, key, host = sys.argv[1:4]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        labels = review["request"]["object"].get("metadata", {}).get("labels")
+        patch = ([{"op": "add", "path": "/metadata/labels/e2e.sizeguard.io~1second", "value": "true"}] if labels
+                 else [{"op": "add", "path": "/metadata/labels", "value": {"e2e.sizeguard.io/second": "true"}}])
+        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+            "uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch",
+            "patch": base64.b64encode(json.dumps(patch).encode()).decode()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer((host, 0), Hook)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+PY
+  second_pid=$!
+  until_true 10 test -s "$work/second.port" || bad "the second webhook did not start: $(oneline "$work/second.log")"
+  second_port=$(cat "$work/second.port")
+  # Named after sizeguard's configuration, so the apiserver calls it after sizeguard.
+  cat > "$work/second.json" <<JSON
+{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+ "metadata": {"name": "$run-second"},
+ "webhooks": [{"name": "second.e2e.sizeguard.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+   "failurePolicy": "Fail", "reinvocationPolicy": "Never", "timeoutSeconds": 5,
+   "clientConfig": {"url": "https://$host:$second_port/", "caBundle": "$bundle"},
+   "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+   "namespaceSelector": {"matchLabels": {"sizeguard.io/e2e": "$run"}}}]}
+JSON
+  kubectl apply -f "$work/second.json" >/dev/null
+  sed "s/name: audited-pod/name: reinvoked/" "$work/probe-pod.yaml" > "$work/reinvoked.yaml"
+  # The configuration takes a moment to reach the apiserver's webhook set: until the label
+  # shows up, a dry run passed only sizeguard.
+  until_true 30 bash -c "kubectl apply -f '$work/reinvoked.yaml' --dry-run=server -o jsonpath='{.metadata.labels}' 2>/dev/null | grep -q second" \
+    || bad "the second webhook never took part (no label after 30 s)"
+  kubectl apply -f "$work/reinvoked.yaml" > "$work/reinvoked.out" 2>&1 || bad "create of the reinvoked pod failed: $(oneline "$work/reinvoked.out")"
+  calls=$(python3 - "$work/audit.log" "$ns" <<'PY'
+import json, sys
+log, ns = sys.argv[1:3]
+records = [json.loads(line) for line in open(log) if line.startswith("{")]
+print(sum(1 for r in records if r.get("webhook") == "mutate" and r.get("namespace") == ns
+          and r.get("name") == "reinvoked" and not r.get("dryRun")))
+PY
+)
+  ((calls >= 2)) && ok "sizeguard was called $calls times for one Pod CREATE (reinvoked after the second webhook)" \
+    || bad "sizeguard was called $calls time(s) for the Pod: no reinvocation happened"
+  python3 - "$ns" > "$work/reinvoked.check" 2>&1 <<'PY' && ok "right-sized once: $(cat "$work/reinvoked.check")" || bad "$(tail -n 1 "$work/reinvoked.check")"
+import json, subprocess, sys
+pod = json.loads(subprocess.check_output(["kubectl", "-n", sys.argv[1], "get", "pod", "reinvoked", "-o", "json"]))
+annotations = pod["metadata"].get("annotations", {})
+assert "sizeguard.io/rightsized" in annotations, f"no sizeguard.io/rightsized annotation: {pod['spec']['containers'][0]['resources']}, {annotations}"
+record = json.loads(annotations["sizeguard.io/rightsized"])["containers"]["web"]
+original, written = record["cpu"]["request"]
+cpu = pod["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+assert pod["metadata"]["labels"].get("e2e.sizeguard.io/second") == "true", "the second webhook's label is missing"
+assert original == "4", f"the annotation records {original} as the original cpu request, not 4: cut more than once"
+assert cpu == written, f"cpu request {cpu} is not what sizeguard wrote ({written})"
+print(f"cpu 4 -> {cpu}, annotation [{original}, {written}]")
+PY
+  # Pods of the later cases need not pass through it.
+  kubectl delete mutatingwebhookconfiguration "$run-second" --ignore-not-found >/dev/null 2>&1 || true
 fi
 
 step "guardrails: the agent may not scale below the floor; a human may"
