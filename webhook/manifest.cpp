@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include "webhook/json_read.h"
@@ -381,6 +382,9 @@ std::variant<std::vector<ManifestDocument>, ManifestError> parse_manifests(std::
       object = yaml_to_json(node);
     } catch (const KeyError& e) {
       return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + e.what()};
+    } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own message is "bad file"
+      return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + "nested more than " +
+                           std::to_string(e.depth()) + " levels deep"};
     } catch (const YAML::Exception& e) {
       if (json_error && document == 0) return ManifestError{prefix(source, document) + *json_error};
       return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + e.msg};

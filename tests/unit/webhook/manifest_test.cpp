@@ -328,5 +328,12 @@ TEST(manifest, YamlAliasInsideItsOwnAnchorIsAnError) {
   EXPECT_NE(error.find("loop.yaml[0]: line 3"), std::string::npos) << error;
 }
 
+TEST(manifest, YamlNestedTooDeepNamesTheDepth) {
+  const std::string error = parse_error("apiVersion: v1\nkind: ConfigMap\ndata: " + std::string(1000, '[') +
+                                        std::string(1000, ']') + "\n", "deep.yaml");
+  EXPECT_NE(error.find("deep.yaml[0]: line 3, column "), std::string::npos) << error;
+  EXPECT_NE(error.find("levels deep"), std::string::npos) << error;
+}
+
 }  // namespace
 }  // namespace sizeguard
