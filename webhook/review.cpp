@@ -173,6 +173,11 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
     return DecodeError{"body nests arrays and objects more than " + std::to_string(kMaxJsonDepth) +
                        " levels deep (at byte " + std::to_string(*at) + ")"};
   }
+  // Go's decoder refuses a byte order mark, so the apiserver never sends one; nlohmann and
+  // simdjson would skip it.
+  if (body.starts_with("\xEF\xBB\xBF")) {
+    return DecodeError{"body is not valid JSON: it starts with a UTF-8 byte order mark"};
+  }
   std::optional<Json> parsed = parse_json(body);
   if (!parsed) {
     // Re-parse with exceptions only on the error path, for the parser's position message.
@@ -199,6 +204,9 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
   if (kind != "AdmissionReview") {
     return DecodeError{kind.empty() ? "kind is missing, expected AdmissionReview"
                                     : "kind is \"" + kind + "\", expected AdmissionReview"};
+  }
+  if (api_version.empty()) {
+    return DecodeError{"apiVersion is missing, expected " + std::string(kV1) + " or " + std::string(kV1beta1)};
   }
   if (api_version != kV1 && api_version != kV1beta1) {
     return DecodeError{"apiVersion \"" + api_version + "\" is not supported (" + std::string(kV1) +
