@@ -164,6 +164,29 @@ expect_err "$tmp/does-not-exist.yaml"
 printf '# nothing\n' >"$tmp/empty.yaml"
 run -f "$tmp/empty.yaml"
 expect_rc 2 "empty.yaml"
+printf 'apiVersion: v1\nkind: List\nitems: []\n' >"$tmp/empty-list.yaml"
+run -f "$tmp/empty-list.yaml"
+expect_rc 2 "empty-list.yaml"
+expect_err "no Kubernetes objects in $tmp/empty-list.yaml"
+
+# Cluster-scoped kinds get no namespace, built-in ones beyond the common few too.
+cat >"$tmp/cluster.yaml" <<'EOF'
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: p}
+---
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: c}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: m}
+EOF
+run -f "$tmp/cluster.yaml" --output json
+expect_rc 0 "cluster.yaml"
+python3 -c 'import json,sys; r=json.load(sys.stdin); assert [x["namespace"] for x in r] == ["", "", "default"], r' <<<"$out" \
+  || fail "cluster-scoped kinds were given a namespace: $out"
 
 # -f is required.
 run

@@ -62,12 +62,19 @@ std::string guess_resource(const std::string& kind) {
   return singular + "s";
 }
 
-// Common cluster-scoped kinds: they get no namespace.
+// The built-in cluster-scoped kinds (`kubectl api-resources --namespaced=false`, up to
+// 1.31): they get no namespace. Custom resources are taken as namespaced.
 bool is_cluster_scoped(const std::string& kind) {
   static const std::set<std::string> kinds = {
-      "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-      "StorageClass", "PriorityClass", "RuntimeClass", "IngressClass", "MutatingWebhookConfiguration",
-      "ValidatingWebhookConfiguration", "APIService", "CSIDriver", "VolumeAttachment"};
+      "Namespace", "Node", "PersistentVolume", "ComponentStatus", "ClusterRole", "ClusterRoleBinding",
+      "CustomResourceDefinition", "APIService", "StorageClass", "CSIDriver", "CSINode", "VolumeAttachment",
+      "VolumeAttributesClass", "PriorityClass", "RuntimeClass", "IngressClass", "IPAddress", "ServiceCIDR",
+      "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+      "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+      "CertificateSigningRequest", "ClusterTrustBundle", "FlowSchema", "PriorityLevelConfiguration",
+      "TokenReview", "SelfSubjectReview", "SelfSubjectAccessReview", "SelfSubjectRulesReview",
+      "SubjectAccessReview", "StorageVersion", "StorageVersionMigration", "DeviceClass", "ResourceSlice",
+      "PodSecurityPolicy"};
   return kinds.contains(kind);
 }
 
@@ -140,9 +147,13 @@ Operation parse_operation_flag(const std::string& text) {
 std::vector<ReviewItem> load_items(const ReviewFlags& flags) {
   std::vector<ReviewItem> items;
   const Operation operation = parse_operation_flag(flags.operation);
+  std::string without_objects;  // files that held none, for the error below
   for (const std::string& file : flags.files) {
     auto result = read_manifests(file);
     if (auto* error = std::get_if<ManifestError>(&result)) throw InputError(error->message);
+    if (std::get<std::vector<ManifestDocument>>(result).empty()) {
+      without_objects += (without_objects.empty() ? "" : ", ") + (file == "-" ? std::string("standard input") : file);
+    }
     for (const ManifestDocument& document : std::get<std::vector<ManifestDocument>>(result)) {
       ReviewItem item{document.source, document.index, {}};
       if (document.object.at("kind") == "AdmissionReview") {
@@ -158,7 +169,9 @@ std::vector<ReviewItem> load_items(const ReviewFlags& flags) {
       items.push_back(std::move(item));
     }
   }
-  if (items.empty()) throw InputError("no Kubernetes objects in the input");
+  if (items.empty()) {
+    throw InputError("no Kubernetes objects in " + without_objects + " (only comments, empty documents or empty Lists)");
+  }
   return items;
 }
 
