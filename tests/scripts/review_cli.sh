@@ -188,6 +188,14 @@ expect_rc 0 "cluster.yaml"
 python3 -c 'import json,sys; r=json.load(sys.stdin); assert [x["namespace"] for x in r] == ["", "", "default"], r' <<<"$out" \
   || fail "cluster-scoped kinds were given a namespace: $out"
 
+# Control characters in names and values are escaped in the text output.
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: "a\\e[31mred\\0nul"}\n' >"$tmp/esc.yaml"
+run -f "$tmp/esc.yaml"
+expect_rc 0 "esc.yaml"
+! LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$tmp/out" || fail "raw control characters in review output"
+python3 -c 'import sys; sys.exit(b"\0" in open(sys.argv[1], "rb").read())' "$tmp/out" || fail "raw NUL in review output"
+expect_out 'ConfigMap default/a\u001b[31mred\u0000nul (CREATE)'
+
 # -f is required.
 run
 [[ $rc != 0 ]] || fail "review without -f must fail"
