@@ -239,8 +239,8 @@ struct SslDeleter {
 };
 using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 
-// Header sections larger than this are handed to httplib's parser as they are, which
-// rejects them; the loop does not buffer more while looking for the end of the headers.
+// Header sections larger than this are refused (431): the loop does not buffer more while
+// looking for the end of the headers (a worker given them would wait for the rest).
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 constexpr std::size_t kReadChunk = 16 * 1024;  // one TLS record's worth of plaintext
 // How long the loop keeps discarding an oversize body after its 413 (also bounded by the
@@ -435,7 +435,7 @@ Framing frame_request(Connection& c, std::size_t max_body) {
     const void* found = std::memchr(data + i, '\n', size - i);
     if (!found) break;
     i = static_cast<std::size_t>(static_cast<const char*>(found) - data);
-    // httplib skips lines without CR and would then wait for a blank line that never comes.
+    // httplib's parser refuses lines without CR anyway: refused here, without a worker.
     if (i == 0 || data[i - 1] != '\r') return refuse(c, 400, "malformed HTTP request: line ends with a bare LF");
     if (i + 2 < size && data[i + 1] == '\r' && data[i + 2] == '\n') {
       end = i + 3;
@@ -932,12 +932,7 @@ class ConnectionServer final : public httplib::Server {
       refuse_request(c);
       return false;
     }
-    // Past the buffer budget a worker receives the rest, as a worker used to receive
-    // every request: memory stays bounded by the workers, not by the connections.
-    if (framing == Framing::Complete || buffered_ > limits_.max_buffered_bytes) {
-      hand_over(c, framing);
-      return false;
-    }
+    // Owed even when a worker receives the rest: httplib no longer sees the Expect header.
     if (c->continue_due) {
       c->continue_due = false;
       if (!write_now(*c, "HTTP/1.1 100 Continue\r\n\r\n")) {
@@ -945,6 +940,12 @@ class ConnectionServer final : public httplib::Server {
         close_connection(c);
         return false;
       }
+    }
+    // Past the buffer budget a worker receives the rest, as a worker used to receive
+    // every request: memory stays bounded by the workers, not by the connections.
+    if (framing == Framing::Complete || buffered_ > limits_.max_buffered_bytes) {
+      hand_over(c, framing);
+      return false;
     }
     return true;
   }
