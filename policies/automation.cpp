@@ -72,8 +72,8 @@ std::vector<ReplicaChange> replica_changes(Subject& s) {
 // The pod template without what a scale-up may change, to tell "only added capacity" apart.
 Json template_of(const Json& object, WorkloadKind kind) {
   auto pointer = pod_spec_pointer(kind);
-  if (!pointer || !object.contains(Json::json_pointer(*pointer))) return nullptr;
-  return object.at(Json::json_pointer(*pointer));
+  const Json* found = pointer ? json_at(object, *pointer) : nullptr;
+  return found ? *found : Json(nullptr);
 }
 
 bool only_adds_capacity(Subject& s, const std::vector<ReplicaChange>& changes) {
@@ -284,9 +284,10 @@ void check_change_reason(RuleRun& run, const std::string& key, const std::string
     // The apiserver builds the Scale from the stored object, so a different resourceVersion
     // means the parent came from the cluster-state cache and may predate `kubectl annotate`.
     const Json no_version = "";
-    const Json& have = source->value("/metadata/resourceVersion"_json_pointer, no_version);
-    const Json& stored = r.old_object.is_object() ? r.old_object.value("/metadata/resourceVersion"_json_pointer, no_version)
-                                                   : no_version;
+    const Json* have_at = json_at(*source, "/metadata/resourceVersion");
+    const Json* stored_at = json_at(r.old_object, "/metadata/resourceVersion");
+    const Json& have = have_at ? *have_at : no_version;
+    const Json& stored = stored_at ? *stored_at : no_version;
     if (have != no_version && stored != no_version && have != stored) {
       stale = "; the webhook's copy of " + where + " is older than the object being scaled (cached up to the cluster "
               "cache TTL, 10 s by default): if the annotation was set just now, retry in a few seconds";
@@ -302,7 +303,8 @@ void check_change_reason(RuleRun& run, const std::string& key, const std::string
   }
   run.decision.audit_fields["changeReason"] = reason;
   // The uid tells a re-created workload of the same name apart.
-  const Json& uid = source->value("/metadata/uid"_json_pointer, Json(""));
+  const Json* uid_at = json_at(*source, "/metadata/uid");
+  const Json uid = uid_at ? *uid_at : Json("");
   run.decision.reason_claims.push_back({run.policy.name, run.mode, workload,
                                         stable_hash_hex((uid.is_string() ? uid.get<std::string>() : "") + "\n" + reason), key,
                                         where, stale, deny_on_error});

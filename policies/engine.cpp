@@ -123,8 +123,8 @@ std::optional<int64_t> workload_pods(const Json& object, WorkloadKind kind) {
   switch (kind) {
     case WorkloadKind::Pod: return 1;
     case WorkloadKind::CronJob: {
-      const Json& p = object.value("/spec/jobTemplate/spec/parallelism"_json_pointer, Json(1));
-      return p.is_number_integer() ? p.get<int64_t>() : 1;
+      const Json* p = json_at(object, "/spec/jobTemplate/spec/parallelism");
+      return p && p->is_number_integer() ? p->get<int64_t>() : 1;
     }
     case WorkloadKind::DaemonSet: return std::nullopt;  // one per node: unknown here
     default: return replicas(object, kind);

@@ -15,7 +15,7 @@ std::string lowercase_plural(const std::string& kind) {
 }
 
 std::string_view string_at(const Json& object, const Json::json_pointer& pointer) {
-  const Json* value = object.contains(pointer) ? &object.at(pointer) : nullptr;
+  const Json* value = json_at(object, pointer.to_string());
   return value && value->is_string() ? std::string_view(value->get_ref<const std::string&>()) : std::string_view();
 }
 

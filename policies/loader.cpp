@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include <date/tz.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 namespace sizeguard {
@@ -69,20 +70,41 @@ std::optional<std::string> read_string(const Reader& r, const YAML::Node& node, 
   return node.Scalar();
 }
 
+// A plain (unquoted) scalar, or one tagged !!int/!!float: "2" in quotes is a string, as
+// for the apiserver, not a number.
+bool is_plain_scalar(const YAML::Node& node) {
+  return node.IsScalar() && (node.Tag() == "?" || node.Tag() == "tag:yaml.org,2002:int" ||
+                             node.Tag() == "tag:yaml.org,2002:float" || node.Tag() == "tag:yaml.org,2002:bool");
+}
+
+std::string describe_quoted(const YAML::Node& node) {
+  return describe(node) + (node.IsScalar() && !is_plain_scalar(node) ? " (a quoted string)" : "");
+}
+
+// A plain true or false (YAML 1.2 core schema spellings).
+std::optional<bool> read_plain_bool(const YAML::Node& node) {
+  if (!is_plain_scalar(node)) return std::nullopt;
+  const std::string& text = node.Scalar();
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  return std::nullopt;
+}
+
 std::optional<int64_t> read_count(const Reader& r, const YAML::Node& node, const std::string& path) {
-  if (node.IsScalar()) {
+  if (is_plain_scalar(node)) {
     const std::string& text = node.Scalar();
     int64_t value = -1;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (ec == std::errc() && end == text.data() + text.size() && value >= 0) return value;
   }
-  r.error(path, "expected a non-negative integer, got " + describe(node));
+  r.error(path, "expected a non-negative integer, got " + describe_quoted(node));
   return std::nullopt;
 }
 
+// `quoted_ok`: ratios, which Kubernetes writes as quantities ("2").
 std::optional<double> read_positive_number(const Reader& r, const YAML::Node& node, const std::string& path,
-                                           bool allow_zero) {
-  if (node.IsScalar()) {
+                                           bool allow_zero, bool quoted_ok = false) {
+  if (quoted_ok ? node.IsScalar() : is_plain_scalar(node)) {
     const std::string& text = node.Scalar();
     double value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -92,7 +114,7 @@ std::optional<double> read_positive_number(const Reader& r, const YAML::Node& no
     }
   }
   r.error(path, std::string("expected a ") + (allow_zero ? "non-negative" : "positive") +
-                    " number, got " + describe(node));
+                    " number, got " + describe_quoted(node));
   return std::nullopt;
 }
 
@@ -279,7 +301,7 @@ ResourceRule read_resources(const Reader& r, const YAML::Node& node, const std::
     } else {
       for (const auto& entry : ratio) {
         const std::string key = entry.first.as<std::string>();
-        auto value = read_positive_number(r, entry.second, path + ".maxLimitRequestRatio." + key, false);
+        auto value = read_positive_number(r, entry.second, path + ".maxLimitRequestRatio." + key, false, true);
         if (value && *value < 1) {
           r.error(path + ".maxLimitRequestRatio." + key, "expected a ratio of at least 1, got " + describe(entry.second));
         } else if (value) {
@@ -401,10 +423,10 @@ FreezeWindow read_freeze_window(const Reader& r, const YAML::Node& node, const s
     if (w.from_local && w.to_local && *w.from_local >= *w.to_local) r.error(path + ".to", "must be after from");
   }
   if (node["allowScaleUp"]) {
-    if (node["allowScaleUp"].IsScalar() && (node["allowScaleUp"].Scalar() == "true" || node["allowScaleUp"].Scalar() == "false")) {
-      w.allow_scale_up = node["allowScaleUp"].Scalar() == "true";
+    if (auto allow = read_plain_bool(node["allowScaleUp"])) {
+      w.allow_scale_up = *allow;
     } else {
-      r.error(path + ".allowScaleUp", "expected true or false, got " + describe(node["allowScaleUp"]));
+      r.error(path + ".allowScaleUp", "expected true or false, got " + describe_quoted(node["allowScaleUp"]));
     }
   }
   return w;
@@ -527,8 +549,10 @@ AutomationRule read_automation(const Reader& r, const YAML::Node& node, const st
   }
   if (const YAML::Node reason = node["requireChangeReason"]) {
     const std::string at = path + ".requireChangeReason";
-    if (reason.IsScalar() && (reason.Scalar() == "true" || reason.Scalar() == "false")) {
-      if (reason.Scalar() == "true") rule.change_reason_annotation = "sizeguard.io/change-reason";
+    if (auto required = read_plain_bool(reason)) {
+      if (*required) rule.change_reason_annotation = "sizeguard.io/change-reason";
+    } else if (!reason.IsMap()) {
+      r.error(at, "expected true, false or a mapping with annotation, got " + describe_quoted(reason));
     } else if (expect_map(r, reason, at, {"annotation"})) {
       if (reason["annotation"]) rule.change_reason_annotation = read_string(r, reason["annotation"], at + ".annotation");
       else r.error(at + ".annotation", "required");
@@ -700,6 +724,47 @@ void read_policy(const Reader& r, const YAML::Node& doc, const std::string& sour
   if (r.errors->size() == errors_before) out.policies.push_back(std::move(policy));
 }
 
+std::string where(int first_line, const YAML::Mark& mark) {
+  return "line " + std::to_string(first_line + mark.line + 1) + ", column " + std::to_string(mark.column + 1);
+}
+
+// Before reading a document: every mapping key must be a scalar and appear once. yaml-cpp
+// keeps both entries of a repeated key and node["key"] finds the first, while the
+// apiserver's decoder and YAML tools take the last, so "mode: warn" then "mode: enforce"
+// would lint fine and run as warn. Nodes reached again through an alias are not walked
+// again. Returns whether the document passed.
+bool check_keys(const Reader& r, const YAML::Node& node, const std::string& path, int first_line,
+                std::set<std::pair<int, int>>& walked) {
+  if (!node.IsMap() && !node.IsSequence()) return true;
+  const YAML::Mark mark = node.Mark();
+  if (!walked.insert({mark.pos, static_cast<int>(node.Type())}).second) return true;
+  bool ok = true;
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      ok = check_keys(r, node[i], path + "[" + std::to_string(i) + "]", first_line, walked) && ok;
+    }
+    return ok;
+  }
+  std::map<std::string, YAML::Mark> keys;
+  for (const auto& entry : node) {
+    const YAML::Node& key = entry.first;
+    if (!key.IsScalar()) {
+      r.error(path, where(first_line, key.Mark()) + ": a mapping key must be a string, got " + describe(key));
+      ok = false;
+      continue;
+    }
+    const std::string at = path.empty() ? key.Scalar() : path + "." + key.Scalar();
+    auto [first, inserted] = keys.emplace(key.Scalar(), key.Mark());
+    if (!inserted) {
+      r.error(at, "duplicate key at " + where(first_line, key.Mark()) + " (first at " +
+                      where(first_line, first->second) + ")");
+      ok = false;
+    }
+    ok = check_keys(r, entry.second, at, first_line, walked) && ok;
+  }
+  return ok;
+}
+
 std::optional<std::string> read_text(const fs::path& path, std::string* error) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -745,7 +810,12 @@ PolicyLoad parse_policies(std::string_view text, const std::string& source) {
     try {
       const YAML::Node node = YAML::Load(chunk.text);
       if (!node || node.IsNull()) continue;  // empty or comment-only document
-      read_policy(reader, node, document, out);
+      std::set<std::pair<int, int>> walked;
+      if (check_keys(reader, node, "", chunk.first_line, walked)) read_policy(reader, node, document, out);
+    } catch (const YAML::DeepRecursion& e) {
+      reader.error("", "line " + std::to_string(chunk.first_line + e.mark.line + 1) + ", column " +
+                           std::to_string(e.mark.column + 1) + ": nested more than " + std::to_string(e.depth()) +
+                           " levels deep");
     } catch (const YAML::Exception& e) {
       reader.error("", "line " + std::to_string(chunk.first_line + e.mark.line + 1) + ", column " +
                            std::to_string(e.mark.column + 1) + ": " + e.msg);

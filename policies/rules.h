@@ -46,8 +46,8 @@ class Subject {
                       : workload_kind_from(request.kind.kind);
     kind_name_ = is_scale_ ? std::string(to_string(kind_)) : request.kind.kind;
     if (kind_ == WorkloadKind::HorizontalPodAutoscaler) {
-      const Json& target = object().value("/spec/scaleTargetRef/kind"_json_pointer, Json());
-      if (target.is_string()) hpa_target_kind_ = target.get<std::string>();
+      const Json* target = json_at(object(), "/spec/scaleTargetRef/kind");
+      if (target && target->is_string()) hpa_target_kind_ = target->get<std::string>();
     }
   }
 
@@ -111,9 +111,9 @@ class Subject {
 
   static bool has_controller_owner(const Json& object) {
     if (!object.is_object()) return false;
-    const Json& owners = object.value("/metadata/ownerReferences"_json_pointer, Json::array());
-    if (!owners.is_array()) return false;
-    return std::any_of(owners.begin(), owners.end(), [](const Json& o) {
+    const Json* owners = json_at(object, "/metadata/ownerReferences");  // metadata may be any type
+    if (!owners || !owners->is_array()) return false;
+    return std::any_of(owners->begin(), owners->end(), [](const Json& o) {
       return o.is_object() && o.value("controller", Json(false)) == Json(true);
     });
   }

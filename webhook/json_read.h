@@ -15,4 +15,13 @@ namespace sizeguard {
 // nlohmann, so the result never depends on which parser ran).
 std::optional<nlohmann::json> parse_json(std::string_view text);
 
+// Go's encoding/json (so the apiserver) refuses JSON nested deeper than this. Deeper
+// documents would overflow the stack later, in nlohmann's recursive copies and dumps, so
+// every reader checks it first.
+constexpr std::size_t kMaxJsonDepth = 10000;
+
+// The byte offset where `text` opens its (kMaxJsonDepth + 1)th nested array or object, if
+// it does. Brackets inside strings do not count.
+std::optional<std::size_t> json_too_deep_at(std::string_view text);
+
 }  // namespace sizeguard

@@ -256,4 +256,34 @@ void log_decision(spdlog::logger& logger, const DecisionRecord& record) {
              {"latency_ms", latency, true}});
 }
 
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned code) {
+    char escaped[8];
+    std::snprintf(escaped, sizeof escaped, "\\u%04x", code);
+    out += escaped;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      const size_t length = utf8_sequence_length(text, i);
+      if (length == 0) {
+        out += "\xEF\xBF\xBD";
+      } else if (length == 2 && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0) {
+        escape(static_cast<unsigned char>(text[i + 1]));  // C1 controls: U+0080..U+009F (0x9B is CSI)
+        i += 1;
+      } else {
+        out.append(text.substr(i, length));
+        i += length - 1;
+      }
+    } else if (c < 0x20 || c == 0x7F) {
+      escape(c);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 }  // namespace sizeguard

@@ -37,6 +37,12 @@ struct LogField {
 void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view message,
                std::initializer_list<LogField> fields);
 
+// `text` made safe for a terminal, as the JSON log escapes it: C0 and C1 control
+// characters and DEL become \u001b-style escapes (a crafted file cannot recolour, retitle
+// or erase the terminal, nor start a fake line), invalid UTF-8 becomes U+FFFD. For
+// human-readable output of input-derived text (`review`, `policy lint`).
+std::string printable(std::string_view text);
+
 // One line per decision: webhook, uid, kind, namespace, name (or generateName), operation,
 // username, decision, reason, dry_run, latency_ms; invalid bodies log at warn with the error.
 void log_decision(spdlog::logger& logger, const DecisionRecord& record);

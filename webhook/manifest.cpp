@@ -13,19 +13,71 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_set>
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
+
+#include "webhook/json_read.h"
 
 namespace sizeguard {
 namespace {
 
 constexpr std::string_view kTagPrefix = "tag:yaml.org,2002:";
 
-// A mapping key JSON cannot hold; carries the position for the error message.
+// A YAML document JSON cannot hold (a key that is not a scalar, excessive aliasing, an
+// alias inside its own anchor); carries the position for the error message.
 struct KeyError : std::invalid_argument {
   KeyError(const std::string& what, YAML::Mark where) : std::invalid_argument(what), mark(where) {}
   YAML::Mark mark;
 };
+
+// go-yaml's guard against alias bombs (and so kubectl's): past 100 alias-expanded nodes
+// and 1000 nodes in all, at most this share of the nodes may come from aliases: 99% up to
+// 400,000 nodes, falling to 10% at 4,000,000.
+double allowed_alias_ratio(std::uint64_t decoded) {
+  constexpr double kLow = 400'000, kHigh = 4'000'000;
+  if (static_cast<double>(decoded) <= kLow) return 0.99;
+  if (static_cast<double>(decoded) >= kHigh) return 0.10;
+  return 0.99 - 0.89 * ((static_cast<double>(decoded) - kLow) / (kHigh - kLow));
+}
+
+// Deeper than yaml-cpp's own parser goes (500): reached only through an alias that
+// contains itself, which would otherwise recurse forever.
+constexpr int kMaxYamlDepth = 1000;
+
+// yaml-cpp gives an alias the very node of its anchor, with no flag; a node met a second
+// time (same position and type) is an alias, and everything below it counts as expanded.
+struct Expansion {
+  std::uint64_t decoded = 0, aliased = 0;
+  int alias_depth = 0, depth = 0;
+  std::unordered_set<std::uint64_t> seen;
+
+  // Counts `node`; returns whether it is an alias (the caller then leaves alias_depth).
+  bool enter(const YAML::Node& node) {
+    const YAML::Mark mark = node.Mark();
+    bool alias = false;
+    if (!mark.is_null() && mark.pos >= 0 && !node.IsNull()) {
+      const std::uint64_t key = (static_cast<std::uint64_t>(mark.pos) << 3) | static_cast<std::uint64_t>(node.Type());
+      alias = !seen.insert(key).second;
+    }
+    if (alias) ++alias_depth;
+    ++decoded;
+    if (alias_depth > 0) ++aliased;
+    if (aliased > 100 && decoded > 1000 &&
+        static_cast<double>(aliased) / static_cast<double>(decoded) > allowed_alias_ratio(decoded)) {
+      throw KeyError("document contains excessive aliasing", mark);
+    }
+    if (++depth > kMaxYamlDepth) throw KeyError("an alias contains itself (or nesting is too deep)", mark);
+    return alias;
+  }
+  void leave(bool alias) {
+    --depth;
+    if (alias) --alias_depth;
+  }
+};
+
+Json to_json(const YAML::Node& node, Expansion& expansion);
 
 bool all_digits(std::string_view text, int base) {
   if (text.empty()) return false;
@@ -241,7 +293,9 @@ std::string json_error_text(const std::string& what) {
 
 }  // namespace
 
-Json yaml_to_json(const YAML::Node& node) {
+namespace {
+
+Json to_json_unguarded(const YAML::Node& node, Expansion& expansion) {
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -251,7 +305,7 @@ Json yaml_to_json(const YAML::Node& node) {
       return scalar_to_json(node);
     case YAML::NodeType::Sequence: {
       Json out = Json::array();
-      for (const auto& item : node) out.push_back(yaml_to_json(item));
+      for (const auto& item : node) out.push_back(to_json(item, expansion));
       return out;
     }
     case YAML::NodeType::Map: {
@@ -260,11 +314,11 @@ Json yaml_to_json(const YAML::Node& node) {
       for (const auto& entry : node) {
         const YAML::Node& key = entry.first;
         if (key.IsScalar() && key.Tag() == "?" && key.Scalar() == "<<") {
-          merges.push_back(yaml_to_json(entry.second));
+          merges.push_back(to_json(entry.second, expansion));
           continue;
         }
         if (!key.IsScalar() && !key.IsNull()) throw KeyError("mapping key is not a scalar", key.Mark());
-        out[key.IsNull() ? std::string("null") : key.Scalar()] = yaml_to_json(entry.second);
+        out[key.IsNull() ? std::string("null") : key.Scalar()] = to_json(entry.second, expansion);
       }
       // "<<: *base" or "<<: [*a, *b]": keys of the mapping itself win, then earlier merges.
       for (const Json& merge : merges) {
@@ -280,6 +334,20 @@ Json yaml_to_json(const YAML::Node& node) {
   return nullptr;
 }
 
+Json to_json(const YAML::Node& node, Expansion& expansion) {
+  const bool alias = expansion.enter(node);
+  Json out = to_json_unguarded(node, expansion);
+  expansion.leave(alias);
+  return out;
+}
+
+}  // namespace
+
+Json yaml_to_json(const YAML::Node& node) {
+  Expansion expansion;
+  return to_json(node, expansion);
+}
+
 std::variant<std::vector<ManifestDocument>, ManifestError> parse_manifests(std::string_view text,
                                                                            const std::string& source) {
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);
@@ -289,6 +357,10 @@ std::variant<std::vector<ManifestDocument>, ManifestError> parse_manifests(std::
   std::optional<std::string> json_error;
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first != std::string_view::npos && (text[first] == '{' || text[first] == '[')) {
+    if (const auto at = json_too_deep_at(text)) {
+      return ManifestError{prefix(source, 0) + "JSON nests arrays and objects more than " +
+                           std::to_string(kMaxJsonDepth) + " levels deep (at byte " + std::to_string(*at) + ")"};
+    }
     try {
       Json object = Json::parse(text);
       if (auto error = collect(std::move(object), prefix(source, 0), source, 0, documents)) {
@@ -310,6 +382,9 @@ std::variant<std::vector<ManifestDocument>, ManifestError> parse_manifests(std::
       object = yaml_to_json(node);
     } catch (const KeyError& e) {
       return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + e.what()};
+    } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own message is "bad file"
+      return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + "nested more than " +
+                           std::to_string(e.depth()) + " levels deep"};
     } catch (const YAML::Exception& e) {
       if (json_error && document == 0) return ManifestError{prefix(source, document) + *json_error};
       return ManifestError{prefix(source, document) + position(chunk.first_line, e.mark) + e.msg};

@@ -51,7 +51,9 @@ std::vector<YamlChunk> split_yaml_documents(std::string_view text);
 // (unquoted) true/false -> bool, null/~/empty -> null, integers (decimal, 0x, 0o) -> integer,
 // floats -> number; quoted and block scalars -> string; explicit !!str/!!int/!!float/
 // !!bool/!!null tags are honoured; "<<" merge keys are applied. .inf/.nan stay strings (JSON
-// cannot hold them). Throws std::invalid_argument for a mapping key that is not a scalar.
+// cannot hold them). Throws std::invalid_argument for a mapping key that is not a scalar,
+// for excessive aliasing (go-yaml's rule, as kubectl: an alias bomb of a few hundred bytes
+// would expand to gigabytes) and for an alias inside its own anchor.
 Json yaml_to_json(const YAML::Node& node);
 
 }  // namespace sizeguard

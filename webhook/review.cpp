@@ -11,34 +11,6 @@ namespace sizeguard {
 
 namespace {
 
-// Go's encoding/json (so the apiserver) refuses JSON nested deeper than this. Deeper bodies
-// would overflow the stack later, in nlohmann's recursive copies and serialization.
-constexpr size_t kMaxJsonDepth = 10000;
-
-// The byte offset where `body` opens its (kMaxJsonDepth + 1)th nested array or object, if
-// it does. Brackets inside strings do not count.
-std::optional<size_t> too_deep_at(std::string_view body) {
-  size_t depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < body.size(); ++i) {
-    const char c = body[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) return i;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return std::nullopt;
-}
-
 constexpr std::string_view kV1 = "admission.k8s.io/v1";
 constexpr std::string_view kV1beta1 = "admission.k8s.io/v1beta1";
 
@@ -197,9 +169,14 @@ const Json& AdmissionRequest::subject() const {
 }
 
 std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_view body) {
-  if (const auto at = too_deep_at(body)) {
+  if (const auto at = json_too_deep_at(body)) {
     return DecodeError{"body nests arrays and objects more than " + std::to_string(kMaxJsonDepth) +
                        " levels deep (at byte " + std::to_string(*at) + ")"};
+  }
+  // Go's decoder refuses a byte order mark, so the apiserver never sends one; nlohmann and
+  // simdjson would skip it.
+  if (body.starts_with("\xEF\xBB\xBF")) {
+    return DecodeError{"body is not valid JSON: it starts with a UTF-8 byte order mark"};
   }
   std::optional<Json> parsed = parse_json(body);
   if (!parsed) {
@@ -227,6 +204,9 @@ std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_
   if (kind != "AdmissionReview") {
     return DecodeError{kind.empty() ? "kind is missing, expected AdmissionReview"
                                     : "kind is \"" + kind + "\", expected AdmissionReview"};
+  }
+  if (api_version.empty()) {
+    return DecodeError{"apiVersion is missing, expected " + std::string(kV1) + " or " + std::string(kV1beta1)};
   }
   if (api_version != kV1 && api_version != kV1beta1) {
     return DecodeError{"apiVersion \"" + api_version + "\" is not supported (" + std::string(kV1) +

@@ -70,6 +70,18 @@ std::string_view status_reason(int code) {
   }
 }
 
+// Reason phrases for the status lines the event loop writes itself.
+std::string_view http_reason(int code) {
+  switch (code) {
+    case 400: return "Bad Request";
+    case 413: return "Payload Too Large";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    default: return "Error";
+  }
+}
+
 // 0.002 is there so the p99 ≤ 2 ms goal can be read off the histogram.
 const std::vector<double> kDurationBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.0025, 0.005,
                                               0.01,   0.025,   0.05,   0.1,   0.25,  0.5,    1};
@@ -227,8 +239,8 @@ struct SslDeleter {
 };
 using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 
-// Header sections larger than this are handed to httplib's parser as they are, which
-// rejects them; the loop does not buffer more while looking for the end of the headers.
+// Header sections larger than this are refused (431): the loop does not buffer more while
+// looking for the end of the headers (a worker given them would wait for the rest).
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 constexpr std::size_t kReadChunk = 16 * 1024;  // one TLS record's worth of plaintext
 // How long the loop keeps discarding an oversize body after its 413 (also bounded by the
@@ -270,18 +282,28 @@ struct Connection {
   std::uint64_t skipped = 0;  // the declared body length the parser never sees
   std::size_t skip_at = 0;
   std::uint64_t linger_budget = 0;  // raw bytes still discarded before closing anyway
+  // A chunked body being received: where the next chunk-size (or trailer) line starts,
+  // the data bytes before it, and where the body starts.
+  std::size_t chunk_pos = 0, body_start = 0;
+  std::uint64_t chunk_data = 0;
+  bool chunk_trailers = false;
+  bool continue_due = false;  // "Expect: 100-continue": the loop owes "100 Continue"
+  // Framing the loop refuses itself (status, message), answered with Connection: close.
+  int refuse_status = 0;
+  std::string refuse_message;
 
   std::string remote_ip, local_ip;
   int remote_port = 0, local_port = 0;
 
   void consume() {
     in.erase(0, pos);
-    pos = scanned = needed = skip_at = 0;
-    body_bytes = 0;
+    pos = scanned = needed = skip_at = chunk_pos = body_start = 0;
+    body_bytes = chunk_data = 0;
+    chunk_trailers = continue_due = false;
   }
 };
 
-enum class Framing { Incomplete, Complete, HandOver };
+enum class Framing { Incomplete, Complete, Refused };
 
 bool header_is(std::string_view line, std::string_view name) {
   if (line.size() <= name.size() || line[name.size()] != ':') return false;
@@ -291,12 +313,121 @@ bool header_is(std::string_view line, std::string_view name) {
   return true;
 }
 
-// Whether `c.in` holds a whole request. Chunked bodies, "Expect: 100-continue", an
-// unreadable Content-Length and oversized header sections are handed over as soon as the
-// headers are in (or the limit is hit): httplib's parser answers or rejects those,
-// reading with the per-request deadline.
+bool equals_ignoring_case(std::string_view a, std::string_view lower) {
+  return a.size() == lower.size() &&
+         std::equal(a.begin(), a.end(), lower.begin(), [](char x, char y) { return std::tolower(static_cast<unsigned char>(x)) == y; });
+}
+
+std::string_view header_value(std::string_view line, std::size_t name_size) {
+  std::string_view value = line.substr(name_size + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == '\r' || value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  return value;
+}
+
+// A header line httplib parses as an empty "X" header: hides a header the loop already
+// acted on (Expect) or replaced (Transfer-Encoding, Content-Length of a decoded chunked
+// body) without moving the bytes behind it.
+void blank_header_line(std::string& in, std::size_t start, std::size_t end_before_cr) {
+  in[start] = 'X';
+  in[start + 1] = ':';
+  std::fill(in.begin() + static_cast<std::ptrdiff_t>(start + 2), in.begin() + static_cast<std::ptrdiff_t>(end_before_cr), ' ');
+}
+
+Framing refuse(Connection& c, int status, std::string message) {
+  c.refuse_status = status;
+  c.refuse_message = std::move(message);
+  return Framing::Refused;
+}
+
+// Chunk-size lines (with extensions) and trailer lines longer than this are refused, as
+// Go's server does at 4 KiB.
+constexpr std::size_t kMaxChunkLine = 4096;
+
+// Follows a chunked body from c.chunk_pos as it arrives. Once it is whole, the request is
+// rewritten in place as a Content-Length request (chunks decoded, trailers dropped), so a
+// worker never waits for a chunk and the large-review lane sees the real size.
+Framing frame_chunks(Connection& c, std::size_t max_body) {
+  std::string& in = c.in;
+  for (;;) {
+    const std::size_t line_end = in.find("\r\n", c.chunk_pos);
+    if (line_end == std::string::npos) {
+      if (in.size() - c.chunk_pos > kMaxChunkLine) return refuse(c, 400, "chunk or trailer line too long");
+      if (in.find('\n', c.chunk_pos) != std::string::npos) return refuse(c, 400, "malformed chunked body: bare LF");
+      return Framing::Incomplete;
+    }
+    std::string_view line(in.data() + c.chunk_pos, line_end - c.chunk_pos);
+    if (line.size() > kMaxChunkLine) return refuse(c, 400, "chunk or trailer line too long");
+    if (c.chunk_trailers) {
+      c.chunk_pos = line_end + 2;
+      if (!line.empty()) continue;  // a trailer field, dropped
+      break;
+    }
+    std::string_view size_text = line.substr(0, line.find(';'));
+    while (!size_text.empty() && (size_text.back() == ' ' || size_text.back() == '\t')) size_text.remove_suffix(1);
+    std::uint64_t size = 0;
+    auto [stop, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+    if (size_text.empty() || stop != size_text.data() + size_text.size() || size_text.front() == '+' ||
+        size_text.front() == '-') {
+      return refuse(c, 400, "malformed chunked body: bad chunk size");
+    }
+    if (ec != std::errc() || size > max_body - c.chunk_data) {  // chunk_data <= max_body
+      return refuse(c, 413, "request body is larger than the limit of " + std::to_string(max_body) +
+                                " bytes (--max-body-bytes)");
+    }
+    if (size == 0) {
+      c.chunk_trailers = true;
+      c.chunk_pos = line_end + 2;
+      continue;
+    }
+    const std::size_t data_end = line_end + 2 + static_cast<std::size_t>(size);
+    if (in.size() < data_end + 2) return Framing::Incomplete;  // resumes at this chunk line
+    if (in[data_end] != '\r' || in[data_end + 1] != '\n') return refuse(c, 400, "malformed chunked body: no CRLF after a chunk");
+    c.chunk_data += size;
+    c.chunk_pos = data_end + 2;
+  }
+  // Whole: headers (Transfer-Encoding and Content-Length blanked) + Content-Length + data.
+  std::string rewritten;
+  rewritten.reserve(c.body_start + 32 + static_cast<std::size_t>(c.chunk_data) + (in.size() - c.chunk_pos));
+  std::string head = in.substr(0, c.body_start - 2);
+  for (std::size_t start = head.find('\n') + 1; start < head.size();) {
+    std::size_t end = head.find("\r\n", start);
+    if (end == std::string::npos) end = head.size();
+    std::string_view line(head.data() + start, end - start);
+    if (header_is(line, "transfer-encoding") || header_is(line, "content-length")) blank_header_line(head, start, end);
+    start = end + 2;
+  }
+  rewritten += head;
+  rewritten += "Content-Length: " + std::to_string(c.chunk_data) + "\r\n\r\n";
+  for (std::size_t at = c.body_start;;) {
+    const std::size_t line_end = in.find("\r\n", at);
+    std::uint64_t size = 0;
+    std::from_chars(in.data() + at, in.data() + line_end, size, 16);
+    if (size == 0) break;
+    rewritten.append(in, line_end + 2, static_cast<std::size_t>(size));
+    at = line_end + 2 + static_cast<std::size_t>(size) + 2;
+  }
+  const std::size_t body_start = rewritten.size() - static_cast<std::size_t>(c.chunk_data);
+  rewritten.append(in, c.chunk_pos, std::string::npos);
+  in.swap(rewritten);
+  c.needed = body_start + static_cast<std::size_t>(c.chunk_data);
+  c.body_bytes = c.chunk_data;
+  c.chunk_pos = c.chunk_data = 0;
+  c.chunk_trailers = false;
+  return Framing::Complete;
+}
+
+// Whether `c.in` holds a whole request. The loop holds every request until it is whole,
+// Content-Length and chunked bodies alike, so a worker never waits for a client; framing
+// a worker could not parse without waiting, or that Go's server refuses (bad, signed,
+// hexadecimal, overflowing or conflicting Content-Length, transfer codings other than
+// chunked, bare LF line ends, header sections over 64 KiB), is refused (c.refuse_status)
+// as soon as it is seen. "Expect: 100-continue" asks the loop for "100 Continue"
+// (c.continue_due) when the body is not already here.
 Framing frame_request(Connection& c, std::size_t max_body) {
+  if (c.refuse_status != 0) return Framing::Refused;
   if (c.needed > 0) return c.in.size() >= c.needed ? Framing::Complete : Framing::Incomplete;
+  if (c.chunk_pos > 0) return frame_chunks(c, max_body);
   const char* data = c.in.data();
   const std::size_t size = c.in.size();
   std::size_t end = 0;
@@ -304,10 +435,8 @@ Framing frame_request(Connection& c, std::size_t max_body) {
     const void* found = std::memchr(data + i, '\n', size - i);
     if (!found) break;
     i = static_cast<std::size_t>(static_cast<const char*>(found) - data);
-    if (i + 1 < size && data[i + 1] == '\n') {
-      end = i + 2;
-      break;
-    }
+    // httplib's parser refuses lines without CR anyway: refused here, without a worker.
+    if (i == 0 || data[i - 1] != '\r') return refuse(c, 400, "malformed HTTP request: line ends with a bare LF");
     if (i + 2 < size && data[i + 1] == '\r' && data[i + 2] == '\n') {
       end = i + 3;
       break;
@@ -316,23 +445,57 @@ Framing frame_request(Connection& c, std::size_t max_body) {
   }
   if (end == 0) {
     c.scanned = size >= 2 ? size - 2 : 0;
-    return size > kMaxHeaderBytes ? Framing::HandOver : Framing::Incomplete;
+    if (size > kMaxHeaderBytes) return refuse(c, 431, "request header fields are larger than 65536 bytes");
+    return Framing::Incomplete;
   }
+  if (end > kMaxHeaderBytes) return refuse(c, 431, "request header fields are larger than 65536 bytes");
   std::uint64_t length = 0;
-  bool has_length = false;
+  std::string_view first_length;
+  bool has_length = false, chunked = false, expect_continue = false;
+  int transfer_encodings = 0;
   std::string_view headers(data, end);
   for (std::size_t line_start = headers.find('\n') + 1; line_start < end;) {
     std::size_t line_end = headers.find('\n', line_start);
     std::string_view line = headers.substr(line_start, line_end - line_start);
+    const std::size_t at = line_start;
     line_start = line_end + 1;
-    if (header_is(line, "transfer-encoding") || header_is(line, "expect")) return Framing::HandOver;
-    if (has_length || !header_is(line, "content-length")) continue;
-    std::string_view value = line.substr(15);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
-    if (value.empty() || ec != std::errc() || stop != value.data() + value.size()) return Framing::HandOver;
-    has_length = true;
+    if (header_is(line, "transfer-encoding")) {
+      ++transfer_encodings;
+      chunked = equals_ignoring_case(header_value(line, 17), "chunked");
+      if (!chunked || transfer_encodings > 1) {
+        return refuse(c, 501, "unsupported Transfer-Encoding: only a single \"chunked\" is accepted");
+      }
+    } else if (header_is(line, "expect")) {
+      if (!equals_ignoring_case(header_value(line, 6), "100-continue")) {
+        return refuse(c, 417, "unsupported Expect: only \"100-continue\" is accepted");
+      }
+      expect_continue = true;
+      blank_header_line(c.in, at, line_end - 1);  // answered here; httplib must not answer it again
+      data = c.in.data();
+      headers = std::string_view(data, end);
+    } else if (header_is(line, "content-length")) {
+      // As Go's server: 1*DIGIT within int64; repeats must agree.
+      std::string_view value = header_value(line, 14);
+      if (has_length) {
+        if (value != first_length) return refuse(c, 400, "conflicting Content-Length headers");
+        continue;
+      }
+      auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+      if (value.empty() || value.front() == '+' || value.front() == '-' || ec != std::errc() ||
+          stop != value.data() + value.size() || length > static_cast<std::uint64_t>(INT64_MAX)) {
+        return refuse(c, 400, "invalid Content-Length");
+      }
+      first_length = value;
+      has_length = true;
+    }
+  }
+  if (chunked) {  // Transfer-Encoding overrides Content-Length (RFC 9112 6.3)
+    c.body_start = c.chunk_pos = end;
+    c.chunk_data = 0;
+    c.chunk_trailers = false;
+    Framing framing = frame_chunks(c, max_body);
+    c.continue_due = expect_continue && framing == Framing::Incomplete;
+    return framing;
   }
   if (length > max_body) {
     // Drop what already arrived of the body; the rest is discarded after the answer.
@@ -351,6 +514,7 @@ Framing frame_request(Connection& c, std::size_t max_body) {
   c.needed = end + static_cast<std::size_t>(length);
   c.body_bytes = length;
   if (size >= c.needed) return Framing::Complete;
+  c.continue_due = expect_continue;
   c.in.reserve(c.needed);
   return Framing::Incomplete;
 }
@@ -515,6 +679,7 @@ struct ConnectionLimits {
   // large_request_queue waiting for it.
   std::size_t large_request_bytes = 0;
   std::size_t large_request_queue = 0;
+  bool json_errors = false;  // refusals as Status JSON (the webhook) or plain text
 };
 
 // httplib::Server for routing and request parsing, with our own connection handling: one
@@ -751,16 +916,82 @@ class ConnectionServer final : public httplib::Server {
         c->request_started = Clock::now();
         c->deadline = c->request_started + limits_.read_timeout;
       }
-      const std::size_t received = c->in.size();
-      Framing framing = frame_request(*c, limits_.max_body_bytes);
-      buffered_ -= received - c->in.size();  // body bytes over the limit were dropped
-      // Past the buffer budget a worker receives the rest, as a worker used to receive
-      // every request: memory stays bounded by the workers, not by the connections.
-      if (framing != Framing::Incomplete || buffered_ > limits_.max_buffered_bytes) {
-        hand_over(c, framing);
-        return;
+      if (!advance(c)) return;
+    }
+  }
+
+  // In the loop, for a connection it owns with request bytes buffered: hands a whole
+  // request to a worker, answers a refused one, or sends an owed "100 Continue". Returns
+  // whether the loop still holds the connection, receiving.
+  bool advance(Connection* c) {
+    const std::size_t before = c->in.size();
+    Framing framing = frame_request(*c, limits_.max_body_bytes);
+    // Body bytes over the limit were dropped, or a chunked body was decoded.
+    buffered_ = buffered_ - before + c->in.size();
+    if (framing == Framing::Refused) {
+      refuse_request(c);
+      return false;
+    }
+    // Owed even when a worker receives the rest: httplib no longer sees the Expect header.
+    if (c->continue_due) {
+      c->continue_due = false;
+      if (!write_now(*c, "HTTP/1.1 100 Continue\r\n\r\n")) {
+        c->broken = true;
+        close_connection(c);
+        return false;
       }
     }
+    // Past the buffer budget a worker receives the rest, as a worker used to receive
+    // every request: memory stays bounded by the workers, not by the connections.
+    if (framing == Framing::Complete || buffered_ > limits_.max_buffered_bytes) {
+      hand_over(c, framing);
+      return false;
+    }
+    return true;
+  }
+
+  // A short write from the loop on a connection with nothing else outgoing (its socket
+  // buffer is empty), so it either goes out at once or the connection is given up.
+  static bool write_now(Connection& c, std::string_view bytes) {
+    if (c.ssl) {
+      ERR_clear_error();
+      std::size_t written = 0;
+      return SSL_write_ex(c.ssl.get(), bytes.data(), bytes.size(), &written) == 1 && written == bytes.size();
+    }
+    while (!bytes.empty()) {
+      ssize_t n = ::send(c.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // In the loop: answers a request refused on its framing alone (c->refuse_status) and
+  // ends the connection, lingering so the answer is not lost to a reset while the client
+  // still sends. No worker is involved.
+  void refuse_request(Connection* c) {
+    const int status = c->refuse_status;
+    std::string_view target(c->in.data(), std::min(c->in.size(), c->in.find('\n')));
+    target.remove_prefix(std::min(target.size(), target.find(' ') + 1));
+    target = target.substr(0, target.find_first_of(" ?"));
+    metrics_.increment(kHttpErrors, {{"listener", listener_},
+                                     {"path", limits_.json_errors ? error_path_label(target, {"/mutate", "/validate"})
+                                                                         : error_path_label(target, {"/healthz", "/readyz", "/metrics"})},
+                                     {"code", std::to_string(status)}});
+    const std::string body = limits_.json_errors ? status_body(status, c->refuse_message) : c->refuse_message + "\n";
+    const std::string answer = "HTTP/1.1 " + std::to_string(status) + " " + std::string(http_reason(status)) +
+                               "\r\nContent-Type: " + (limits_.json_errors ? kJsonType : kTextType) +
+                               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->fd, nullptr);
+    c->writing = false;
+    if (!write_now(*c, answer)) {
+      c->broken = true;
+      close_connection(c);
+      return;
+    }
+    c->linger_budget = limits_.max_body_bytes + 64 * 1024;
+    start_lingering(c, Clock::now());
   }
 
   bool is_large(const Connection& c) const {
@@ -806,7 +1037,7 @@ class ConnectionServer final : public httplib::Server {
         }
         c->consume();
         if (on_lane) break;  // the loop hands on whatever follows
-        if (c->in.empty() || frame_request(*c, limits_.max_body_bytes) == Framing::Incomplete) break;
+        if (c->in.empty() || frame_request(*c, limits_.max_body_bytes) != Framing::Complete) break;
         if (is_large(*c)) break;  // the loop hands it to the lane
         c->request_started = Clock::now();
       }
@@ -892,13 +1123,7 @@ class ConnectionServer final : public httplib::Server {
       watch(c->fd, c, EPOLLIN, EPOLL_CTL_ADD);
       // A request already buffered whole (behind a large one, or a large one behind
       // ordinary ones) goes out again at once.
-      if (!c->in.empty()) {
-        Framing framing = frame_request(*c, limits_.max_body_bytes);
-        if (framing != Framing::Incomplete) {
-          hand_over(c, framing);
-          continue;
-        }
-      }
+      if (!c->in.empty() && !advance(c)) continue;
       // Bytes OpenSSL already holds never make the socket readable again.
       if (c->ssl && SSL_has_pending(c->ssl.get()) == 1) on_ready(c);
     }
@@ -1299,6 +1524,7 @@ struct AdmissionServer::Impl {
                             options.max_buffered_bytes};
     limits.large_request_bytes = options.large_review_bytes;
     limits.large_request_queue = options.large_review_queue;
+    limits.json_errors = true;
     webhook_server = std::make_unique<ConnectionServer>("webhook", &tls, limits, drain, metrics, *logger);
     auto& server = *webhook_server;
     // Answers stay plain: an AdmissionReview response is small, so gzip would cost more

@@ -11,22 +11,6 @@ const Json& empty_object() {
   return empty;
 }
 
-// Follows a JSON Pointer without throwing; nullptr when any step is missing or mistyped.
-const Json* find_pointer(const Json& document, std::string_view pointer) {
-  const Json* node = &document;
-  size_t pos = 0;
-  while (pos < pointer.size()) {
-    if (pointer[pos] != '/') return nullptr;
-    const size_t next = pointer.find('/', pos + 1);
-    const std::string_view token = pointer.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
-    if (!node->is_object()) return nullptr;
-    auto it = node->find(std::string(token));  // our pointers have no escaped tokens
-    if (it == node->end()) return nullptr;
-    node = &*it;
-    pos = next == std::string_view::npos ? pointer.size() : next;
-  }
-  return node;
-}
 
 const Json& member_object(const Json& object, const char* key) {
   if (!object.is_object()) return empty_object();
@@ -35,12 +19,33 @@ const Json& member_object(const Json& object, const char* key) {
 }
 
 std::optional<int64_t> integer_at(const Json& object, std::string_view pointer) {
-  const Json* node = find_pointer(object, pointer);
+  const Json* node = json_at(object, pointer);
   if (node == nullptr || !node->is_number_integer()) return std::nullopt;
   return node->get<int64_t>();
 }
 
 }  // namespace
+
+// Follows a JSON Pointer without throwing; nullptr when any step is missing or mistyped.
+const Json* json_at(const Json& document, std::string_view pointer) {
+  const Json* node = &document;
+  size_t pos = 0;
+  while (pos < pointer.size()) {
+    if (pointer[pos] != '/') return nullptr;
+    const size_t next = pointer.find('/', pos + 1);
+    const std::string_view token = pointer.substr(pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
+    if (!node->is_object()) return nullptr;
+    std::string key(token);
+    for (std::size_t at = key.find('~'); at != std::string::npos; at = key.find('~', at + 1)) {
+      if (at + 1 < key.size() && (key[at + 1] == '0' || key[at + 1] == '1')) key.replace(at, 2, key[at + 1] == '0' ? "~" : "/");
+    }
+    auto it = node->find(key);
+    if (it == node->end()) return nullptr;
+    node = &*it;
+    pos = next == std::string_view::npos ? pointer.size() : next;
+  }
+  return node;
+}
 
 WorkloadKind workload_kind_from(std::string_view kind) {
   static constexpr std::array<std::pair<std::string_view, WorkloadKind>, 10> kinds{{
@@ -139,7 +144,7 @@ std::vector<ContainerRef> containers(const Json& object, WorkloadKind kind) {
   std::vector<ContainerRef> out;
   const auto spec_pointer = pod_spec_pointer(kind);
   if (!spec_pointer) return out;
-  const Json* spec = find_pointer(object, *spec_pointer);
+  const Json* spec = json_at(object, *spec_pointer);
   if (spec == nullptr || !spec->is_object()) return out;
 
   // Init containers run first, so they come first; ephemeral ones were added last.

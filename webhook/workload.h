@@ -59,6 +59,11 @@ std::optional<std::string> replicas_pointer(WorkloadKind kind);
 // absent or not a quantity (the apiserver has validated it, so that means absent).
 std::optional<Quantity> resource_quantity(const Json& resources, std::string_view field, std::string_view name);
 
+// The value at a JSON Pointer (through objects only; ~0 and ~1 escapes honoured), or nullptr when a step is
+// missing or not an object. Never throws, unlike nlohmann's json_pointer lookups, which
+// throw on an array met where an object was expected.
+const Json* json_at(const Json& document, std::string_view pointer);
+
 // metadata.labels / annotations of the object itself (empty object when absent).
 const Json& labels_of(const Json& object);
 const Json& annotations_of(const Json& object);

@@ -4,7 +4,7 @@
 # policies and the usage traces, and runs each for SECONDS (default 30). Any crash, leak,
 # timeout or broken invariant fails, and the input that caused it is printed.
 #   tests/fuzz/run.sh [SECONDS]
-# Environment: FUZZ_TARGETS (default: all six), BUILD_DIR (default build-asan/),
+# Environment: FUZZ_TARGETS (default: all eight), BUILD_DIR (default build-asan/),
 # JOBS (default nproc).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,7 +13,8 @@ seconds=${1:-30}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: tests/fuzz/run.sh [SECONDS]" >&2; exit 2; }
 build_dir=${BUILD_DIR:-build-asan}
 jobs=${JOBS:-$(nproc)}
-targets=${FUZZ_TARGETS:-admission_fuzz json_fuzz quantity_fuzz policy_fuzz usage_csv_fuzz bitbrains_fuzz}
+targets=${FUZZ_TARGETS:-admission_fuzz json_fuzz quantity_fuzz policy_fuzz usage_csv_fuzz bitbrains_fuzz manifest_fuzz
+  http_framing_fuzz}
 
 # Installs what is missing and configures exactly as tests/run.sh --sanitize does (by the
 # same code), so a build dir made by either serves both.
@@ -45,6 +46,22 @@ done
 mkdir -p "$seeds/policy"
 cp policies/examples/*.yaml "$seeds/policy/"
 find tests/fixtures -name '*.yaml' -exec cp {} "$seeds/policy/" \;
+# Manifests for review: the YAML and JSON fixtures, the example policies (YAML with anchors
+# and lists), a small alias fan-out and deep nesting in both syntaxes.
+mkdir -p "$seeds/manifest"
+find tests/fixtures -name '*.yaml' -exec cp {} "$seeds/manifest/" \;
+cp policies/examples/*.yaml tests/fixtures/admission-apiserver-1.28/deployment-create.json "$seeds/manifest/"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\nx: {a0: &a [l, l], a1: &b [*a, *a, *a], a2: [*b, *b, *b]}\n<<: {y: 1}\n' \
+  > "$seeds/manifest/aliases.yaml"
+printf 'apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}, x: %s%s}\n' \
+  "$(printf '[%.0s' $(seq 1 400))" "$(printf ']%.0s' $(seq 1 400))" > "$seeds/manifest/deep.yaml"
+# HTTP framing: requests as the apiserver and other clients frame them.
+mkdir -p "$seeds/http_framing"
+printf 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' > "$seeds/http_framing/pipelined"
+printf 'POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}' > "$seeds/http_framing/length"
+printf 'POST /readyz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\r\n{\r\n1\r\n}\r\n0\r\nT: 1\r\n\r\n' > "$seeds/http_framing/chunked"
+printf 'POST /readyz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}' > "$seeds/http_framing/expect"
+printf 'POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello' > "$seeds/http_framing/repeated-length"
 # Usage: heads of the Bitbrains sample traces, the same rows as a long CSV, and a file of each
 # format with its features (quoting, RFC3339, exponents, optional columns, bad rows).
 mkdir -p "$seeds/bitbrains" "$seeds/usage_csv"
@@ -66,6 +83,8 @@ options() {  # per target: inputs a little larger than the largest seed, so stru
     quantity_fuzz) echo -max_len=64 ;;
     usage_csv_fuzz | bitbrains_fuzz) echo -max_len=8192 -dict=tests/fuzz/usage.dict ;;
     policy_fuzz) echo -max_len=8192 -dict=tests/fuzz/policy.dict ;;
+    manifest_fuzz) echo -max_len=8192 -dict=tests/fuzz/policy.dict ;;
+    http_framing_fuzz) echo -max_len=4096 -dict=tests/fuzz/http.dict ;;
   esac
 }
 

@@ -505,5 +505,144 @@ TEST_F(HostileClientsTest, InvalidUtf8GetsAWellFormedErrorAndTheServerKeepsServi
   EXPECT_EQ(rejected, static_cast<int>(cases.size() * 2));
 }
 
+// Requests whose body is still to come, framed in every way a worker used to wait on
+// (chunked, "Expect: 100-continue"), 3x as many as there are workers: the loop holds them
+// like any incomplete request, good clients are answered meanwhile, and each is answered
+// once its body arrives.
+TEST_F(HostileClientsTest, ChunkedAndExpectContinueBodiesStillToComeHoldNoWorker) {
+  start(30s);
+  const std::string fixture = test::load_apiserver_fixture("deployment-create.json");
+  const std::string uid = Json::parse(fixture)["request"]["uid"].get<std::string>();
+  const std::string head = "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  auto chunked = connect_many(kWorkers * 3 / 2);
+  auto expecting = connect_many(kWorkers * 3 / 2);
+  ASSERT_EQ(chunked.size() + expecting.size(), kWorkers * 3);
+  const std::size_t half = fixture.size() / 2;
+  auto hex = [](std::size_t n) {
+    std::ostringstream out;
+    out << std::hex << n;
+    return out.str();
+  };
+  for (auto& c : chunked) {  // headers and a first chunk; the rest later
+    ASSERT_TRUE(c->send(head + "Transfer-Encoding: chunked\r\n\r\n" + hex(half) + "\r\n" + fixture.substr(0, half) + "\r\n"));
+  }
+  for (auto& c : expecting) {
+    ASSERT_TRUE(c->send(head + "Expect: 100-continue\r\nContent-Length: " + std::to_string(fixture.size()) + "\r\n\r\n"));
+  }
+
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+
+  for (auto& c : chunked) {  // the rest in two chunks (one with an extension), a trailer
+    const std::string rest = fixture.substr(half);
+    ASSERT_TRUE(c->send(hex(10) + ";ext=1\r\n" + rest.substr(0, 10) + "\r\n" + hex(rest.size() - 10) + "\r\n" +
+                        rest.substr(10) + "\r\n0\r\nX-Trailer: t\r\n\r\n"));
+  }
+  for (auto& c : expecting) ASSERT_TRUE(c->send(fixture));
+  for (auto* group : {&chunked, &expecting}) {
+    for (auto& c : *group) {
+      auto response = c->read_response();  // skips "100 Continue"
+      ASSERT_TRUE(response) << c->last_error();
+      EXPECT_EQ(response->status, 200) << response->body;
+      EXPECT_THAT(response->body, HasSubstr(uid));
+      // The connection stays in step: a next (plain) request on it is answered.
+      ASSERT_TRUE(c->send(test::apiserver_request("/validate", fixture, port_)));
+      auto next = c->read_response();
+      ASSERT_TRUE(next) << c->last_error();
+      EXPECT_EQ(next->status, 200) << next->body;
+    }
+  }
+}
+
+// Framing Go's server refuses, or a worker could only have waited on (a length it cannot
+// read, a coding it does not know), is answered at once with a Status and the connection
+// ends; 3x as many such requests as workers leave good clients unaffected.
+TEST_F(HostileClientsTest, BadFramingIsRefusedAtOnce) {
+  start(30s);
+  const std::string head = "POST /mutate HTTP/1.1\r\nHost: x\r\n";
+  struct Case {
+    std::string name, raw;
+    int status;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"negative length", head + "Content-Length: -5\r\n\r\n", 400, "invalid Content-Length"},
+      {"2^64 length", head + "Content-Length: 18446744073709551616\r\n\r\n", 400, "invalid Content-Length"},
+      {"2^63 length", head + "Content-Length: 9223372036854775808\r\n\r\n", 400, "invalid Content-Length"},
+      {"signed length", head + "Content-Length: +5\r\n\r\n", 400, "invalid Content-Length"},
+      {"hex length", head + "Content-Length: 0x10\r\n\r\n", 400, "invalid Content-Length"},
+      {"two numbers", head + "Content-Length: 5 5\r\n\r\n", 400, "invalid Content-Length"},
+      {"empty length", head + "Content-Length:\r\n\r\n", 400, "invalid Content-Length"},
+      {"conflicting lengths", head + "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", 400, "conflicting"},
+      {"bad length beside chunked", head + "Transfer-Encoding: chunked\r\nContent-Length: -1\r\n\r\n", 400,
+       "invalid Content-Length"},
+      {"gzip coding", head + "Transfer-Encoding: gzip, chunked\r\n\r\n", 501, "Transfer-Encoding"},
+      {"identity coding", head + "Transfer-Encoding: identity\r\n\r\n", 501, "Transfer-Encoding"},
+      {"two codings", head + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501,
+       "Transfer-Encoding"},
+      {"unknown expectation", head + "Expect: something\r\nContent-Length: 5\r\n\r\n", 417, "Expect"},
+      {"bare LF", "POST /mutate HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}", 400, "bare LF"},
+      {"bad chunk size", head + "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk size"},
+      {"chunk without CRLF", head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}xx", 400, "CRLF"},
+      {"chunks over the limit", head + "Transfer-Encoding: chunked\r\n\r\n300001\r\n", 413, "3145728 bytes"},
+      {"headers over 64 KiB", head + "X-Big: " + std::string(70'000, 'a'), 431, "65536"},
+  };
+  // Each held a worker until the read timeout before; here 3x the workers at once.
+  std::vector<std::unique_ptr<test::TlsConnection>> held;
+  for (int round = 0; round < 3; ++round) {
+    for (auto& c : connect_many(static_cast<int>(kWorkers))) {
+      EXPECT_TRUE(c->send(cases[round].raw));
+      held.push_back(std::move(c));
+    }
+  }
+  EXPECT_THAT(good_client_round(), ::testing::IsEmpty());
+  for (auto& c : held) {
+    auto response = c->read_response();
+    ASSERT_TRUE(response) << c->last_error();
+    EXPECT_EQ(response->status, 400) << response->body;
+  }
+
+  for (const auto& c : cases) {
+    auto result = connect();
+    ASSERT_EQ(result.stage, ConnectStage::Connected) << result.error;
+    ASSERT_TRUE(result.connection->send(c.raw)) << c.name;
+    auto response = result.connection->read_response();
+    ASSERT_TRUE(response) << c.name << ": " << result.connection->last_error();
+    EXPECT_EQ(response->status, c.status) << c.name << ": " << response->body;
+    EXPECT_EQ(response->headers["connection"], "close") << c.name;
+    Json status = Json::parse(response->body, nullptr, false);
+    EXPECT_EQ(status.value("kind", ""), "Status") << c.name << ": " << response->body;
+    EXPECT_THAT(status.value("message", ""), HasSubstr(c.message)) << c.name;
+    EXPECT_TRUE(result.connection->wait_closed()) << c.name;
+  }
+  EXPECT_GE(gauge("sizeguard_http_errors_total{listener=\"webhook\",path=\"/mutate\",code=\"400\"}"), 11);
+}
+
+// The loop itself owes "100 Continue" once the headers are in: a client that waits for it
+// before sending its body (as Go's and curl's do) gets it at once. Checked on the plain
+// metrics listener, where the interim response can be read raw.
+TEST_F(HostileClientsTest, ExpectContinueIsAnsweredByTheLoop) {
+  start(30s);
+  RawSocket raw(server_->metrics_port());
+  ASSERT_GE(raw.fd, 0);
+  const std::string head = "POST /metrics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+  ASSERT_EQ(::send(raw.fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::string got;
+  char buffer[512];
+  while (got.find("\r\n\r\n") == std::string::npos) {
+    ssize_t n = ::recv(raw.fd, buffer, sizeof buffer, 0);  // bounded by kClientBound
+    ASSERT_GT(n, 0) << "no 100 Continue before the body";
+    got.append(buffer, static_cast<std::size_t>(n));
+  }
+  EXPECT_EQ(got, "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(::send(raw.fd, "{}", 2, MSG_NOSIGNAL), 2);
+  got.clear();
+  while (got.find("\r\n\r\n") == std::string::npos) {
+    ssize_t n = ::recv(raw.fd, buffer, sizeof buffer, 0);
+    ASSERT_GT(n, 0);
+    got.append(buffer, static_cast<std::size_t>(n));
+  }
+  EXPECT_THAT(got, ::testing::StartsWith("HTTP/1.1 404"));  // one final answer, no second 100
+}
+
 }  // namespace
 }  // namespace sizeguard

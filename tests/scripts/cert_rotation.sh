@@ -68,4 +68,13 @@ python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["failed"] 
 grep -q 'serving certificate reloaded' "$work/server.log" || fail "no reload logged"
 after=$(serial)
 [[ $after != "$before" ]] || fail "new connections still get the old certificate ($before)"
+kill "$pid" && wait "$pid" 2>/dev/null || true
+
+# --dev makes fresh 30-day certificates at every start: no expiry warning for those.
+"$bin" serve --dev --dev-cert-dir "$work/dev" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --policies '' > "$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q 'webhook_port=' "$work/server.log" && break; sleep 0.1; done
+grep -q 'webhook_port=' "$work/server.log" || fail "serve --dev did not start"
+! grep -q 'expires soon' "$work/server.log" || fail "serve --dev warns about its own fresh certificate"
 echo "cert_rotation: ok ($(cat "$work/clients.out"))"

@@ -61,4 +61,13 @@ set +e
 set -e
 [[ $code == 2 ]] || fail "review with broken policies exited $code"
 grep -qF 'spec.replicas.min' "$work/err.out" || fail "$(cat "$work/err.out")"
+# Control characters from a file are escaped, never sent raw to the terminal.
+printf 'apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: esc}\nspec:\n  mode: "\\e]0;owned\\a\\e[2J\\x9b31m"\n  replicas: {min: 1}\n' > "$work/esc.yaml"
+set +e
+"$bin" policy lint "$work/esc.yaml" > "$work/lint.out"; code=$?
+set -e
+[[ $code == 1 ]] || fail "lint of esc.yaml exited $code"
+! LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/lint.out" || fail "raw control characters in lint output: $(od -c "$work/lint.out" | head)"
+! grep -q $'\xc2\x9b' "$work/lint.out" || fail "raw C1 control in lint output"
+grep -qF 'got "\u001b]0;owned\u0007\u001b[2J\u009b31m"' "$work/lint.out" || fail "escapes missing: $(cat "$work/lint.out")"
 echo "policy_cli: ok"

@@ -164,6 +164,37 @@ expect_err "$tmp/does-not-exist.yaml"
 printf '# nothing\n' >"$tmp/empty.yaml"
 run -f "$tmp/empty.yaml"
 expect_rc 2 "empty.yaml"
+printf 'apiVersion: v1\nkind: List\nitems: []\n' >"$tmp/empty-list.yaml"
+run -f "$tmp/empty-list.yaml"
+expect_rc 2 "empty-list.yaml"
+expect_err "no Kubernetes objects in $tmp/empty-list.yaml"
+
+# Cluster-scoped kinds get no namespace, built-in ones beyond the common few too.
+cat >"$tmp/cluster.yaml" <<'EOF'
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: p}
+---
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: c}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: m}
+EOF
+run -f "$tmp/cluster.yaml" --output json
+expect_rc 0 "cluster.yaml"
+python3 -c 'import json,sys; r=json.load(sys.stdin); assert [x["namespace"] for x in r] == ["", "", "default"], r' <<<"$out" \
+  || fail "cluster-scoped kinds were given a namespace: $out"
+
+# Control characters in names and values are escaped in the text output.
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: "a\\e[31mred\\0nul"}\n' >"$tmp/esc.yaml"
+run -f "$tmp/esc.yaml"
+expect_rc 0 "esc.yaml"
+! LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$tmp/out" || fail "raw control characters in review output"
+python3 -c 'import sys; sys.exit(b"\0" in open(sys.argv[1], "rb").read())' "$tmp/out" || fail "raw NUL in review output"
+expect_out 'ConfigMap default/a\u001b[31mred\u0000nul (CREATE)'
 
 # -f is required.
 run

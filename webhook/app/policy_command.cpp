@@ -3,6 +3,7 @@
 
 #include "policies/loader.h"
 #include "webhook/app/commands.h"
+#include "webhook/logging.h"
 
 namespace sizeguard {
 
@@ -17,7 +18,8 @@ void add_policy_command(CLI::App& app, int& exit_code) {
     size_t policies = 0, files = 0, errors = 0;
     for (const auto& path : *paths) {
       PolicyLoad load = load_policies(path);
-      for (const auto& error : load.errors) std::cout << error << "\n";
+      // Errors quote the files: no raw control characters reach the terminal.
+      for (const auto& error : load.errors) std::cout << printable(error) << "\n";
       policies += load.policies.size();
       files += load.files.size();
       errors += load.errors.size();

@@ -15,6 +15,7 @@
 #include "webhook/app/handlers.h"
 #include "webhook/app/runtime.h"
 #include "webhook/jsonpatch.h"
+#include "webhook/logging.h"
 #include "webhook/manifest.h"
 #include "webhook/metrics.h"
 #include "webhook/review.h"
@@ -62,12 +63,19 @@ std::string guess_resource(const std::string& kind) {
   return singular + "s";
 }
 
-// Common cluster-scoped kinds: they get no namespace.
+// The built-in cluster-scoped kinds (`kubectl api-resources --namespaced=false`, up to
+// 1.31): they get no namespace. Custom resources are taken as namespaced.
 bool is_cluster_scoped(const std::string& kind) {
   static const std::set<std::string> kinds = {
-      "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-      "StorageClass", "PriorityClass", "RuntimeClass", "IngressClass", "MutatingWebhookConfiguration",
-      "ValidatingWebhookConfiguration", "APIService", "CSIDriver", "VolumeAttachment"};
+      "Namespace", "Node", "PersistentVolume", "ComponentStatus", "ClusterRole", "ClusterRoleBinding",
+      "CustomResourceDefinition", "APIService", "StorageClass", "CSIDriver", "CSINode", "VolumeAttachment",
+      "VolumeAttributesClass", "PriorityClass", "RuntimeClass", "IngressClass", "IPAddress", "ServiceCIDR",
+      "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+      "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+      "CertificateSigningRequest", "ClusterTrustBundle", "FlowSchema", "PriorityLevelConfiguration",
+      "TokenReview", "SelfSubjectReview", "SelfSubjectAccessReview", "SelfSubjectRulesReview",
+      "SubjectAccessReview", "StorageVersion", "StorageVersionMigration", "DeviceClass", "ResourceSlice",
+      "PodSecurityPolicy"};
   return kinds.contains(kind);
 }
 
@@ -140,9 +148,13 @@ Operation parse_operation_flag(const std::string& text) {
 std::vector<ReviewItem> load_items(const ReviewFlags& flags) {
   std::vector<ReviewItem> items;
   const Operation operation = parse_operation_flag(flags.operation);
+  std::string without_objects;  // files that held none, for the error below
   for (const std::string& file : flags.files) {
     auto result = read_manifests(file);
     if (auto* error = std::get_if<ManifestError>(&result)) throw InputError(error->message);
+    if (std::get<std::vector<ManifestDocument>>(result).empty()) {
+      without_objects += (without_objects.empty() ? "" : ", ") + (file == "-" ? std::string("standard input") : file);
+    }
     for (const ManifestDocument& document : std::get<std::vector<ManifestDocument>>(result)) {
       ReviewItem item{document.source, document.index, {}};
       if (document.object.at("kind") == "AdmissionReview") {
@@ -158,7 +170,9 @@ std::vector<ReviewItem> load_items(const ReviewFlags& flags) {
       items.push_back(std::move(item));
     }
   }
-  if (items.empty()) throw InputError("no Kubernetes objects in the input");
+  if (items.empty()) {
+    throw InputError("no Kubernetes objects in " + without_objects + " (only comments, empty documents or empty Lists)");
+  }
   return items;
 }
 
@@ -349,29 +363,29 @@ std::vector<std::string> all_warnings(const Verdict& verdict) {
   return warnings;
 }
 
+// Every line goes through printable(): names, values and messages come from the input.
 void print_text(const ReviewItem& item, const Verdict& verdict, const std::vector<Change>& changes) {
   const AdmissionRequest& request = item.request;
-  std::cout << item.source << "[" << item.index << "] " << request.kind.kind << " " << subject_name(request) << " ("
-            << to_string(request.operation) << ")\n";
-  if (changes.empty()) std::cout << "  (no changes)\n";
-  for (const Change& change : changes) std::cout << format_change(change) << "\n";
-  for (const std::string& warning : all_warnings(verdict)) std::cout << "  warning: " << warning << "\n";
-  if (verdict.allowed()) {
-    std::cout << "  decision: allowed\n";
-    return;
-  }
+  std::vector<std::string> lines;
+  lines.push_back(item.source + "[" + std::to_string(item.index) + "] " + request.kind.kind + " " +
+                  subject_name(request) + " (" + std::string(to_string(request.operation)) + ")");
+  if (changes.empty()) lines.push_back("  (no changes)");
+  for (const Change& change : changes) lines.push_back(format_change(change));
+  for (const std::string& warning : all_warnings(verdict)) lines.push_back("  warning: " + warning);
   const auto& status = verdict.status();
-  if (!status) {
-    std::cout << "  decision: DENIED\n";
-    return;
+  if (verdict.allowed()) {
+    lines.push_back("  decision: allowed");
+  } else if (!status) {
+    lines.push_back("  decision: DENIED");
+  } else {
+    lines.push_back("  decision: DENIED (" + std::to_string(status->code) + " " + status->reason + ")" +
+                    (status->message.empty() ? "" : ": " + status->message));
+    for (const StatusCause& cause : status->causes) {
+      lines.push_back("    - " + (cause.field.empty() ? "" : cause.field + ": ") + cause.reason +
+                      (cause.message.empty() ? "" : ": " + cause.message));
+    }
   }
-  std::cout << "  decision: DENIED (" << status->code << " " << status->reason << ")";
-  if (!status->message.empty()) std::cout << ": " << status->message;
-  std::cout << "\n";
-  for (const StatusCause& cause : status->causes) {
-    std::cout << "    - " << (cause.field.empty() ? "" : cause.field + ": ") << cause.reason
-              << (cause.message.empty() ? "" : ": " + cause.message) << "\n";
-  }
+  for (const std::string& line : lines) std::cout << printable(line) << "\n";
 }
 
 Json to_json(const std::optional<Json>& value) { return value ? *value : Json(); }
@@ -417,7 +431,7 @@ int run_review(const ReviewFlags& flags) {
     items = load_items(flags);
     runtime = make_runtime(flags.runtime, metrics, nullptr, /*require_policies=*/true);
   } catch (const std::exception& e) {
-    std::cerr << "sizeguard review: " << e.what() << "\n";
+    std::cerr << "sizeguard review: " << printable(e.what()) << "\n";
     return 2;
   }
   std::optional<CheckOnlyGpuReservationStore> check_only;
@@ -433,7 +447,8 @@ int run_review(const ReviewFlags& flags) {
     try {
       verdict = decide(item.request, runtime->context);
     } catch (const std::exception& e) {
-      std::cerr << "sizeguard review: " << item.source << "[" << item.index << "]: " << e.what() << "\n";
+      std::cerr << "sizeguard review: " << printable(item.source + "[" + std::to_string(item.index) + "]: " + e.what())
+                << "\n";
       return 2;
     }
     all_allowed = all_allowed && verdict.allowed();
@@ -446,7 +461,8 @@ int run_review(const ReviewFlags& flags) {
       print_text(item, verdict, changes);
     }
   }
-  if (flags.output == "json") std::cout << results.dump(2) << "\n";
+  // Invalid UTF-8 from the input becomes U+FFFD rather than an exception.
+  if (flags.output == "json") std::cout << results.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   std::cout.flush();
   return all_allowed ? 0 : 1;
 }

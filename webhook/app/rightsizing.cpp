@@ -16,8 +16,8 @@ constexpr const char* kResources[] = {"cpu", "memory"};
 constexpr size_t kMaxExplanationBytes = 32 * 1024;
 
 std::string string_at(const Json& object, const char* pointer) {
-  const Json::json_pointer p(pointer);
-  return object.contains(p) && object.at(p).is_string() ? object.at(p).get<std::string>() : "";
+  const Json* value = json_at(object, pointer);  // never throws on a mistyped parent
+  return value && value->is_string() ? value->get<std::string>() : "";
 }
 
 
@@ -27,10 +27,11 @@ std::string string_at(const Json& object, const char* pointer) {
 // "-<scheduled time>"), the direct owner, the Pod itself.
 std::vector<std::pair<std::string, std::string>> pod_owner_candidates(const Json& pod, const std::string& pod_name) {
   std::vector<std::pair<std::string, std::string>> out;
-  const Json& owners = pod.value("metadata", Json::object()).value("ownerReferences", Json::array());
-  for (const auto& owner : owners) {
-    if (!owner.is_object() || !owner.value("controller", false)) continue;
-    const std::string kind = owner.value("kind", ""), name = owner.value("name", "");
+  const Json* owners = json_at(pod, "/metadata/ownerReferences");
+  for (const auto& owner : owners && owners->is_array() ? *owners : Json::array()) {
+    const Json* controller = json_at(owner, "/controller");
+    if (!owner.is_object() || !controller || *controller != true) continue;
+    const std::string kind = string_at(owner, "/kind"), name = string_at(owner, "/name");
     if (kind == "ReplicaSet") {
       const std::string hash = string_at(pod, "/metadata/labels/pod-template-hash");
       if (!hash.empty() && name.size() > hash.size() + 1 && name.ends_with("-" + hash)) {
@@ -693,7 +694,8 @@ void RecommendationReport::record(const AdmissionRequest& request, const Rightsi
   if (!result.applies || result.changes.empty() || request.dry_run) return;
   const WorkloadKind kind = workload_kind_from(request.kind.kind);
   std::lock_guard lock(mutex_);
-  if (kind == WorkloadKind::Pod && !request.object.value("metadata", Json::object()).value("ownerReferences", Json::array()).empty()) {
+  const Json* owners = json_at(request.object, "/metadata/ownerReferences");
+  if (kind == WorkloadKind::Pod && owners && owners->is_array() && !owners->empty()) {
     // Pods made by a controller count through their workload: per-pod values times the
     // replicas its own admission reported (1 until it is seen).
     const auto first = result.workload.find('/'), second = result.workload.find('/', first + 1);

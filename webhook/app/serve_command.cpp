@@ -115,6 +115,7 @@ int run_serve(ServeFlags flags) {
     std::cerr << "sizeguard serve: --tls-cert and --tls-key must be given together\n";
     return 2;
   }
+  const bool dev_certificates = flags.server.tls_cert.empty();
   if (flags.server.tls_cert.empty()) {
     if (!flags.dev) {
       std::cerr << "sizeguard serve: --tls-cert and --tls-key are required (or --dev for throwaway dev certificates)\n";
@@ -192,10 +193,12 @@ int run_serve(ServeFlags flags) {
     return stamp;
   };
   // From 30 days before notAfter, a warning at startup and then every hour, so a stuck
-  // renewal shows up in the logs long before the apiserver starts failing calls.
+  // renewal shows up in the logs long before the apiserver starts failing calls. --dev
+  // certificates are made fresh for 30 days at every start: only their last day counts.
+  const auto warn_before = std::chrono::hours(24 * (dev_certificates ? 1 : 30));
   auto warn_if_expiring = [&, last_warning = std::chrono::steady_clock::time_point()]() mutable {
     const auto left = server->tls().not_after() - std::chrono::system_clock::now();
-    if (left > std::chrono::hours(24 * 30)) return;
+    if (left > warn_before) return;
     const auto now = std::chrono::steady_clock::now();
     if (last_warning != std::chrono::steady_clock::time_point() && now - last_warning < std::chrono::hours(1)) return;
     last_warning = now;

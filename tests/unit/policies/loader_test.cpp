@@ -170,7 +170,29 @@ INSTANTIATE_TEST_SUITE_P(Fields, PolicyLoaderRejects, ::testing::Values(
               "spec.resources.required.requests: expected a list of strings, got \"cpu\""},
     BadPolicy{"  onClusterStateError: ignore\n  replicas: {min: 1}\n",
               "spec.onClusterStateError: expected allow or deny, got \"ignore\""},
-    BadPolicy{"  mode: enforce\n", "spec: a policy needs at least one rule: replicas, gpu, resources, automation or rightsizing"}));
+    BadPolicy{"  mode: enforce\n", "spec: a policy needs at least one rule: replicas, gpu, resources, automation or rightsizing"},
+    // Repeated keys: yaml-cpp would let the first win where the apiserver and YAML tools
+    // take the last.
+    BadPolicy{"  mode: warn\n  mode: enforce\n  replicas: {min: 1}\n",
+              "spec.mode: duplicate key at line 6, column 3 (first at line 5, column 3)"},
+    BadPolicy{"  replicas: {min: 1, max: 3, min: 2}\n",
+              "spec.replicas.min: duplicate key at line 5, column 30 (first at line 5, column 14)"},
+    BadPolicy{"  ? [a]\n  : 1\n  replicas: {min: 1}\n", "spec: line 5, column 5: a mapping key must be a string, got a list"},
+    // Quoted numbers and booleans are strings.
+    BadPolicy{"  replicas: {min: \"2\"}\n", "spec.replicas.min: expected a non-negative integer, got \"2\" (a quoted string)"},
+    BadPolicy{"  gpu: {maxPerPod: '1'}\n", "spec.gpu.maxPerPod: expected a non-negative number, got \"1\" (a quoted string)"},
+    BadPolicy{"  automation: {requireChangeReason: \"yes\"}\n",
+              "spec.automation.requireChangeReason: expected true, false or a mapping with annotation, got \"yes\" (a quoted string)"},
+    BadPolicy{"  automation: {requireChangeReason: \"true\"}\n",
+              "spec.automation.requireChangeReason: expected true, false or a mapping with annotation, got \"true\" (a quoted string)"}));
+
+TEST(PolicyLoader, YamlNestedTooDeepNamesTheDepth) {
+  const std::string text = "apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: p}\nspec: {replicas: " +
+                           std::string(1000, '[') + std::string(1000, ']') + "}\n";
+  PolicyLoad load = parse_policies(text, "deep.yaml");
+  ASSERT_EQ(load.errors.size(), 1u);
+  EXPECT_THAT(load.errors[0], ::testing::MatchesRegex("deep\\.yaml\\[0\\]: line 4, column [0-9]+: nested more than [0-9]+ levels deep"));
+}
 
 TEST(PolicyLoader, HeaderErrors) {
   PolicyLoad load = parse_policies("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\nspec: {replicas: {min: 1}}\n", "h.yaml");

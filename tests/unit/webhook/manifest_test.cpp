@@ -283,5 +283,57 @@ TEST(manifest, YamlToJsonConvertsNestedNodes) {
   EXPECT_EQ(json, Json::parse(R"({"a": [1, "2", {"b": true}]})"));
 }
 
+// Deeper than Go's decoder accepts: an error naming the depth, not a stack overflow in a
+// later recursive copy of the document.
+TEST(manifest, JsonNestedTooDeepIsAnError) {
+  const std::string deep = R"({"apiVersion":"v1","kind":"ConfigMap","data":)" + std::string(150'000, '[') +
+                           std::string(150'000, ']') + "}";
+  const std::string error = parse_error(deep, "deep.json");
+  EXPECT_NE(error.find("deep.json[0]: JSON nests arrays and objects more than 10000 levels deep"), std::string::npos)
+      << error;
+  // 10,000 levels are still read.
+  const std::string ok = R"({"apiVersion":"v1","kind":"ConfigMap","data":)" + std::string(9'999, '[') +
+                         std::string(9'999, ']') + "}";
+  EXPECT_EQ(parse_ok(ok).size(), 1u);
+}
+
+// The 571-byte "billion laughs" of issue #17 (8 levels of 10 aliases each): refused as
+// kubectl refuses it, before it expands, with the position of the alias.
+std::string alias_bomb(int levels) {
+  std::string text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\nx:\n  a0: &a0 [lol]\n";
+  for (int level = 1; level <= levels; ++level) {
+    text += "  a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) text += std::string(i ? ", " : "") + "*a" + std::to_string(level - 1);
+    text += "]\n";
+  }
+  return text;
+}
+
+TEST(manifest, YamlAliasBombIsRefused) {
+  for (int levels : {4, 8}) {
+    const std::string error = parse_error(alias_bomb(levels), "bomb.yaml");
+    EXPECT_NE(error.find("bomb.yaml[0]: line "), std::string::npos) << error;
+    EXPECT_NE(error.find("excessive aliasing"), std::string::npos) << error;
+  }
+  // Ordinary anchors, aliases and merge keys are fine (99% may be aliases below 400,000
+  // nodes, past 100 aliased nodes and 1000 in all).
+  const auto documents = parse_ok(alias_bomb(2));
+  ASSERT_EQ(documents.size(), 1u);
+  EXPECT_EQ(documents[0].object["x"]["a2"].size(), 10u);
+  EXPECT_EQ(documents[0].object["x"]["a2"][9][9], Json::array({"lol"}));
+}
+
+TEST(manifest, YamlAliasInsideItsOwnAnchorIsAnError) {
+  const std::string error = parse_error("apiVersion: v1\nkind: ConfigMap\nx: &a [1, *a]\n", "loop.yaml");
+  EXPECT_NE(error.find("loop.yaml[0]: line 3"), std::string::npos) << error;
+}
+
+TEST(manifest, YamlNestedTooDeepNamesTheDepth) {
+  const std::string error = parse_error("apiVersion: v1\nkind: ConfigMap\ndata: " + std::string(1000, '[') +
+                                        std::string(1000, ']') + "\n", "deep.yaml");
+  EXPECT_NE(error.find("deep.yaml[0]: line 3, column "), std::string::npos) << error;
+  EXPECT_NE(error.find("levels deep"), std::string::npos) << error;
+}
+
 }  // namespace
 }  // namespace sizeguard

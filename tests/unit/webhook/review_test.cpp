@@ -151,6 +151,16 @@ TEST(ReviewDecode, ErrorsSayExactlyWhatIsWrong) {
   EXPECT_EQ(decode_error(R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","operation":"CREATE","userInfo":{"groups":[1]}}})"),
             "request.userInfo.groups must be an array of strings");
   EXPECT_NE(decode_error("").find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(decode_error(R"({"kind":"AdmissionReview","request":{}})"),
+            "apiVersion is missing, expected admission.k8s.io/v1 or admission.k8s.io/v1beta1");
+}
+
+// Go's encoding/json refuses a leading byte order mark (so the apiserver never sends one);
+// nlohmann and simdjson would skip it and decode.
+TEST(ReviewDecode, ByteOrderMarkIsADecodeError) {
+  const std::string review = test::load_apiserver_fixture("pod-create-kubectl-run.json");
+  ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(decode_admission_review(review)));
+  EXPECT_EQ(decode_error("\xEF\xBB\xBF" + review), "body is not valid JSON: it starts with a UTF-8 byte order mark");
 }
 
 // Found by tests/fuzz/admission_fuzz: a number beyond double's range threw out of decode
