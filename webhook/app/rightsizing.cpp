@@ -20,6 +20,20 @@ std::string string_at(const Json& object, const char* pointer) {
   return value && value->is_string() ? value->get<std::string>() : "";
 }
 
+// Lookups that never throw: until the apiserver validates (after the webhooks) any field of
+// the object can hold any JSON type. Null when `object` is not an object or lacks `key`.
+const Json& member(const Json& object, std::string_view key) {
+  static const Json absent;
+  if (!object.is_object()) return absent;
+  auto it = object.find(key);
+  return it == object.end() ? absent : *it;
+}
+
+std::string text(const Json& object, std::string_view key) {
+  const Json& value = member(object, key);
+  return value.is_string() ? value.get<std::string>() : "";
+}
+
 
 
 // The workloads a Pod's recommendation may be filed under, most specific first: a
@@ -161,7 +175,7 @@ Json previous_explanation(const Json& object, WorkloadKind kind) {
     const std::string text = string_at(object, pointer.c_str());
     if (text.empty()) continue;
     Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (parsed.is_object() && parsed.value("containers", Json()).is_object()) return parsed;
+    if (parsed.is_object() && member(parsed, "containers").is_object()) return parsed;
   }
   return Json::object();
 }
@@ -170,7 +184,7 @@ Json previous_explanation(const Json& object, WorkloadKind kind) {
 // request; nullopt when there is no record or the request was changed since (a user's
 // change is the new starting point).
 std::optional<Values> recorded_original(const Json& record, const Values& current) {
-  const Json& request = record.value("request", Json());
+  const Json& request = member(record, "request");
   if (!request.is_array() || request.size() != 2) return std::nullopt;
   Values original, written;
   if (!parse_recorded(request[0], original.request) || !parse_recorded(request[1], written.request)) return std::nullopt;
@@ -178,7 +192,7 @@ std::optional<Values> recorded_original(const Json& record, const Values& curren
   // The limit's original only while the limit is still what sizeguard wrote: another webhook
   // or a user may have set it since (and older records without "limit" say nothing of it).
   original.limit = current.limit;
-  if (const Json& limit = record.value("limit", Json()); limit.is_array() && limit.size() == 2) {
+  if (const Json& limit = member(record, "limit"); limit.is_array() && limit.size() == 2) {
     std::optional<Quantity> recorded_limit;
     if (parse_recorded(limit[0], recorded_limit) && parse_recorded(limit[1], written.limit) && written.limit == current.limit) {
       original.limit = recorded_limit;
@@ -191,16 +205,17 @@ std::optional<Values> recorded_original(const Json& record, const Values& curren
 // the recorded originals.
 Json original_pod_spec(const Json& pod_spec, const Json& previous) {
   Json spec = pod_spec;
-  const Json& recorded = previous.value("containers", Json::object());
+  const Json& recorded = member(previous, "containers");
   for (const char* list : {"initContainers", "containers"}) {
     if (!spec.contains(list) || !spec[list].is_array()) continue;
     for (auto& c : spec[list]) {
-      if (!c.is_object() || !recorded.contains(c.value("name", ""))) continue;
-      const Json& record = recorded[c.value("name", "")];
-      Json resources = c.value("resources", Json::object());
+      if (!c.is_object() || !recorded.contains(text(c, "name"))) continue;
+      const Json& record = member(recorded, text(c, "name"));
+      Json resources = member(c, "resources");
+      if (!resources.is_object() && !resources.is_null()) continue;  // not a valid container: nothing recorded applies
       for (const char* resource : kResources) {
         const Values current{resource_quantity(resources, "requests", resource), resource_quantity(resources, "limits", resource)};
-        const auto original = recorded_original(record.value(resource, Json::object()), current);
+        const auto original = recorded_original(member(record, resource), current);
         if (!original) continue;
         for (const auto& [field, value] : {std::pair{"requests", original->request}, std::pair{"limits", original->limit}}) {
           if (value) resources[field][resource] = value->to_string();
@@ -218,12 +233,12 @@ Json original_pod_spec(const Json& pod_spec, const Json& previous) {
 bool guaranteed(const Json& pod_spec) {
   bool any = false;
   for (const char* list : {"initContainers", "containers"}) {
-    const Json& items = pod_spec.value(list, Json::array());
+    const Json& items = member(pod_spec, list);
     if (!items.is_array()) continue;
     for (const auto& c : items) {
       if (!c.is_object()) continue;
       any = true;
-      const Json& resources = c.value("resources", Json::object());
+      const Json& resources = member(c, "resources");
       for (const char* resource : kResources) {
         const auto limit = resource_quantity(resources, "limits", resource);
         const auto request = resource_quantity(resources, "requests", resource);
@@ -238,13 +253,13 @@ bool guaranteed(const Json& pod_spec) {
 // training jobs) are sized by their accelerator, not by a guess from a spec.
 bool uses_accelerator(const Json& resources) {
   for (const char* field : {"requests", "limits"}) {
-    const Json& values = resources.value(field, Json::object());
+    const Json& values = member(resources, field);
     if (!values.is_object()) continue;
     for (const auto& [name, value] : values.items()) {
       if (name != "cpu" && name != "memory" && name != "ephemeral-storage" && !name.starts_with("hugepages-")) return true;
     }
   }
-  const Json& claims = resources.value("claims", Json::array());
+  const Json& claims = member(resources, "claims");
   return claims.is_array() && !claims.empty();
 }
 
@@ -252,7 +267,7 @@ bool uses_accelerator(const Json& resources) {
 // requests summed beyond the pod-level request, a container limit above the pod-level
 // limit. Empty if it fits.
 std::string pod_level_violation(const Json& pod_spec) {
-  const Json& pod = pod_spec.value("resources", Json::object());
+  const Json& pod = member(pod_spec, "resources");
   if (!pod.is_object()) return "";
   for (const char* resource : kResources) {
     const auto pod_request = resource_quantity(pod, "requests", resource);
@@ -260,20 +275,20 @@ std::string pod_level_violation(const Json& pod_spec) {
     if (!pod_request && !pod_limit) continue;
     int64_t sum = 0;
     for (const char* list : {"initContainers", "containers"}) {
-      const Json& items = pod_spec.value(list, Json::array());
+      const Json& items = member(pod_spec, list);
       if (!items.is_array()) continue;
       for (const auto& c : items) {
         if (!c.is_object()) continue;
-        const Json& resources = c.value("resources", Json::object());
+        const Json& resources = member(c, "resources");
         const auto limit = resource_quantity(resources, "limits", resource);
         auto request = resource_quantity(resources, "requests", resource);
         if (!request) request = limit;
-        const std::string name = c.value("name", "");
+        const std::string name = text(c, "name");
         if (pod_limit && limit && *limit > *pod_limit) {
           return "container " + name + "'s " + resource + " limit " + limit->to_string() + " would exceed the pod-level limit " +
                  pod_limit->to_string();
         }
-        const bool sidecar = std::string(list) == "initContainers" && c.value("restartPolicy", "") == "Always";
+        const bool sidecar = std::string(list) == "initContainers" && text(c, "restartPolicy") == "Always";
         if (!request) continue;
         if (std::string(list) == "containers" || sidecar) sum += request->milli_value();
         else if (pod_request && *request > *pod_request) {
@@ -479,7 +494,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   const ValidationBounds bounds = validation_bounds(request, policies, state);
   const Json::json_pointer spec_pointer(*pod_spec_pointer(kind));
   const Json& pod_spec = request.object.contains(spec_pointer) ? request.object.at(spec_pointer) : Json::object();
-  const Json& pod_resources = pod_spec.value("resources", Json::object());
+  const Json& pod_resources = member(pod_spec, "resources");
   const Json previous = previous_explanation(request.object, kind);
   // The QoS class the workload asked for, not one sizeguard's own values produced.
   const bool is_guaranteed = guaranteed(original_pod_spec(pod_spec, previous));
@@ -496,7 +511,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
     if (glob_match_any(rule.exclude_containers, c.name)) continue;
     const Json& resources = c.node->value("resources", Json::object());
-    const Json& recorded_container = previous.value("containers", Json::object()).value(c.name, Json::object());
+    const Json& recorded_container = member(member(previous, "containers"), c.name);
 
     // The recommendation: the snapshot under the most specific workload key, else a
     // cold-start estimate from the spec.
@@ -544,7 +559,7 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       // Bounds hold against the values before sizeguard's first change in this line of
       // admissions: if the object carries exactly what sizeguard wrote (reinvocation, a
       // repeated apply, a Pod from a right-sized template), its recorded originals.
-      const Json& recorded_resource = recorded_container.value(resource, Json::object());
+      const Json& recorded_resource = member(recorded_container, resource);
       const std::optional<Values> from_record = recorded_original(recorded_resource, current);
       const Values original = from_record.value_or(current);
       if (from_record) container_explanation[resource] = recorded_resource;  // still true; kept
