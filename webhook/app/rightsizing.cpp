@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <set>
+#include <string_view>
 
 #include "webhook/jsonpatch.h"
 #include "webhook/workload.h"
@@ -32,6 +34,30 @@ const Json& member(const Json& object, std::string_view key) {
 std::string text(const Json& object, std::string_view key) {
   const Json& value = member(object, key);
   return value.is_string() ? value.get<std::string>() : "";
+}
+
+// Which part of the container's resources is not a map (nullptr when all are): the
+// apiserver will refuse the object, so right-sizing has nothing it could patch there.
+const char* malformed_resources(const Json& container) {
+  const Json& resources = member(container, "resources");
+  if (resources.is_null()) return nullptr;
+  if (!resources.is_object()) return "resources is not a map";
+  for (const char* field : {"requests", "limits"}) {
+    const Json& values = member(resources, field);
+    if (!values.is_null() && !values.is_object()) {
+      return field == std::string_view("requests") ? "resources.requests is not a map" : "resources.limits is not a map";
+    }
+  }
+  return nullptr;
+}
+
+// The first name two of the (non-ephemeral) containers share, else "".
+std::string duplicate_container_name(const std::vector<ContainerRef>& containers) {
+  std::set<std::string_view> seen;
+  for (const auto& c : containers) {
+    if (c.type != ContainerType::Ephemeral && !seen.insert(c.name).second) return c.name;
+  }
+  return "";
 }
 
 
@@ -505,12 +531,24 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   else if (!inputs.model_version.empty()) explanation["model"] = inputs.model_version;
   if (inputs.model) explanation["quantile"] = inputs.model->cpu_quantile;
 
+  const std::vector<ContainerRef> all_containers = containers(request.object, kind);
+  // The annotation records containers by name: twins could not be told apart (and the
+  // apiserver refuses them anyway), so such an object is left as written.
+  if (const std::string twin = duplicate_container_name(all_containers); !twin.empty()) {
+    result.notes.push_back("containers share the name " + twin + ": left as written");
+    return result;
+  }
   size_t explanation_bytes = 0, omitted_containers = 0;
-  for (const auto& c : containers(request.object, kind)) {
+  for (const auto& c : all_containers) {
     if (c.type == ContainerType::Ephemeral) continue;
     if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
     if (glob_match_any(rule.exclude_containers, c.name)) continue;
-    const Json& resources = c.node->value("resources", Json::object());
+    if (const char* bad = malformed_resources(*c.node)) {
+      // A patch below it could not apply, and a warning would claim a change never made.
+      result.notes.push_back("container " + c.name + ": " + bad + ", left as written");
+      continue;
+    }
+    const Json& resources = member(*c.node, "resources");
     const Json& recorded_container = member(member(previous, "containers"), c.name);
 
     // The recommendation: the snapshot under the most specific workload key, else a

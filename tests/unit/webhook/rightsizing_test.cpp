@@ -847,3 +847,34 @@ TEST_F(Rightsizing, ReportForgetsWhatTheValidatingWebhookDenied) {
 
 }  // namespace
 }  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+// Shapes the apiserver will refuse (resources or requests not an object, two containers of
+// one name): right-sizing patches nothing there and claims nothing in warnings or the
+// annotation, and says why.
+TEST_F(Rightsizing, MalformedContainersAreLeftAloneAndNothingIsClaimed) {
+  auto set = policy_set("    target: templates\n");
+  auto recs = snapshot({{"shop/Deployment/web/web", {"100m", "128Mi"}}, {"shop/Deployment/web/side", {"100m", "128Mi"}}});
+  for (const Json& resources : {Json("x"), Json(5), Json::array({1}), Json{{"requests", 5}}, Json{{"requests", "2"}},
+                                Json{{"requests", {{"cpu", "2"}}}, {"limits", Json::array()}}}) {
+    auto r = deployment_request({container("web", resources)});
+    auto result = run(r, set, recs);
+    EXPECT_TRUE(result.changes.empty()) << resources.dump();
+    EXPECT_EQ(result.patch, Json::array()) << resources.dump();
+    EXPECT_TRUE(result.warnings.empty()) << resources.dump() << ": " << ::testing::PrintToString(result.warnings);
+    EXPECT_THAT(::testing::PrintToString(result.notes), HasSubstr("container web")) << resources.dump();
+  }
+  // Two containers named web: one annotation entry could not tell them apart.
+  auto twins = deployment_request({container("web", {{"requests", {{"cpu", "2"}}}}),
+                                   container("web", {{"requests", {{"cpu", "1"}}}}),
+                                   container("side", {{"requests", {{"cpu", "2"}}}})});
+  auto result = run(twins, set, recs);
+  EXPECT_TRUE(result.changes.empty());
+  EXPECT_EQ(result.patch, Json::array());
+  EXPECT_THAT(::testing::PrintToString(result.notes), HasSubstr("share the name web"));
+}
+
+}  // namespace
+}  // namespace sizeguard
