@@ -470,7 +470,8 @@ TEST(Bitbrains, RealSharedTrace) {
   const fs::path file = test::bitbrains_trace_dir() / "1.csv.gz";
   SIZEGUARD_SKIP_WITHOUT(file);
   IngestReport report;
-  const auto& s = expect_july_2013_vm1(read_bitbrains(file, report), report);
+  const auto series = read_bitbrains(file, report);  // kept: the check returns a reference into it
+  const auto& s = expect_july_2013_vm1(series, report);
   // First row of 1.csv: 87.7799835 MHz of 5851.9989 MHz over 2 cores; 1034592.8 KB.
   EXPECT_NEAR(s.samples.front().cpu_cores, 87.7799835 / (5851.9989 / 2), 1e-12);
   EXPECT_NEAR(s.samples.front().memory_bytes, 1034592.8 * 1024, 1e-3);
