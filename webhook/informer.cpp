@@ -52,6 +52,9 @@ Informer::~Informer() { stop(); }
 
 void Informer::start() {
   if (thread_.joinable()) return;
+  // spdlog builds its registry on first use, inside the (uninstrumented) library: built here,
+  // before the thread, its construction is ordered before every watch thread's logging.
+  (void)spdlog::default_logger_raw();
   thread_ = std::thread([this] { run(); });
 }
 
@@ -160,14 +163,25 @@ bool Informer::list_all() {
     continue_token = string_at(list, Json::json_pointer("/metadata/continue"));
   } while (!continue_token.empty() && !stopping_);
   if (stopping_) return false;
+  bool relist = false;
+  {
+    std::lock_guard lock(status_mutex_);
+    relist = status_.synced;  // written only by this thread
+  }
+  // Metrics before the objects and the synced flag: whoever sees those sees these too.
+  if (options_.metrics) {
+    const MetricLabels labels{{"resource", options_.name}};
+    options_.metrics->set(kSynced, labels, 1);
+    options_.metrics->set(kStaleness, labels, 0);
+    options_.metrics->set(kObjects, labels, static_cast<double>(fresh.size()));
+    if (relist) options_.metrics->increment(kRelists, labels);
+  }
   {
     std::unique_lock lock(store_mutex_);
     objects_.swap(fresh);
   }
-  bool relist = false;
   {
     std::lock_guard lock(status_mutex_);
-    relist = status_.synced;
     const auto now = std::chrono::steady_clock::now();
     if (relist) ++status_.relists;
     status_.synced = true;
@@ -175,13 +189,6 @@ bool Informer::list_all() {
     status_.broken_since.reset();
     status_.resource_version = resource_version;
     status_.last_error.clear();
-  }
-  if (options_.metrics) {
-    const MetricLabels labels{{"resource", options_.name}};
-    options_.metrics->set(kSynced, labels, 1);
-    options_.metrics->set(kStaleness, labels, 0);
-    options_.metrics->set(kObjects, labels, static_cast<double>(size()));
-    if (relist) options_.metrics->increment(kRelists, labels);
   }
   if (options_.on_synced) options_.on_synced();
   return true;

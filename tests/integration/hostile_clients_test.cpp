@@ -32,6 +32,7 @@
 #include "webhook/app/handlers.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
+#include "webhook/workload.h"
 
 namespace sizeguard {
 namespace {
@@ -386,7 +387,7 @@ TEST_F(HostileClientsTest, LargeReviewsQueueOnTheirLaneWhileOrdinaryOnesAreAnswe
   std::shared_future<void> released = release.get_future().share();
   std::atomic<int> blocked{0};
   before_mutate_ = [&](const AdmissionRequest& r) {
-    const Json* containers = r.object.contains("spec") ? &r.object["spec"]["containers"] : nullptr;
+    const Json* containers = json_at(r.object, "/spec/containers");
     if (containers && containers->is_array() && containers->size() > 100) {
       ++blocked;
       released.wait();

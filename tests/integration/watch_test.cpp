@@ -221,7 +221,10 @@ void relist_after_gone(FakeApiServer& api, KubeClient& client, bool gone_as_http
   api.fail_next(503, 0);
   ASSERT_TRUE(eventually([&] { return informer.get("", "missed") != nullptr; }));
   EXPECT_EQ(informer.status().relists, 1u);
-  EXPECT_THAT(metrics.render(), HasSubstr("sizeguard_watch_relists_total{resource=\"namespaces\"} 1"));
+  // The counter is exported just after the list is stored.
+  EXPECT_TRUE(eventually([&] {
+    return metrics.render().find("sizeguard_watch_relists_total{resource=\"namespaces\"} 1") != std::string::npos;
+  })) << metrics.render();
   ASSERT_TRUE(eventually([&] { return api.open_watches() == 1; }));
   api.put(kCore, "namespaces", "", namespace_object("after"));
   EXPECT_TRUE(eventually([&] { return informer.get("", "after") != nullptr; }));
