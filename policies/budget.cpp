@@ -145,10 +145,8 @@ void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionReques
       auto result = store.use_reason(claim.key, claim.id, now, record);
       if (auto* error = std::get_if<ClusterStateError>(&result)) {
         finding.denies = claim.mode == Mode::Enforce && claim.deny_on_state_error;
-        finding.cause = {"ClusterStateUnavailable",
-                         "change reason for policy " + claim.policy + " was not checked: cluster state unavailable (" +
-                             error->message + ")" + (claim.deny_on_state_error ? "; onClusterStateError: deny" : ""),
-                         ""};
+        finding.cause = state_unavailable_cause("change reason for policy " + claim.policy + " was not checked",
+                                                error->message, claim.deny_on_state_error);
         outcome = finding.denies ? "deny" : "error";
       } else if (!std::get<bool>(result)) {
         finding.denies = claim.mode == Mode::Enforce;
@@ -178,10 +176,8 @@ void spend_budgets(Decision& decision, BudgetStore& store, const AdmissionReques
     std::string outcome = "pass";
     if (auto* error = std::get_if<ClusterStateError>(&result)) {
       finding.denies = charge.mode == Mode::Enforce && charge.deny_on_state_error;
-      finding.cause = {"ClusterStateUnavailable",
-                       "change budget of policy " + charge.policy + " was not evaluated: cluster state unavailable (" +
-                           error->message + ")" + (charge.deny_on_state_error ? "; onClusterStateError: deny" : ""),
-                       ""};
+      finding.cause = state_unavailable_cause("change budget of policy " + charge.policy + " was not evaluated",
+                                              error->message, charge.deny_on_state_error);
       outcome = finding.denies ? "deny" : "error";
       decision.findings.push_back(std::move(finding));
     } else if (const auto& spend = std::get<BudgetSpend>(result); !spend.allowed) {

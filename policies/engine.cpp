@@ -331,6 +331,11 @@ Mode effective_mode(const Policy& policy, Subject& subject, const EvaluationOpti
 
 double rules::pod_gpu_count(const Json& pod, const GpuRule& rule) { return pod_gpus(pod, WorkloadKind::Pod, rule); }
 
+StatusCause state_unavailable_cause(const std::string& subject, const std::string& detail, bool deny) {
+  return {"ClusterStateUnavailable",
+          subject + ": cluster state unavailable (" + detail + ")" + (deny ? "; onClusterStateError: deny" : ""), ""};
+}
+
 bool Decision::allowed() const {
   return std::none_of(findings.begin(), findings.end(), [](const Finding& f) { return f.denies; });
 }

@@ -83,6 +83,10 @@ struct Decision {
   bool allowed() const;
 };
 
+// The cause of a check that could not reach the cluster: "<subject>: cluster state
+// unavailable (<detail>)", saying when the policy's onClusterStateError makes it deny.
+StatusCause state_unavailable_cause(const std::string& subject, const std::string& detail, bool deny);
+
 Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies,
                            ClusterState& state, const EvaluationOptions& options);
 

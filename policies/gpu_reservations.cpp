@@ -226,11 +226,8 @@ GpuReservationRun reserve_gpus(Decision& decision, GpuReservationStore& store, c
     std::string outcome;  // replaces the gpu rule's "pass" when this step finds something
     if (auto* error = std::get_if<ClusterStateError>(&result)) {
       finding.denies = charge.mode == Mode::Enforce && charge.deny_on_state_error;
-      finding.cause = {"ClusterStateUnavailable",
-                       "rule gpu of policy " + charge.policy +
-                           " was not evaluated: cluster state unavailable (GPU reservations: " + error->message + ")" +
-                           (charge.deny_on_state_error ? "; onClusterStateError: deny" : ""),
-                       ""};
+      finding.cause = state_unavailable_cause("rule gpu of policy " + charge.policy + " was not evaluated",
+                                              "GPU reservations: " + error->message, charge.deny_on_state_error);
       outcome = finding.denies ? "deny" : "error";
       run.results.push_back("error");
       decision.findings.push_back(std::move(finding));

@@ -158,10 +158,8 @@ struct RuleRun {
     Finding f;
     f.policy = policy.name;
     f.rule = rule;
-    f.cause = {"ClusterStateUnavailable",
-               "rule " + rule + " of policy " + policy.name + " was not evaluated: cluster state unavailable (" +
-                   error.message + ")" + (on_error == OnStateError::Deny ? "; onClusterStateError: deny" : ""),
-               ""};
+    f.cause = state_unavailable_cause("rule " + rule + " of policy " + policy.name + " was not evaluated", error.message,
+                                      on_error == OnStateError::Deny);
     deny_if_enforced.push_back(on_error == OnStateError::Deny);
     decision.findings.push_back(std::move(f));
   }
