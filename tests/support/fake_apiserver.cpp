@@ -226,12 +226,13 @@ std::string qualified(const std::string& prefix, const std::string& resource) {
   return resource;
 }
 
-// Shuts down the server-side socket of this request (found by its local and peer ports),
-// so the client sees the connection closed without a response.
-bool drop_connection(const httplib::Request& request) {
+// Calls visit(fd, local_port, peer_port) for each IPv4 socket this process holds (peer_port
+// 0 when not connected, e.g. listening) until it returns true: httplib does not hand out
+// the sockets its workers and listener use. False when /proc cannot be read.
+template <class Visit>
+bool for_each_inet_socket(Visit visit) {
   DIR* dir = opendir("/proc/self/fd");
   if (!dir) return false;
-  bool dropped = false;
   while (dirent* entry = readdir(dir)) {
     char* end = nullptr;
     long fd = std::strtol(entry->d_name, &end, 10);
@@ -239,41 +240,40 @@ bool drop_connection(const httplib::Request& request) {
     sockaddr_storage local{}, peer{};
     socklen_t local_len = sizeof local, peer_len = sizeof peer;
     if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    if (local.ss_family != AF_INET || peer.ss_family != AF_INET) continue;
-    auto local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
-    auto peer_port = ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
-    if (local_port == request.local_port && peer_port == request.remote_port) {
-      ::shutdown(static_cast<int>(fd), SHUT_RDWR);
-      dropped = true;
-      break;
-    }
+    if (local.ss_family != AF_INET) continue;
+    const bool connected = getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
+                           peer.ss_family == AF_INET;
+    const int local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+    const int peer_port = connected ? ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port) : 0;
+    if (visit(static_cast<int>(fd), local_port, peer_port)) break;
   }
   closedir(dir);
+  return true;
+}
+
+// Shuts down the server-side socket of this request (found by its local and peer ports),
+// so the client sees the connection closed without a response.
+bool drop_connection(const httplib::Request& request) {
+  bool dropped = false;
+  for_each_inet_socket([&](int fd, int local_port, int peer_port) {
+    if (local_port != request.local_port || peer_port != request.remote_port) return false;
+    ::shutdown(fd, SHUT_RDWR);
+    return dropped = true;
+  });
   return dropped;
 }
 
 // httplib listens with a backlog of 5, so a burst of concurrent connects loses SYNs and
 // stalls for the 1 s retransmit. Re-listen on our socket with a real backlog.
 void widen_listen_backlog(int port) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return;
-  while (dirent* entry = readdir(dir)) {
-    char* end = nullptr;
-    long fd = std::strtol(entry->d_name, &end, 10);
-    if (*end != '\0' || fd < 0 || fd == dirfd(dir)) continue;
+  for_each_inet_socket([&](int fd, int local_port, int peer_port) {
     int listening = 0;
     socklen_t len = sizeof listening;
-    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
-    sockaddr_storage local{};
-    socklen_t local_len = sizeof local;
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (local.ss_family == AF_INET && ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port) == port) {
-      ::listen(static_cast<int>(fd), 128);
-      break;
-    }
-  }
-  closedir(dir);
+    if (local_port != port || peer_port != 0) return false;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) return false;
+    ::listen(fd, 128);
+    return true;
+  });
 }
 
 }  // namespace
@@ -460,22 +460,12 @@ std::size_t FakeApiServer::connections_seen() const {
 }
 
 int FakeApiServer::open_connections() const {
-  DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
   int count = 0;
-  while (dirent* entry = readdir(dir)) {
-    char* end = nullptr;
-    long fd = std::strtol(entry->d_name, &end, 10);
-    if (*end != '\0' || fd < 0 || fd == dirfd(dir)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof local, peer_len = sizeof peer;
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    if (local.ss_family != AF_INET) continue;
-    if (ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port) == port_) ++count;
-  }
-  closedir(dir);
-  return count;
+  const bool read = for_each_inet_socket([&](int, int local_port, int peer_port) {
+    if (local_port == port_ && peer_port != 0) ++count;
+    return false;
+  });
+  return read ? count : -1;
 }
 
 void FakeApiServer::set_delay(std::chrono::milliseconds delay) {
