@@ -381,8 +381,9 @@ spec:
             limits: {memory: 8Gi}
 YAML
 # In force once a server-side dry run of a Pod with history comes back with a changed request
-# (right-sizing targets Pods; the Deployment stays as written).
-cat > "$work/probe-pod.yaml" <<YAML
+# (right-sizing targets Pods; the Deployment stays as written). The same Pod is created for
+# real in the audit-mode case, and renamed for the reinvocation case.
+cat > "$work/audited-pod.yaml" <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: audited-pod, namespace: $ns}
@@ -396,7 +397,7 @@ spec:
 YAML
 dry_run_rightsized() {
   local cpu
-  cpu=$(kubectl apply -f "$work/probe-pod.yaml" --dry-run=server \
+  cpu=$(kubectl apply -f "$work/audited-pod.yaml" --dry-run=server \
        -o jsonpath='{.spec.containers[0].resources.requests.cpu}' 2>/dev/null) || return 1
   [[ -n $cpu && $cpu != 4 ]]
 }
@@ -461,7 +462,7 @@ PY
    "namespaceSelector": {"matchLabels": {"sizeguard.io/e2e": "$run"}}}]}
 JSON
   kubectl apply -f "$work/second.json" >/dev/null
-  sed "s/name: audited-pod/name: reinvoked/" "$work/probe-pod.yaml" > "$work/reinvoked.yaml"
+  sed "s/name: audited-pod/name: reinvoked/" "$work/audited-pod.yaml" > "$work/reinvoked.yaml"
   # The configuration takes a moment to reach the apiserver's webhook set: until the label
   # shows up, a dry run passed only sizeguard.
   until_true 30 bash -c "kubectl apply -f '$work/reinvoked.yaml' --dry-run=server -o jsonpath='{.metadata.labels}' 2>/dev/null | grep -q second" \
@@ -507,25 +508,14 @@ kubectl -n "$ns" scale deployment/demo --replicas=1 > /dev/null 2>&1 && ok "huma
 
 step "audit mode: nothing changes, warnings still explain"
 kubectl label namespace "$ns" sizeguard.io/mode=audit sizeguard.io/rightsize=audit --overwrite >/dev/null
-# The label may take up to --cluster-cache-ttl to reach the webhook (freshness has its own
-# case below): wait until a violating dry run passes.
+# The label reaches the webhook through its namespace watch, or through its cache with an
+# older build or --in-cluster image (freshness has its own case below): wait until a
+# violating dry run passes.
 if until_true 30 bash -c "kubectl -n '$ns' create deployment sg-probe --image='$pause' --dry-run=server -o name >/dev/null 2>&1"; then
   sed "s/name: demo/name: audited/; s/app: demo/app: audited/g" "$work/demo.yaml" > "$work/audited.yaml"
   kubectl apply -f "$work/audited.yaml" > /dev/null 2>&1 || bad "apply in audit mode failed"
   # A Pod created by kubectl itself, so the right-sizing warning comes back to this client
   # (Pods made by a controller warn the controller, not kubectl).
-  cat > "$work/audited-pod.yaml" <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: audited-pod, namespace: $ns}
-spec:
-  containers:
-    - name: web
-      image: $pause
-      resources:
-        requests: {cpu: "4", memory: 8Gi}
-        limits: {memory: 8Gi}
-YAML
   kubectl apply -f "$work/audited-pod.yaml" > "$work/apply-audit.out" 2>&1 || bad "apply of a pod in audit mode failed"
   grep -q "sizeguard: \[audit, not applied\]" "$work/apply-audit.out" \
     && ok "audit mode warned: $(grep -m1 sizeguard: "$work/apply-audit.out")" || bad "no sizeguard audit warning: $(oneline "$work/apply-audit.out")"
