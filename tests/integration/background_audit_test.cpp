@@ -2,7 +2,16 @@
 // written as PolicyReports per namespace (created, updated in place, left alone when equal,
 // deleted when resolved; reports sizeguard does not manage are never touched), nothing
 // written after a failed LIST, and one writer among two replicas through the leader Lease.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <thread>
+
+#include <httplib.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,6 +20,7 @@
 #include "policies/loader.h"
 #include "support/fake_apiserver.h"
 #include "webhook/app/background_audit.h"
+#include "webhook/devcerts.h"
 
 namespace sizeguard {
 namespace {
@@ -228,6 +238,82 @@ TEST(BackgroundAudit, AnExpiredLeaseIsTakenOver) {
   EXPECT_EQ((*stored)["spec"]["leaseDurationSeconds"], 30);
   EXPECT_THAT((*stored)["spec"]["renewTime"].get<std::string>(), HasSubstr(".000000Z"));
   EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, lease, t0 + 52s)), false);
+}
+
+// The real binary: `serve --audit-interval` leads, writes the reports, exports the metrics
+// and gives the Lease up on SIGTERM.
+TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
+  Cluster c;
+  const auto dir = make_private_temp_directory("sizeguard-audit-test");
+  struct RemoveDir {
+    std::filesystem::path dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  std::ofstream(dir / "kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
+                                       "  cluster:\n    server: " << c.api.url() << "\n    certificate-authority: "
+                                    << c.api.ca_file().string() << "\nusers:\n- name: u\n  user:\n    token: "
+                                    << c.api.token() << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+  std::ofstream(dir / "policy.yaml") << "apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: requirements}\n"
+                                        "spec:\n  resources:\n    required: {requests: [cpu, memory]}\n";
+  const std::string log = (dir / "serve.log").string();
+  std::vector<std::string> args = {SIZEGUARD_BINARY, "serve", "--dev", "--listen", "127.0.0.1:0", "--metrics-listen",
+                                   "127.0.0.1:0", "--kubeconfig", (dir / "kubeconfig").string(), "--policies",
+                                   (dir / "policy.yaml").string(), "--audit-log", "", "--audit-interval", "1s",
+                                   "--budget-namespace", "sizeguard-system"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  struct Child {
+    pid_t pid;
+    int stop() {
+      int status = 0;
+      if (pid > 0 && ::kill(pid, SIGTERM) == 0) ::waitpid(pid, &status, 0);
+      pid = 0;
+      return status;
+    }
+    ~Child() { stop(); }
+  } child{pid};
+  auto log_text = [&] {
+    std::ifstream in(log);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  int metrics_port = 0;
+  ASSERT_TRUE(eventually([&] {
+    const std::string text = log_text();
+    const auto at = text.find("metrics_port=");
+    if (at != std::string::npos) metrics_port = std::atoi(text.c_str() + at + 13);
+    return metrics_port > 0;
+  })) << log_text();
+  ASSERT_TRUE(eventually([&] { return c.report("shop").has_value(); })) << log_text();
+  EXPECT_EQ((*c.report("shop"))["summary"]["fail"], 1);
+  httplib::Client metrics("127.0.0.1", metrics_port);
+  std::string text;
+  ASSERT_TRUE(eventually([&] {
+    auto r = metrics.Get("/metrics");
+    text = r ? r->body : "";
+    return text.find("sizeguard_audit_runs_total{result=\"success\"} 2") != std::string::npos;  // the interval
+  })) << text;
+  EXPECT_THAT(text, HasSubstr("sizeguard_audit_leader 1"));
+  EXPECT_THAT(text, HasSubstr("sizeguard_audit_violations{policy=\"requirements\",rule=\"resources\",namespace=\"shop\"} 1"));
+  EXPECT_THAT(text, HasSubstr("sizeguard_audit_last_run_timestamp_seconds "));
+  auto lease = c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader");
+  ASSERT_TRUE(lease);
+  EXPECT_NE((*lease)["spec"]["holderIdentity"], "");
+  const int status = child.stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log_text();
+  EXPECT_EQ((*c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader"))["spec"]["holderIdentity"], "");
 }
 
 }  // namespace

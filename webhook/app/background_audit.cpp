@@ -370,7 +370,7 @@ void BackgroundAudit::loop() {
       }
       last_run.reset();  // a new leader audits at once
     }
-    if (now_leader) {
+    if (now_leader && (!options_.ready || options_.ready())) {
       auto policies = options_.policies ? options_.policies() : nullptr;
       auto snapshot = options_.rightsizing ? options_.rightsizing().recommendations : nullptr;
       const auto now = std::chrono::steady_clock::now();

@@ -75,6 +75,10 @@ struct BackgroundAuditOptions {
   std::chrono::milliseconds renew_every{10'000};  // also how often changed inputs are noticed
   std::function<std::shared_ptr<const PolicySet>()> policies;
   std::function<RightsizingInputs()> rightsizing;  // may be empty: no right-sizing results
+  // Whether the inputs may be trusted yet (serve: /readyz, i.e. policies loaded and watches
+  // listed): until then the leader waits, so a replica that starts with a broken policy
+  // ConfigMap never replaces good reports with empty ones.
+  std::function<bool()> ready;
   ClusterState* state = nullptr;
   EvaluationOptions evaluation;  // `now` is set at each run
   Metrics* metrics = nullptr;

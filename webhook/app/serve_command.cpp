@@ -226,12 +226,14 @@ int run_serve(ServeFlags flags) {
   if (audit_interval.count() > 0 && runtime->kube) {
     BackgroundAuditOptions audit;
     audit.interval = audit_interval;
+    audit.renew_every = std::min(audit.renew_every, audit_interval);
     audit.lease.namespace_ = runtime->lease_namespace;
     audit.policies = runtime->context.policies;
     audit.rightsizing = runtime->context.rightsizing;
     audit.state = runtime->cluster_state.get();
     audit.evaluation = runtime->context.evaluation;
     audit.metrics = &metrics;
+    audit.ready = [&readiness] { return readiness.report().ready; };
     background_audit = std::make_unique<BackgroundAudit>(*runtime->kube, std::move(audit));
     background_audit->start();
   } else if (audit_interval.count() > 0) {
