@@ -220,24 +220,29 @@ TEST(BackgroundAudit, OnlyTheLeaseHolderWritesReports) {
   b->stop();
 }
 
-TEST(BackgroundAudit, AnExpiredLeaseIsTakenOver) {
+TEST(BackgroundAudit, ALeaseUnchangedForItsDurationIsTakenOverWhateverTheClocksSay) {
   Cluster c;
-  LeaderLease lease{"sizeguard-system", "sizeguard-audit-leader", "replica-a", 30s};
-  const auto t0 = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, lease, t0)), true);
-  LeaderLease other = lease;
-  other.identity = "replica-b";
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, other, t0 + 10s)), false);
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, lease, t0 + 20s)), true);   // renewed
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, other, t0 + 45s)), false);  // 25 s after the renewal
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, other, t0 + 51s)), true);   // expired
+  LeaderLease a{"sizeguard-system", "sizeguard-audit-leader", "replica-a", 30s};
+  LeaderLease b = a;
+  b.identity = "replica-b";
+  LeaseObservation seen_by_a, seen_by_b;
+  // a's wall clock is an hour behind: its renewTime looks long expired to b, which must not
+  // matter. Local (steady) times are what each replica measures on its own.
+  const auto wall = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+  const auto local = std::chrono::steady_clock::time_point(std::chrono::seconds(1'000));
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, a, wall - 1h, seen_by_a, local)), true);
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, b, wall + 10s, seen_by_b, local + 10s)), false);
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, a, wall - 1h + 20s, seen_by_a, local + 20s)), true);  // renewed
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, b, wall + 45s, seen_by_b, local + 45s)), false);  // saw the renewal
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, b, wall + 74s, seen_by_b, local + 74s)), false);  // 29 s unchanged
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, b, wall + 76s, seen_by_b, local + 76s)), true);   // 31 s: expired
   auto stored = c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader");
   ASSERT_TRUE(stored);
   EXPECT_EQ((*stored)["spec"]["holderIdentity"], "replica-b");
   EXPECT_EQ((*stored)["spec"]["leaseTransitions"], 1);
   EXPECT_EQ((*stored)["spec"]["leaseDurationSeconds"], 30);
   EXPECT_THAT((*stored)["spec"]["renewTime"].get<std::string>(), HasSubstr(".000000Z"));
-  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, lease, t0 + 52s)), false);
+  EXPECT_EQ(std::get<bool>(acquire_or_renew(c.client, a, wall - 1h + 77s, seen_by_a, local + 77s)), false);
 }
 
 // The real binary: `serve --audit-interval` leads, writes the reports, exports the metrics

@@ -152,11 +152,6 @@ std::string micro_time(std::chrono::system_clock::time_point t) {
   return text + fraction;
 }
 
-std::optional<std::chrono::system_clock::time_point> parse_time(const std::string& text) {
-  std::tm tm{};
-  if (text.size() < 20 || !strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return std::nullopt;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
 
 }  // namespace
 
@@ -242,18 +237,23 @@ ReportSync sync_policy_reports(KubeClient& client, const std::map<std::string, J
 }
 
 std::variant<bool, std::string> acquire_or_renew(KubeClient& client, const LeaderLease& lease,
-                                                 std::chrono::system_clock::time_point now) {
+                                                 std::chrono::system_clock::time_point now, LeaseObservation& observed,
+                                                 std::chrono::steady_clock::time_point local_now) {
   bool leading = false;
   LeaseUpdate update{lease.namespace_, lease.name, "sizeguard.io/lease-for", "background-audit leader"};
   auto error = update_lease(client, update, [&](Json& object) {
     leading = false;
     Json& spec = object["spec"];
     if (!spec.is_object()) spec = Json::object();
-    const std::string holder = spec.value("holderIdentity", std::string());
-    const int64_t duration = spec.value("leaseDurationSeconds", int64_t{0});
-    const auto renewed = parse_time(spec.value("renewTime", std::string()));
-    const bool expired = !renewed || *renewed + std::chrono::seconds(duration) < now;
-    if (!holder.empty() && holder != lease.identity && !expired) return LeaseEdit::Stop;  // someone else leads
+    const std::string holder = text_at(spec, "/holderIdentity");
+    if (!holder.empty() && holder != lease.identity) {
+      const std::string record = holder + "@" + text_at(spec, "/renewTime");
+      if (record != observed.record) observed = {record, local_now};  // the holder renewed: not expired
+      const Json* seconds = json_at(spec, "/leaseDurationSeconds");
+      const auto duration = seconds && seconds->is_number_integer() ? std::chrono::seconds(seconds->get<int64_t>())
+                                                                   : std::chrono::seconds(lease.duration);
+      if (local_now - observed.at < duration) return LeaseEdit::Stop;  // someone else leads
+    }
     if (holder != lease.identity) {
       spec["acquireTime"] = micro_time(now);
       spec["leaseTransitions"] = spec.value("leaseTransitions", int64_t{0}) + (holder.empty() ? 0 : 1);
@@ -352,10 +352,12 @@ void BackgroundAudit::loop() {
   std::shared_ptr<const PolicySet> last_policies;
   std::shared_ptr<const RecommendationSnapshot> last_snapshot;
   std::optional<std::chrono::steady_clock::time_point> last_run;
+  LeaseObservation observed;
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     lock.unlock();
-    auto leading = acquire_or_renew(client_, options_.lease, std::chrono::system_clock::now());
+    auto leading = acquire_or_renew(client_, options_.lease, std::chrono::system_clock::now(), observed,
+                                    std::chrono::steady_clock::now());
     const bool now_leader = std::holds_alternative<bool>(leading) && std::get<bool>(leading);
     if (auto* error = std::get_if<std::string>(&leading)) {
       log_event(*spdlog::default_logger(), spdlog::level::warn, "audit leader lease not renewed", {{"error", *error}});

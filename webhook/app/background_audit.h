@@ -59,10 +59,20 @@ struct LeaderLease {
   std::string identity;  // this replica: "<hostname>_<random>"
   std::chrono::seconds duration{30};
 };
-// Acquires the Lease when free or expired, renews it when held by `identity`. true: this
-// replica leads until renewTime + duration; a string: the call failed (not leading).
+// What a replica last saw of another holder's Lease. As client-go's leader election, expiry
+// is judged on this replica's own clock, from when the record (holder, renewTime) last
+// changed, never by comparing its clock with the holder's renewTime: clocks may disagree.
+struct LeaseObservation {
+  std::string record;
+  std::chrono::steady_clock::time_point at;
+};
+// Acquires the Lease when free, released, or unchanged for leaseDurationSeconds since this
+// replica first saw it (`observed`, updated here); renews it when held by `identity`. `now`
+// is written as acquireTime/renewTime. true: this replica leads for the next
+// leaseDurationSeconds; a string: the call failed (not leading).
 std::variant<bool, std::string> acquire_or_renew(KubeClient& client, const LeaderLease& lease,
-                                                 std::chrono::system_clock::time_point now);
+                                                 std::chrono::system_clock::time_point now, LeaseObservation& observed,
+                                                 std::chrono::steady_clock::time_point local_now);
 // Gives the Lease up (holderIdentity cleared) if `identity` holds it, so another replica
 // takes over without waiting for it to expire.
 void release_leadership(KubeClient& client, const LeaderLease& lease);
