@@ -9,7 +9,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
+#include <httplib.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -153,6 +155,69 @@ TEST_F(ScanTest, HtmlReportRendersItsCharts) {
   EXPECT_EQ(rendered_charts, 4u);
   EXPECT_THAT(rendered, HasSubstr("Requested vs recommended"));
   EXPECT_THAT(rendered, HasSubstr("Deployment/web"));
+}
+
+// A stand-in for Prometheus: cAdvisor CPU and memory of one pod of Deployment shop/web
+// (0.2 cores, 200 MiB with a daily wave) for any range asked; no kube-state-metrics.
+class FakePrometheus {
+ public:
+  FakePrometheus() {
+    server_.Get("/api/v1/query_range", [](const httplib::Request& request, httplib::Response& response) {
+      const long start = std::stol(request.get_param_value("start"));
+      const long end = std::stol(request.get_param_value("end"));
+      const long step = std::stol(request.get_param_value("step"));
+      const bool cpu = request.get_param_value("query").find("cpu") != std::string::npos;
+      Json values = Json::array();
+      for (long t = start; t <= end; t += step) {
+        const double wave = 1 + 0.2 * std::sin(static_cast<double>(t % 86400) / 86400 * 6.283);
+        values.push_back({t, std::to_string(cpu ? 0.2 * wave : 200.0 * 1048576 * wave)});
+      }
+      Json series = {{"metric", {{"namespace", "shop"}, {"pod", "web-7d4b9c8f5d-xk2zq"}, {"container", "app"}}},
+                     {"values", values}};
+      Json body = {{"status", "success"}, {"data", {{"resultType", "matrix"}, {"result", Json::array({series})}}}};
+      response.set_content(body.dump(), "application/json");
+    });
+    auto empty = [](const httplib::Request&, httplib::Response& response) {
+      response.set_content(R"({"status":"success","data":[]})", "application/json");
+    };
+    server_.Get("/api/v1/series", empty);
+    server_.Get("/api/v1/query", [](const httplib::Request&, httplib::Response& response) {
+      response.set_content(R"({"status":"success","data":{"resultType":"vector","result":[]}})", "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });  // bound and listening: connects queue
+  }
+  ~FakePrometheus() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST_F(ScanTest, PrometheusUsageIsRecommendedOnTheSpotAndCharted) {
+  FakePrometheus prometheus;
+  const std::string command = std::string(SIZEGUARD_BINARY) + " scan --kubeconfig " + (dir_ / "kubeconfig").string() +
+                              " --policies " + (dir_ / "policies.yaml").string() + " --prometheus " + prometheus.url() +
+                              " --history 4d --step 10m -o html --out " + (dir_ / "scan.html").string() + " 2> " +
+                              (dir_ / "err").string();
+  const int status = std::system(command.c_str());
+  err_ = slurp(dir_ / "err");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << err_;
+  EXPECT_THAT(err_, HasSubstr("recommended 1 containers from 1 usage series"));
+  const std::string html = slurp(dir_ / "scan.html");
+  auto has = [&](const std::string& text) { return html.find(text) != std::string::npos; };
+  EXPECT_TRUE(has("Usage and recommendations")) << err_;
+  EXPECT_TRUE(has("shop/Deployment/web app CPU"));
+  EXPECT_TRUE(has("shop/Deployment/web app memory"));
+  std::size_t charts = 0;
+  for (auto at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++charts;
+  EXPECT_EQ(charts, 6u);  // + the usage of web's one container, CPU and memory
+  EXPECT_TRUE(has("<td>1 -&gt; "));  // its CPU request of 1 core comes down
 }
 
 }  // namespace

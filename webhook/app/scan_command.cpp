@@ -420,6 +420,14 @@ std::string default_kubeconfig() {
   return std::string(home ? home : ".") + "/.kube/config";
 }
 
+// "14d" as well as what parse_duration reads ("336h", "90m").
+int64_t history_seconds(const std::string& text) {
+  if (text.size() > 1 && text.back() == 'd' && text.find_first_not_of("0123456789") == text.size() - 1) {
+    return std::stoll(text.substr(0, text.size() - 1)) * 86400;
+  }
+  return parse_duration("--history", text).count() / 1000;
+}
+
 // The snapshot: the file, or `recommend` run now on Prometheus usage (kept for the charts).
 std::shared_ptr<const RecommendationSnapshot> recommendations(const ScanFlags& f, std::vector<UsageSeries>& usage,
                                                              std::shared_ptr<const ModelMetadata>& model_metadata,
@@ -448,7 +456,7 @@ std::shared_ptr<const RecommendationSnapshot> recommendations(const ScanFlags& f
   p.bearer_token = f.prometheus_token;
   p.ca_file = f.prometheus_ca;
   p.end = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  p.start = p.end - parse_duration("--history", f.history).count() / 1000;
+  p.start = p.end - history_seconds(f.history);
   p.step_seconds = parse_duration("--step", f.step).count() / 1000;
   if (p.step_seconds <= 0 || p.start >= p.end) throw ScanError("--history and --step must be positive");
   std::cerr << "reading usage from " << f.prometheus << " ..." << std::endl;
