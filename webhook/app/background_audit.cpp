@@ -2,9 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <random>
-#include <set>
 #include <tuple>
 
 #include <spdlog/spdlog.h>

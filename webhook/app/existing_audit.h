@@ -73,8 +73,8 @@ struct ObjectAudit {
 };
 
 struct ExistingAuditInputs {
-  const PolicySet* policies = nullptr;
-  ClusterState* state = nullptr;
+  const PolicySet* policies = nullptr;  // required
+  ClusterState* state = nullptr;        // required (UnavailableClusterState when there is none)
   RightsizingInputs rightsizing;  // no snapshot and no model: no right-sizing
   EvaluationOptions evaluation;
 };
