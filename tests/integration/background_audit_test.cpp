@@ -138,6 +138,20 @@ TEST(BackgroundAudit, WritesOnePolicyReportPerNamespaceAndKeepsItCurrent) {
   EXPECT_EQ((*shop)["summary"]["fail"], 0);
   EXPECT_EQ((*shop)["summary"]["pass"], 1);
 
+  // A cluster-scoped report is created and removed the same way.
+  ObjectAudit cluster_scoped;
+  cluster_scoped.kind = "NodePool";
+  cluster_scoped.api_version = "example.io/v1";
+  cluster_scoped.name = "gpu-pool";
+  cluster_scoped.results = {{"p", "r", "fail", Mode::Enforce, "too big", "X", true}};
+  auto desired = audit_cluster(c.client, c.options).reports;
+  desired[""] = build_policy_reports({cluster_scoped}).at("");
+  EXPECT_EQ(sync_policy_reports(c.client, desired).created, 1);
+  EXPECT_TRUE(c.api.get(kReports, "clusterpolicyreports", "", kPolicyReportName));
+  desired.erase("");
+  EXPECT_EQ(sync_policy_reports(c.client, desired).deleted, 1);
+  EXPECT_FALSE(c.api.get(kReports, "clusterpolicyreports", "", kPolicyReportName));
+
   // Nothing left to judge in the namespace: its report goes, Kyverno's stays.
   c.api.remove(kApps, "deployments", "ok", "api");
   ReportSync emptied = c.audit_and_sync();

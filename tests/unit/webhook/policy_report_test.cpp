@@ -91,6 +91,18 @@ TEST(PolicyReports, RightsizingIsARuleWithCurrentRecommendedSavingsColdStartAndC
   EXPECT_EQ(build_policy_reports({a}).at("shop")["results"][0]["result"], "pass");
 }
 
+TEST(PolicyReports, ClusterScopedObjectsGoToTheClusterPolicyReport) {
+  ObjectAudit node = audit("", "gpu-pool", {result("a", "fail")});
+  node.kind = "NodePool";
+  const auto reports = build_policy_reports({node, audit("shop", "web", {result("a", "pass")})});
+  ASSERT_EQ(reports.size(), 2u);
+  const Json& cluster = reports.at("");
+  EXPECT_EQ(cluster["kind"], "ClusterPolicyReport");
+  EXPECT_EQ(cluster["metadata"], Json({{"name", "sizeguard-audit"}, {"labels", {{"app.kubernetes.io/managed-by", "sizeguard"}}}}));
+  EXPECT_FALSE(cluster["results"][0]["resources"][0].contains("namespace"));
+  EXPECT_EQ(reports.at("shop")["kind"], "PolicyReport");
+}
+
 TEST(PolicyReports, AHugeNamespaceKeepsItsFindingsAndDropsPasses) {
   std::vector<ObjectAudit> audits;
   for (int i = 0; i < 4100; ++i) audits.push_back(audit("big", "w" + std::to_string(i), {result("a", "pass")}));
