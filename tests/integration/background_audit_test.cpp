@@ -27,6 +27,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kApps = "apis/apps/v1";
 const std::string kReports = "apis/wgpolicyk8s.io/v1alpha2";
@@ -333,6 +334,72 @@ TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
   const int status = child.stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log_text();
   EXPECT_EQ((*c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader"))["spec"]["holderIdentity"], "");
+}
+
+// --audit-interval 0: no Lease, no reports, no audit metrics; a bad value is refused.
+TEST(BackgroundAudit, ServeWithTheAuditOffNeverTakesTheLease) {
+  Cluster c;
+  const auto dir = make_private_temp_directory("sizeguard-audit-off-test");
+  struct RemoveDir {
+    std::filesystem::path dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  std::ofstream(dir / "kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
+                                       "  cluster:\n    server: " << c.api.url() << "\n    certificate-authority: "
+                                    << c.api.ca_file().string() << "\nusers:\n- name: u\n  user:\n    token: "
+                                    << c.api.token() << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+  const std::string base = std::string(SIZEGUARD_BINARY) + " serve --dev --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "
+                           "--kubeconfig " + (dir / "kubeconfig").string() + " --policies '' --audit-log '' ";
+  EXPECT_EQ(WEXITSTATUS(std::system((base + "--audit-interval -5s > /dev/null 2> " + (dir / "bad").string()).c_str())), 2);
+  std::ifstream bad(dir / "bad");
+  EXPECT_THAT(std::string((std::istreambuf_iterator<char>(bad)), std::istreambuf_iterator<char>()),
+              HasSubstr("--audit-interval: '-5s' is not a positive duration"));
+
+  const std::string log = (dir / "serve.log").string();
+  std::vector<std::string> args = {SIZEGUARD_BINARY, "serve", "--dev", "--listen", "127.0.0.1:0", "--metrics-listen",
+                                   "127.0.0.1:0", "--kubeconfig", (dir / "kubeconfig").string(), "--policies", "",
+                                   "--audit-log", "", "--audit-interval", "0", "--budget-namespace", "sizeguard-system"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  struct Child {
+    pid_t pid;
+    ~Child() {
+      ::kill(pid, SIGTERM);
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+    }
+  } child{pid};
+  int metrics_port = 0;
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("metrics_port=");
+    if (at != std::string::npos) metrics_port = std::atoi(text.c_str() + at + 13);
+    return metrics_port > 0;
+  }));
+  httplib::Client metrics("127.0.0.1", metrics_port);
+  ASSERT_TRUE(eventually([&] {
+    auto r = metrics.Get("/readyz");
+    return r && r->status == 200;
+  }));
+  auto text = metrics.Get("/metrics");
+  ASSERT_TRUE(text);
+  EXPECT_THAT(text->body, Not(HasSubstr("sizeguard_audit_")));
+  EXPECT_FALSE(c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader"));
+  EXPECT_FALSE(c.report("shop"));
 }
 
 }  // namespace

@@ -61,6 +61,14 @@ void raise_open_file_limit(std::size_t max_connections, spdlog::logger& logger) 
   }
 }
 
+// "0", "0s", "0m": turned off (parse_duration accepts only positive durations).
+bool zero_duration(const std::string& text) {
+  const auto rest = text.find_first_not_of('0');
+  if (text.empty() || rest == 0) return false;
+  const std::string unit = rest == std::string::npos ? "" : text.substr(rest);
+  return unit.empty() || unit == "s" || unit == "ms" || unit == "m" || unit == "h";
+}
+
 // Blocks the shutdown signals in this thread and every thread started after, so that
 // sigwait() below is the one place they arrive.
 sigset_t block_shutdown_signals() {
@@ -87,7 +95,7 @@ int run_serve(ServeFlags flags) {
     flags.server.idle_timeout = parse_duration("--idle-timeout", flags.idle_timeout);
     flags.server.drain_timeout = parse_duration("--drain-timeout", flags.drain_timeout);
     tls_reload_interval = parse_duration("--tls-reload-interval", flags.tls_reload_interval);
-    audit_interval = parse_duration("--audit-interval", flags.audit_interval);
+    if (!zero_duration(flags.audit_interval)) audit_interval = parse_duration("--audit-interval", flags.audit_interval);
     parse_listen_address(flags.server.listen);
     parse_listen_address(flags.server.metrics_listen);
     if (flags.server.workers == 0) throw std::invalid_argument("--workers must be at least 1");
