@@ -16,9 +16,9 @@ namespace sizeguard {
 namespace {
 
 constexpr const char* kManagedBy = "app.kubernetes.io/managed-by";
-// An object's size limit in etcd is 1.5 MiB: past this many results a report keeps only
-// the ones that are not "pass".
-constexpr std::size_t kMaxResultsPerReport = 4000;
+// etcd refuses objects above 1.5 MiB: past this many bytes of results a report drops its
+// "pass" results, then the last results in its order, and says how many it left out.
+constexpr std::size_t kMaxResultBytes = 1024 * 1024;
 
 std::string text_at(const Json& object, const char* pointer) {
   const Json* value = json_at(object, pointer);
@@ -97,7 +97,10 @@ bool same_content(const Json& existing, const Json& desired) {
   for (const char* key : {"results", "summary"}) {
     if (existing.value(key, Json()) != desired.value(key, Json())) return false;
   }
-  return json_at(existing, "/metadata/labels") && json_at(desired, "/metadata/labels") &&
+  const Json* omitted = json_at(desired, "/metadata/annotations/sizeguard.io~1omitted-results");
+  return text_at(existing, "/metadata/annotations/sizeguard.io~1omitted-results") ==
+             (omitted ? omitted->get<std::string>() : std::string()) &&
+         json_at(existing, "/metadata/labels") && json_at(desired, "/metadata/labels") &&
          *json_at(existing, "/metadata/labels") == *json_at(desired, "/metadata/labels");
 }
 
@@ -165,8 +168,19 @@ std::map<std::string, Json> build_policy_reports(const std::vector<ObjectAudit>&
   for (auto& [ns, results] : by_ns) {
     if (results.empty()) continue;
     std::stable_sort(results.begin(), results.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
-    if (results.size() > kMaxResultsPerReport) {
+    const std::size_t all = results.size();
+    auto bytes = [&] {
+      std::size_t total = 0;
+      for (const auto& r : results) total += r.second.dump().size() + 1;
+      return total;
+    };
+    if (bytes() > kMaxResultBytes) {
       std::erase_if(results, [](const auto& r) { return r.second["result"] == "pass"; });
+      std::size_t total = 0, keep = 0;
+      while (keep < results.size() && total + results[keep].second.dump().size() + 1 <= kMaxResultBytes) {
+        total += results[keep++].second.dump().size() + 1;
+      }
+      results.resize(keep);
     }
     Json list = Json::array();
     Json summary = {{"pass", 0}, {"fail", 0}, {"warn", 0}, {"error", 0}, {"skip", 0}};
@@ -176,6 +190,11 @@ std::map<std::string, Json> build_policy_reports(const std::vector<ObjectAudit>&
     }
     Json metadata = {{"name", kPolicyReportName}, {"labels", {{kManagedBy, "sizeguard"}}}};
     if (!ns.empty()) metadata["namespace"] = ns;
+    if (results.size() < all) {
+      metadata["annotations"] = {{"sizeguard.io/omitted-results",
+                                  std::to_string(all - results.size()) + " of " + std::to_string(all) +
+                                      " (passes first, then the last; the object must stay below etcd's limit)"}};
+    }
     reports[ns] = {{"apiVersion", "wgpolicyk8s.io/v1alpha2"},
                    {"kind", ns.empty() ? "ClusterPolicyReport" : "PolicyReport"},
                    {"metadata", std::move(metadata)},

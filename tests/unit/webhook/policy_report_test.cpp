@@ -105,12 +105,37 @@ TEST(PolicyReports, ClusterScopedObjectsGoToTheClusterPolicyReport) {
 
 TEST(PolicyReports, AHugeNamespaceKeepsItsFindingsAndDropsPasses) {
   std::vector<ObjectAudit> audits;
-  for (int i = 0; i < 4100; ++i) audits.push_back(audit("big", "w" + std::to_string(i), {result("a", "pass")}));
+  for (int i = 0; i < 4000; ++i) audits.push_back(audit("big", "w" + std::to_string(i), {result("a", "pass")}));
   audits.push_back(audit("big", "bad", {result("a", "fail")}));
   const Json report = build_policy_reports(audits).at("big");
   ASSERT_EQ(report["results"].size(), 1u);
   EXPECT_EQ(report["summary"]["fail"], 1);
   EXPECT_EQ(report["summary"]["pass"], 0);
+  EXPECT_EQ(report["metadata"]["annotations"]["sizeguard.io/omitted-results"].get<std::string>().substr(0, 12),
+            "4000 of 4001");
+
+  // Small enough: everything, no annotation.
+  audits.resize(100);
+  const Json small = build_policy_reports(audits).at("big");
+  EXPECT_EQ(small["results"].size(), 100u);
+  EXPECT_FALSE(small["metadata"].contains("annotations"));
+}
+
+TEST(PolicyReports, FindingsBeyondTheSizeBoundAreCutAndCounted) {
+  std::vector<ObjectAudit> audits;
+  for (int i = 0; i < 6000; ++i) {
+    AuditResult r = result("a", "fail");
+    r.message = std::string(200, 'x');
+    audits.push_back(audit("big", "w" + std::to_string(100000 + i), {r}));
+  }
+  const Json report = build_policy_reports(audits).at("big");
+  EXPECT_LT(report.dump().size(), 1024u * 1024 + 4096);  // etcd's limit is 1.5 MiB
+  EXPECT_GT(report["results"].size(), 1000u);
+  EXPECT_LT(report["results"].size(), 6000u);
+  EXPECT_EQ(report["summary"]["fail"], report["results"].size());
+  EXPECT_EQ(report["results"][0]["resources"][0]["name"], "w100000");  // the first ones in order stay
+  const std::string omitted = report["metadata"]["annotations"]["sizeguard.io/omitted-results"];
+  EXPECT_EQ(omitted.substr(0, omitted.find(' ')), std::to_string(6000 - report["results"].size()));
 }
 
 }  // namespace
