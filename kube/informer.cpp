@@ -1,4 +1,4 @@
-#include "webhook/informer.h"
+#include "kube/informer.h"
 
 #include <algorithm>
 #include <random>

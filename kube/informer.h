@@ -24,9 +24,9 @@
 #include <thread>
 #include <vector>
 
-#include "webhook/kubeapi.h"
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

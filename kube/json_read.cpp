@@ -1,4 +1,4 @@
-#include "webhook/json_read.h"
+#include "kube/json_read.h"
 
 #include <simdjson.h>
 

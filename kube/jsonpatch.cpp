@@ -1,4 +1,4 @@
-#include "webhook/jsonpatch.h"
+#include "kube/jsonpatch.h"
 
 #include <charconv>
 

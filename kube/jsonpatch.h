@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -1,4 +1,4 @@
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>

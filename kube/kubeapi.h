@@ -13,7 +13,7 @@
 #include <string_view>
 #include <variant>
 
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -1,4 +1,4 @@
-#include "webhook/manifest.h"
+#include "kube/manifest.h"
 
 #include <cctype>
 #include <cerrno>
@@ -18,7 +18,7 @@
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
-#include "webhook/json_read.h"
+#include "kube/json_read.h"
 
 namespace sizeguard {
 namespace {

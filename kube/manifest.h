@@ -7,7 +7,7 @@
 #include <variant>
 #include <vector>
 
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace YAML {
 class Node;

@@ -1,4 +1,4 @@
-#include "webhook/quantity.h"
+#include "kube/quantity.h"
 
 #include <algorithm>
 #include <charconv>

@@ -1,6 +1,6 @@
-#include "webhook/review.h"
+#include "kube/review.h"
 
-#include "webhook/json_read.h"
+#include "kube/json_read.h"
 
 #include <openssl/evp.h>
 

@@ -1,4 +1,4 @@
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 #include <cstdio>
 #include <ctime>

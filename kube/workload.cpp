@@ -1,4 +1,4 @@
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 #include <array>
 

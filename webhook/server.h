@@ -15,8 +15,8 @@
 
 #include <openssl/types.h>
 
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace spdlog {
 class logger;

@@ -14,8 +14,8 @@
 #include "policies/loader.h"
 #include "webhook/app/handlers.h"
 #include "webhook/app/rightsizing.h"
-#include "webhook/quantity.h"
-#include "webhook/review.h"
+#include "kube/quantity.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {

@@ -32,7 +32,7 @@
 #include "webhook/app/handlers.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

@@ -13,8 +13,8 @@
 #include "policies/policy.h"
 #include "webhook/app/rightsizing.h"
 #include "webhook/audit.h"
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -16,8 +16,8 @@
 #include "policies/policy.h"
 #include "recommender/model.h"
 #include "recommender/recommend.h"
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

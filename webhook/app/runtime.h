@@ -13,7 +13,7 @@
 #include "webhook/app/handlers.h"
 #include "webhook/app/recommendation_store.h"
 #include "webhook/audit.h"
-#include "webhook/metrics.h"
+#include "kube/metrics.h"
 #include "webhook/server.h"
 
 namespace sizeguard {

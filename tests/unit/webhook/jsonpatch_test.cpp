@@ -1,9 +1,9 @@
-#include "webhook/jsonpatch.h"
+#include "kube/jsonpatch.h"
 
 #include <gtest/gtest.h>
 
 #include "support/fixtures.h"
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

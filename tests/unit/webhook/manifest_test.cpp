@@ -1,4 +1,4 @@
-#include "webhook/manifest.h"
+#include "kube/manifest.h"
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>

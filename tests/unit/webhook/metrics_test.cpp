@@ -1,4 +1,4 @@
-#include "webhook/metrics.h"
+#include "kube/metrics.h"
 
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
 // Quantity semantics follow k8s.io/apimachinery pkg/api/resource: what parses, how values
 // round and cap, and the canonical string the apiserver writes back.
-#include "webhook/quantity.h"
+#include "kube/quantity.h"
 
 #include <gtest/gtest.h>
 

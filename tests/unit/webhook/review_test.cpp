@@ -1,4 +1,4 @@
-#include "webhook/review.h"
+#include "kube/review.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>

@@ -14,7 +14,7 @@
 #include "support/fixtures.h"
 #include "webhook/app/handlers.h"
 #include "webhook/devcerts.h"
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {
