@@ -1,4 +1,4 @@
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 
 #include <algorithm>
 #include <array>

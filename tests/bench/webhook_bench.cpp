@@ -13,7 +13,7 @@
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
 #include "webhook/app/handlers.h"
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 #include "kube/quantity.h"
 #include "kube/review.h"
 

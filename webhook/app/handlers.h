@@ -11,7 +11,7 @@
 #include "policies/engine.h"
 #include "policies/gpu_reservations.h"
 #include "policies/policy.h"
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 #include "webhook/audit.h"
 #include "kube/metrics.h"
 #include "kube/review.h"

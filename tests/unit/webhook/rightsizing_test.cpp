@@ -1,6 +1,6 @@
 // Right-sizing at /mutate on the real apiserver fixtures and on hand-made objects: every
 // patch is applied to the object and the result checked, as the apiserver would.
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
