@@ -15,7 +15,7 @@
 
 #include "recommender/baselines.h"
 #include "recommender/features.h"
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 namespace sizeguard {
 namespace {

@@ -17,7 +17,7 @@
 
 #include "support/fake_apiserver.h"
 #include "webhook/devcerts.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {

@@ -9,8 +9,8 @@
 
 #include "policies/lease_update.h"
 #include "webhook/logging.h"
-#include "webhook/utc_time.h"
-#include "webhook/workload.h"
+#include "kube/utc_time.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

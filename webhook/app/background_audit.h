@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "webhook/app/existing_audit.h"
-#include "webhook/kubeapi.h"
-#include "webhook/metrics.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
 
 namespace sizeguard {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <map>
 
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

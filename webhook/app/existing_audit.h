@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "policies/engine.h"
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 
 namespace sizeguard {
 

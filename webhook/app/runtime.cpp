@@ -9,7 +9,7 @@
 #include "policies/api_cluster_state.h"
 #include "policies/file_cluster_state.h"
 #include "policies/watch_cluster_state.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 

@@ -13,8 +13,8 @@
 #include "webhook/app/handlers.h"
 #include "webhook/app/recommendation_store.h"
 #include "webhook/audit.h"
-#include "webhook/kubeapi.h"
-#include "webhook/metrics.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
 #include "webhook/server.h"
 
 namespace sizeguard {

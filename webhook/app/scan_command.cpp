@@ -25,8 +25,8 @@
 #include "webhook/app/background_audit.h"
 #include "webhook/app/commands.h"
 #include "webhook/app/runtime.h"
-#include "webhook/utc_time.h"
-#include "webhook/workload.h"
+#include "kube/utc_time.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

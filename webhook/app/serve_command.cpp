@@ -26,7 +26,7 @@
 #include "webhook/app/runtime.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
-#include "webhook/periodic.h"
+#include "kube/periodic.h"
 #include "webhook/server.h"
 
 namespace sizeguard {
