@@ -103,7 +103,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
 // The end of `train`: a backtest on days first..last (the validation days, held out from the
 // gradient steps) that sets the model's calibrated margins (the raw prediction's matched-risk
 // margins) and its champion/challenger gate: per resource, the model is used only if its
-// matched-risk slack is below the VPA baseline's (whose matched margin becomes the baseline
+// matched-risk slack is below the VPA baseline's; the baseline margin is max(1, VPA's matched
 // margin). A resource without scored windows keeps the model. Returns the backtest.
 Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
                               double cpu_risk = 0.05, double memory_risk = 0.01);

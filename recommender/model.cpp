@@ -705,12 +705,13 @@ DistributionCheck out_of_distribution(const ModelMetadata& m, const FeatureRow& 
   for (int r = 0; r < 2; ++r) {
     const std::string prefix = r == 0 ? "cpu_" : "mem_";
     size_t seen = 0, outside = 0;
-    bool level_outside = false;
+    bool level_outside = false, stale = false;
     for (size_t f = 0; f < n; ++f) {
       const bool own = names[f].rfind(prefix, 0) == 0;
       const bool shared = names[f].rfind("cpu_", 0) != 0 && names[f].rfind("mem_", 0) != 0;
       if (!own && !shared) continue;
       const double v = row.values[f];
+      if (names[f] == prefix + "p95_7d" && !std::isfinite(v)) stale = true;  // no sample in the last 7 days
       if (!std::isfinite(v)) continue;
       if (names[f] == prefix + "level") {
         level_outside = v < m.input_low[f] - kLevelSlack || v > m.input_high[f] + kLevelSlack;
@@ -719,7 +720,7 @@ DistributionCheck out_of_distribution(const ModelMetadata& m, const FeatureRow& 
       ++seen;
       outside += v < m.input_low[f] - kSlack || v > m.input_high[f] + kSlack;
     }
-    const bool far = level_outside || (seen > 0 && 4 * outside > seen);
+    const bool far = stale || level_outside || (seen > 0 && 4 * outside > seen);
     (r == 0 ? out.cpu : out.memory) = far;
   }
   return out;

@@ -184,10 +184,11 @@ struct RecommendationPolicy {
 // of model or baseline per resource.
 RecommendationPolicy shipped_policy(const ModelMetadata& metadata);
 
-// Which resources of a feature row lie far outside the training distribution: its level
-// (r_level) more than a factor 2 outside the training [p0.5, p99.5] range, or more than a
-// quarter of its other features outside that range widened by 0.5 (log units). Never true
-// for a model without recorded ranges.
+// Which resources of a feature row lie far outside the training distribution: no sample in
+// the last 7 days (r_p95_7d missing: the level is then the floor, which training never saw),
+// its level (r_level) more than a factor 2 outside the training [p0.5, p99.5] range, or more
+// than a quarter of its other features outside that range widened by 0.5 (log units). Never
+// true for a model without recorded ranges.
 struct DistributionCheck {
   bool cpu = false, memory = false;
 };

@@ -163,6 +163,14 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out || !(out << text) || !out.flush()) throw std::runtime_error(path + ": cannot write");
 }
 
+// Whole UTC days from day1 to the last sample.
+int64_t history_whole_days(const std::vector<UsageSeries>& series, int64_t day1) {
+  int64_t last = day1;
+  for (const auto& s : series)
+    if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
+  return (last - day1) / kSecondsPerDay;
+}
+
 std::string fmt_eta(double seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
@@ -226,14 +234,21 @@ void add_train(CLI::App& app, int& exit_code) {
         model = QuantileModel::train(series, options);
       } else {
         model = QuantileModel::load(*from_model);
-        model.record_input_ranges(series);
+        // The guard's ranges describe the data the model was trained on: kept when recorded.
+        if (model.metadata().input_low.empty()) model.record_input_ranges(series);
       }
       if (tty()) std::cerr << "\n";
       // Calibrate the margins that meet the target risks on the validation days: inside the
       // training range, so days held out for evaluation stay unseen.
-      const int64_t train_end = model.metadata().train_end;
+      // A model from --from-model may come from other data: its gate days are this data's
+      // last --validation-days of --train-days (default: every whole day).
+      const int64_t train_end = from_model->empty()                   ? model.metadata().train_end
+                                : options.train_end ? options.train_end
+                                                    : day1 + history_whole_days(series, day1) * kSecondsPerDay;
       const int last_day = static_cast<int>((train_end - day1) / kSecondsPerDay);
-      const int first = std::max(1, static_cast<int>((model.metadata().valid_begin - day1) / kSecondsPerDay) + 1);
+      const int first = from_model->empty()
+                            ? std::max(1, static_cast<int>((model.metadata().valid_begin - day1) / kSecondsPerDay) + 1)
+                            : std::max(1, last_day - options.validation_days + 1);
       calibrate_and_gate(model, series, first, last_day);
       const auto& meta = model.metadata();
       std::cout << "calibrated margins on validation days " << first << "-" << last_day << ": cpu " << std::fixed

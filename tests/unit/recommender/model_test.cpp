@@ -178,6 +178,11 @@ TEST(Model, OutOfDistributionSeriesFallBackToTheBaseline) {
   EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:out_of_distribution");
   policy.distribution_guard = false;
   EXPECT_TRUE(recommend(model, huge, t, policy, 0).cpu_from_model);
+  // History that stopped more than 7 days ago (a task not running): the level would be the
+  // floor, which training never saw; both resources fall back.
+  const DistributionCheck stale = out_of_distribution(model.metadata(), compute_features(data[1], t + 8 * kSecondsPerDay));
+  EXPECT_TRUE(stale.cpu);
+  EXPECT_TRUE(stale.memory);
 }
 
 TEST(Model, LoadRefusesMismatchedMetadata) {
