@@ -37,6 +37,22 @@ std::optional<QuantileModel> load_if_present(const std::filesystem::path& dir) {
   }
 }
 
+// Gates (and calibrates) a model that was not trained here on the cluster's own last days:
+// up to 4 whole days, each with at least a day of history before it. Returns a note for the log.
+std::string gate_on_recent_days(QuantileModel& model, const std::vector<UsageSeries>& series) {
+  const int64_t day1 = day_one(series);
+  int64_t last = day1;
+  for (const auto& s : series)
+    if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
+  const int whole = static_cast<int>((last - day1) / kSecondsPerDay);
+  if (whole < 2) return "; too few whole days to gate it here (its own gate applies)";
+  const int first = std::max(2, whole - 3);
+  calibrate_and_gate(model, series, first, whole);
+  const auto& m = model.metadata();
+  return "; gated on days " + std::to_string(first) + "-" + std::to_string(whole) + " here: cpu " +
+         (m.cpu_gate.use_model ? "model" : "baseline") + ", memory " + (m.memory_gate.use_model ? "model" : "baseline");
+}
+
 }  // namespace
 
 const char* to_string(ModelSource source) {
@@ -66,6 +82,7 @@ ModelChoice choose_model(const std::vector<UsageSeries>& series, const ModelChoi
   auto use_default = [&](ModelSource source, std::string why) {
     c.model = QuantileModel::load(o.default_model, 1);
     c.source = source;
+    if (source != ModelSource::baseline) why += gate_on_recent_days(c.model, series);
     c.policy = shipped_policy(c.model.metadata());
     if (source == ModelSource::baseline) c.policy.cpu_from_model = c.policy.memory_from_model = false;
     c.reason = std::move(why);
@@ -105,8 +122,8 @@ ModelChoice choose_model(const std::vector<UsageSeries>& series, const ModelChoi
   if (auto last = load_if_present(o.store / "current")) {
     c.model = std::move(*last);
     c.source = ModelSource::last_good;
+    c.reason = days + ": " + why + "; the last good model" + gate_on_recent_days(c.model, series);
     c.policy = shipped_policy(c.model.metadata());
-    c.reason = days + ": " + why + "; the last good model";
     return c;
   }
   return use_default(ModelSource::bundled_default, days + ": " + why + "; no last good model: the bundled default");

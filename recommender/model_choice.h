@@ -3,6 +3,9 @@
 // (calibrate_and_gate) and keep it as the last good model; a new model that loses to the
 // baseline on every resource, or fails to train, is not kept (the last good model, else the
 // bundled default, is used); less history -> the bundled default; very little -> the baseline.
+// A model not trained on this run (last good, bundled default) is gated again on the
+// cluster's own last days (up to 4) when there are at least 2 whole days: what ships is never
+// the model where the baseline did better on the cluster's recent data.
 #pragma once
 
 #include <filesystem>
