@@ -261,7 +261,7 @@ void add_train(CLI::App& app, int& exit_code) {
                   << "% (vpa margin " << std::setprecision(2) << gate->baseline_margin << ")\n";
       model.save(*out);
       const auto& m = model.metadata();
-      std::cout << "trained " << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
+      std::cout << (from_model->empty() ? "trained " : "re-gated (no boosting) ") << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
                 << " s: " << m.rounds << " rounds, " << m.rows_train << " training / " << m.rows_valid
                 << " validation origins from " << m.series << " series (" << m.samples << " samples), "
                 << format_utc(m.train_begin) << " .. " << format_utc(m.train_end) << "\n"
