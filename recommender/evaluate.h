@@ -5,6 +5,7 @@
 //           margins, the gate's model-or-baseline choice, the distribution guard, floors and
 //           rounding); the headline
 //   raw     the model's bare prediction (no margin, no floors): a diagnostic
+//   blend   sqrt(raw x vpa): the candidate the gate may pick (a diagnostic here)
 //   vpa     VPA recommender as documented (baselines.h)
 //   krr     KRR "simple" (baselines.h)
 //   oracle  USES THE FUTURE: the day's actual CPU p95 and memory peak (a lower bound on slack)
@@ -87,7 +88,7 @@ struct Evaluation {
   int64_t day1 = 0, eval_begin = 0, eval_end = 0;
   size_t series = 0, series_days = 0;
   std::string model_version;
-  std::vector<MethodScore> methods;  // model, vpa, krr, oracle, raw
+  std::vector<MethodScore> methods;  // model, vpa, krr, oracle, raw, blend
   RecommendationPolicy policy;       // the one "model" was scored with
   // Series-days "model" recommended, and how many of them used the model (vs the baseline)
   // per resource, and how many were out of the training distribution.
@@ -103,8 +104,9 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
 // The end of `train`: a backtest on days first..last (the validation days, held out from the
 // gradient steps) that sets the model's calibrated margins (the raw prediction's matched-risk
 // margins) and its champion/challenger gate: per resource, the model is used only if its
-// matched-risk slack is below the VPA baseline's; the baseline margin is max(1, VPA's matched
-// margin). A resource without scored windows keeps the model. Returns the backtest.
+// matched-risk slack is below the VPA baseline's, and as the blend sqrt(model x vpa) x its
+// matched margin where that beats both at a margin >= 1; the baseline margin is max(1, VPA's matched margin).
+// A resource without scored windows keeps the model. Returns the backtest.
 Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
                               double cpu_risk = 0.05, double memory_risk = 0.01);
 

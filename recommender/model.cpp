@@ -138,11 +138,16 @@ json metadata_to_json(const ModelMetadata& m) {
   if (m.cpu_gate.decided || m.memory_gate.decided) {
     auto gate = [](const ModelMetadata::Gate& g) {
       // by = how much less slack (percentage points at matched risk) the winner leaves.
-      return json{{"winner", g.use_model ? "model" : "baseline"},
+      const double won = g.use_blend ? g.blend_slack : g.use_model ? g.model_slack : g.baseline_slack;
+      const double next = std::min({g.use_blend ? 1e9 : g.blend_slack, g.use_model && !g.use_blend ? 1e9 : g.model_slack,
+                                    g.use_model ? g.baseline_slack : 1e9});
+      return json{{"winner", g.use_blend ? "blend" : g.use_model ? "model" : "baseline"},
                   {"model_slack", g.model_slack},
                   {"baseline_slack", g.baseline_slack},
-                  {"by", std::abs(g.baseline_slack - g.model_slack)},
-                  {"baseline_margin", g.baseline_margin}};
+                  {"blend_slack", g.blend_slack},
+                  {"by", next - won},  // slack the winner saves over the runner-up
+                  {"baseline_margin", g.baseline_margin},
+                  {"blend_margin", g.blend_margin}};
     };
     j["gate"] = {{"days", {m.gate_first_day, m.gate_last_day}},
                  {"baseline", "vpa"},
@@ -193,9 +198,12 @@ ModelMetadata metadata_from_json(const json& j) {
       const auto& r = g.at(name);
       gate->decided = true;
       const auto winner = r.at("winner").get<std::string>();
-      if (winner != "model" && winner != "baseline")
-        throw json::other_error::create(501, std::string("gate.") + name + ".winner must be 'model' or 'baseline'", &r);
-      gate->use_model = winner == "model";
+      if (winner != "model" && winner != "baseline" && winner != "blend")
+        throw json::other_error::create(501, std::string("gate.") + name + ".winner must be 'model', 'blend' or 'baseline'", &r);
+      gate->use_model = winner != "baseline";
+      gate->use_blend = winner == "blend";
+      gate->blend_slack = r.value("blend_slack", 0.0);
+      gate->blend_margin = r.value("blend_margin", 1.0);
       gate->model_slack = r.at("model_slack").get<double>();
       gate->baseline_slack = r.at("baseline_slack").get<double>();
       gate->baseline_margin = r.at("baseline_margin").get<double>();
@@ -689,9 +697,14 @@ double confidence_of(const FeatureRow& row) {
 RecommendationPolicy shipped_policy(const ModelMetadata& m) {
   RecommendationPolicy p;
   if (m.calibrated_cpu_margin > 0) p.margin = m.calibrated_cpu_margin, p.memory_margin = m.calibrated_memory_margin;
-  if (m.cpu_gate.decided) p.cpu_from_model = m.cpu_gate.use_model, p.baseline_cpu_margin = m.cpu_gate.baseline_margin;
-  if (m.memory_gate.decided)
+  if (m.cpu_gate.decided) {
+    p.cpu_from_model = m.cpu_gate.use_model, p.baseline_cpu_margin = m.cpu_gate.baseline_margin;
+    p.cpu_blend = m.cpu_gate.use_blend, p.blend_cpu_margin = m.cpu_gate.blend_margin;
+  }
+  if (m.memory_gate.decided) {
     p.memory_from_model = m.memory_gate.use_model, p.baseline_memory_margin = m.memory_gate.baseline_margin;
+    p.memory_blend = m.memory_gate.use_blend, p.blend_memory_margin = m.memory_gate.blend_margin;
+  }
   return p;
 }
 
@@ -767,15 +780,21 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     r.cpu_from_model = policy.cpu_from_model && !far.cpu;
     r.memory_from_model = policy.memory_from_model && !far.memory;
     double cpu = predictions[k].cpu_cores * policy.margin, memory = predictions[k].memory_bytes * memory_margin;
-    if (!r.cpu_from_model || !r.memory_from_model) {
+    r.cpu_blended = r.cpu_from_model && policy.cpu_blend;
+    r.memory_blended = r.memory_from_model && policy.memory_blend;
+    if (!r.cpu_from_model || !r.memory_from_model || r.cpu_blended || r.memory_blended) {
       const BaselineRecommendation b = vpa_recommend(series[index[k]], now);
       if (!r.cpu_from_model) cpu = b.cpu_cores * policy.baseline_cpu_margin;
       if (!r.memory_from_model) memory = b.memory_bytes * policy.baseline_memory_margin;
+      if (r.cpu_blended) cpu = std::sqrt(predictions[k].cpu_cores * b.cpu_cores) * policy.blend_cpu_margin;
+      if (r.memory_blended) memory = std::sqrt(predictions[k].memory_bytes * b.memory_bytes) * policy.blend_memory_margin;
     }
     r.cpu_cores = round_up_clamped(cpu, policy.cpu_min, policy.cpu_max, policy.cpu_step);
     r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
     // Why the baseline: "gate" (the model lost the training backtest) or "out_of_distribution".
+    if (r.cpu_blended) r.explanation.push_back({"cpu:blend:sqrt(model*vpa)", 0.0});
+    if (r.memory_blended) r.explanation.push_back({"memory:blend:sqrt(model*vpa)", 0.0});
     if (!r.cpu_from_model) r.explanation.push_back({far.cpu ? "cpu:baseline:out_of_distribution" : "cpu:baseline:gate", 0.0});
     if (!r.memory_from_model)
       r.explanation.push_back({far.memory ? "memory:baseline:out_of_distribution" : "memory:baseline:gate", 0.0});

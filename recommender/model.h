@@ -104,9 +104,13 @@ struct ModelMetadata {
   // VPA-style baseline (x its own matched margin, baseline_margin). `recommend` uses the
   // model for a resource only where it won (use_model). Absent (decided = false) in older
   // models: the model is used.
+  // A third candidate, "blend": the geometric mean of the raw prediction and the baseline
+  // (sqrt(model x vpa)) x blend_margin, a correction of VPA by the model; use_blend implies
+  // use_model.
   struct Gate {
-    bool decided = false, use_model = true;
+    bool decided = false, use_model = true, use_blend = false;
     double model_slack = 0, baseline_slack = 0, baseline_margin = 1;
+    double blend_slack = 0, blend_margin = 1;
   };
   Gate cpu_gate, memory_gate;
   int gate_first_day = 0, gate_last_day = 0;  // days of the training data the gate was scored on
@@ -172,6 +176,9 @@ struct RecommendationPolicy {
   // margin. shipped_policy() sets these from the model's gate.
   bool cpu_from_model = true, memory_from_model = true;
   double baseline_cpu_margin = 1, baseline_memory_margin = 1;
+  // With the model: sqrt(prediction x baseline) x blend margin instead of prediction x margin.
+  bool cpu_blend = false, memory_blend = false;
+  double blend_cpu_margin = 1, blend_memory_margin = 1;
   // Series whose features lie far outside the training data get the baseline (out_of_distribution).
   bool distribution_guard = true;
   double cpu_min = 0.01, cpu_max = 64;                                   // cores
@@ -206,6 +213,7 @@ struct Recommendation {
   // resource, whether the model or the baseline was used (and why not the model).
   Prediction raw;
   bool cpu_from_model = false, memory_from_model = false;
+  bool cpu_blended = false, memory_blended = false;  // from the model blended with the baseline
   bool out_of_distribution = false;
 };
 

@@ -52,7 +52,8 @@ for r in ("cpu", "memory"):
     cells.append(pct(e["gapClosed"][r]))
 s = e["shipped"]
 under = f'{pct(m["model"]["cpu"]["under"])} / {pct(m["model"]["memory"]["under"])}'
-gate = f'{"model" if s["cpuFromModel"] else "vpa"} / {"model" if s["memoryFromModel"] else "vpa"}'
+src_of = lambda r: ("blend" if s[r + "Blend"] else "model") if s[r + "FromModel"] else "vpa"
+gate = f'{src_of("cpu")} / {src_of("memory")}'
 print(f"| {name} | {setting} | {days} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {under} | {gate} |")
 if setting != "default":
     for r in ("cpu", "memory"):

@@ -112,11 +112,12 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   EXPECT_EQ(e.day1, kStart);
   EXPECT_EQ(e.eval_begin, kStart + 5 * kSecondsPerDay);
   EXPECT_EQ(e.series_days, 18u);
-  ASSERT_EQ(e.methods.size(), 5u);
+  ASSERT_EQ(e.methods.size(), 6u);
   EXPECT_EQ(e.methods[0].name, "model");
   EXPECT_EQ(e.methods[3].name, "oracle");
   EXPECT_EQ(e.methods[4].name, "raw");
   EXPECT_TRUE(e.methods[4].diagnostic);
+  EXPECT_EQ(e.methods[5].name, "blend");
   EXPECT_TRUE(e.methods[3].uses_future);
   for (const auto& m : e.methods) {
     EXPECT_DOUBLE_EQ(m.coverage, 1.0) << m.name;
@@ -127,7 +128,7 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   EXPECT_NEAR(e.methods[3].cpu.under, 0.05, 0.01);
   EXPECT_DOUBLE_EQ(e.methods[3].memory.under, 0.0);
   // Recommendations are exported per method, series and day; the oracle's match its definition.
-  EXPECT_EQ(e.recs.size(), 5u * 18);
+  EXPECT_EQ(e.recs.size(), 6u * 18);
   for (const auto& r : e.recs) {
     if (r.method != "oracle" || r.series != data[2].key.to_string()) continue;
     const Targets target = compute_targets(data[2], r.day_start, kSecondsPerDay, 0.95);
@@ -149,9 +150,9 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   write_recs_csv(csv, e);
   const std::string csv_text = csv.str();
   EXPECT_EQ(csv_text.rfind("method,series,day_start_epoch,cpu_cores,memory_bytes\n", 0), 0u);
-  EXPECT_EQ(std::count(csv_text.begin(), csv_text.end(), '\n'), 1 + 5 * 18);
+  EXPECT_EQ(std::count(csv_text.begin(), csv_text.end(), '\n'), 1 + 6 * 18);
   const auto j = nlohmann::json::parse(evaluation_json(e));
-  EXPECT_EQ(j["methods"].size(), 5u);
+  EXPECT_EQ(j["methods"].size(), 6u);
   EXPECT_EQ(j["methods"][3]["usesFuture"], true);
   EXPECT_TRUE(j["methods"][0]["cpu"]["matched"].contains("margin"));
   const std::string html = evaluation_html(e);
@@ -243,14 +244,17 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   // The decision and its numbers are the backtest's: raw model vs VPA at matched risk.
   EXPECT_DOUBLE_EQ(m.cpu_gate.model_slack, e.methods[4].cpu.matched_slack);
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_slack, e.methods[1].cpu.matched_slack);
-  EXPECT_EQ(m.cpu_gate.use_model, m.cpu_gate.model_slack < m.cpu_gate.baseline_slack);
+  EXPECT_DOUBLE_EQ(m.cpu_gate.blend_slack, e.methods[5].cpu.matched_slack);
+  const auto& g = m.cpu_gate;
+  EXPECT_EQ(g.use_blend, g.blend_margin >= 1 && g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
+  EXPECT_EQ(g.use_model, g.use_blend || g.model_slack < g.baseline_slack);
   // The fallback never cuts below VPA's own target.
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_margin, std::max(1.0, e.methods[1].cpu.matched_margin));
   EXPECT_DOUBLE_EQ(m.calibrated_cpu_margin, e.methods[4].cpu.matched_margin);
 
   // Force CPU to the baseline: recommend (and so the snapshot and evaluate) use VPA x its margin.
   ModelMetadata::Gate cpu = m.cpu_gate, memory = m.memory_gate;
-  cpu.use_model = false, cpu.baseline_margin = 1.3;
+  cpu.use_model = false, cpu.use_blend = false, cpu.baseline_margin = 1.3;
   memory.use_model = true;
   model.set_gate(cpu, memory, 5, 5);
   const RecommendationPolicy policy = shipped_policy(model.metadata());
@@ -264,6 +268,22 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
                                                         policy.memory_margin, policy.memory_min, policy.memory_max,
                                                     policy.memory_step));
   EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:gate");
+  // The blend: sqrt(prediction x VPA) x its margin, for CPU only.
+  ModelMetadata::Gate mixed = m.cpu_gate;
+  mixed.use_model = mixed.use_blend = true, mixed.blend_margin = 1.2;
+  QuantileModel blended = QuantileModel::train(data, [] {
+    TrainOptions t;
+    t.max_rounds = 30, t.validation_days = 1, t.nthread = 2, t.train_end = kStart + 5 * kSecondsPerDay;
+    return t;
+  }());
+  blended.set_calibration(model.metadata().calibrated_cpu_margin, model.metadata().calibrated_memory_margin);
+  blended.set_gate(mixed, memory, 5, 5);
+  const RecommendationPolicy mix_policy = shipped_policy(blended.metadata());
+  const Recommendation b = recommend(blended, data[2], t, mix_policy, 0);
+  EXPECT_TRUE(b.cpu_blended);
+  EXPECT_FALSE(b.memory_blended);
+  const double p = blended.predict(compute_features(data[2], t)).cpu_cores;
+  EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::sqrt(p * vpa_recommend(data[2], t).cpu_cores) * 1.2, 0.01, 64, 0.005));
   // The report shows the decision.
   EvaluateOptions o;
   o.first_day = 6, o.last_day = 8, o.threads = 2;

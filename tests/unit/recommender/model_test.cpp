@@ -113,7 +113,7 @@ TEST(Model, SaveLoadRoundTripAndBatch) {
     EXPECT_DOUBLE_EQ(again.metadata().calibrated_memory_margin, 1.25);
     EXPECT_EQ(again.version(), model.version());
     // The gate and the training feature ranges survive too.
-    ModelMetadata::Gate cpu{true, false, 0.5, 0.4, 1.3}, memory{true, true, 0.2, 0.3, 1.1};
+    ModelMetadata::Gate cpu{true, false, false, 0.5, 0.4, 1.3}, memory{true, true, false, 0.2, 0.3, 1.1};
     copy.set_gate(cpu, memory, 17, 20);
     copy.save(dir / "gated");
     const QuantileModel gated = QuantileModel::load(dir / "gated");
@@ -124,6 +124,13 @@ TEST(Model, SaveLoadRoundTripAndBatch) {
     EXPECT_TRUE(g.memory_gate.use_model);
     EXPECT_DOUBLE_EQ(g.memory_gate.baseline_slack, 0.3);
     EXPECT_EQ(g.gate_last_day, 20);
+    ModelMetadata::Gate mix{true, true, true, 0.5, 0.4, 1.0, 0.3, 1.25};
+    copy.set_gate(mix, memory, 17, 20);
+    copy.save(dir / "blend");
+    const QuantileModel blend = QuantileModel::load(dir / "blend");
+    EXPECT_TRUE(blend.metadata().cpu_gate.use_blend);
+    EXPECT_TRUE(blend.metadata().cpu_gate.use_model);
+    EXPECT_DOUBLE_EQ(blend.metadata().cpu_gate.blend_margin, 1.25);
     EXPECT_EQ(g.input_low, model.metadata().input_low);
     EXPECT_EQ(g.input_low.size(), feature_count());
   }
