@@ -1,7 +1,9 @@
 // `sizeguard train | recommend | evaluate`: the recommender's command line.
-//   train     --bitbrains DIR | --csv FILE | --prometheus URL [--start --end --step --token --ca-file]
-//             --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95] [--rounds N]
-//   recommend --model DIR (same sources) --out FILE [--margin 1.1] [--at TIME]
+//   train     --bitbrains DIR | --csv FILE | --azure-cpu FILE | --prometheus URL [--start --end --step
+//             --token --ca-file] --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95]
+//             [--rounds N] [--from-model DIR]; ends with calibration and the gate
+//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME]
+//             [--model-store DIR --min-train-days 8 --min-default-days 1] (the CronJob)
 //   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
 //             [--max-series N]
 // Exit 0 ok, 1 runtime failure, 2 bad input (message on stderr). Progress only on a TTY.
