@@ -365,8 +365,9 @@ void add_recommend(CLI::App& app, int& exit_code) {
         cpu_base += !r.cpu_from_model, mem_base += !r.memory_from_model, far += r.out_of_distribution;
       }
       std::cerr << "baseline (vpa) instead of the model: cpu " << cpu_base << ", memory " << mem_base
-                << " recommendations (gate: cpu " << (policy->cpu_from_model ? "model" : "baseline") << ", memory "
-                << (policy->memory_from_model ? "model" : "baseline") << "; " << far
+                << " recommendations (gate: cpu "
+                << (!policy->cpu_from_model ? "baseline" : policy->cpu_blend ? "blend" : "model") << ", memory "
+                << (!policy->memory_from_model ? "baseline" : policy->memory_blend ? "blend" : "model") << "; " << far
                 << " out of the training distribution)\n";
       std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
                 << snapshot.generated_at << " to " << (out->empty() ? "" : *out)
