@@ -122,8 +122,8 @@ BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now, int
   if (cpu.empty()) return rec;
   std::sort(cpu.begin(), cpu.end());
   rec.has_history = true;
-  rec.cpu_cores = quantile_sorted(cpu, cpu_percentile);
-  rec.memory_bytes = peak * (1 + memory_buffer);
+  rec.cpu_cores = std::max(quantile_sorted(cpu, cpu_percentile), kKrrMinCpuCores);
+  rec.memory_bytes = std::max(peak * (1 + memory_buffer), kKrrMinMemoryBytes);
   rec.confidence = 1;
   return rec;
 }

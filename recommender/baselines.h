@@ -11,7 +11,9 @@
 //   - confidence = days of history; upper = target * (1 + 1/confidence),
 //     lower = target * (1 + 0.001/confidence)^-2 (as the brief states; VPA itself starts the
 //     bounds from p95 / p50 before applying these factors).
-// KRR "simple" strategy: CPU = p95 of the last 14 days; memory = max of the last 14 days * 1.15.
+// KRR "simple" strategy: CPU = p95 of the last 14 days; memory = max of the last 14 days * 1.15;
+// at least KRR's defaults cpu_min_value = 10 (millicores) and memory_min_value = 100 (MB, which
+// KRR turns into bytes with 1024^2).
 #pragma once
 
 #include <cstdint>
@@ -78,7 +80,9 @@ class VpaEstimator {
 
 // VPA from the samples of `series` strictly before `now`.
 BaselineRecommendation vpa_recommend(const UsageSeries& series, int64_t now, const VpaOptions& options = {});
-// KRR simple from the samples in [now - 14 days, now).
+inline constexpr double kKrrMinCpuCores = 0.01;
+inline constexpr double kKrrMinMemoryBytes = 100.0 * 1048576;
+// KRR simple from the samples in [now - 14 days, now), with KRR's minimums.
 BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now,
                                      int64_t history_seconds = 14 * 86400,
                                      double cpu_percentile = 0.95, double memory_buffer = 0.15);

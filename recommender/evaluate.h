@@ -1,7 +1,11 @@
 // Rolling-origin backtest. At each UTC midnight t of the evaluation days every method
 // recommends from the samples before t only, and is scored on the 5-minute samples of
 // [t, t + 24h):
-//   model   the trained quantile model (raw prediction, no margin)
+//   model   what `recommend --at t` writes (recommend_batch with the shipped policy: calibrated
+//           margins, the gate's model-or-baseline choice, the distribution guard, floors and
+//           rounding); the headline
+//   raw     the model's bare prediction (no margin, no floors): a diagnostic
+//   blend   sqrt(raw x vpa): the candidate the gate may pick (a diagnostic here)
 //   vpa     VPA recommender as documented (baselines.h)
 //   krr     KRR "simple" (baselines.h)
 //   oracle  USES THE FUTURE: the day's actual CPU p95 and memory peak (a lower bound on slack)
@@ -20,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +44,7 @@ struct EvaluateOptions {
   size_t chart_series = 3;
   int threads = 0;  // 0: hardware
   std::function<void(size_t done, size_t total)> progress;
+  std::optional<RecommendationPolicy> policy;  // nullopt: shipped_policy(model.metadata())
 };
 
 struct CurvePoint {
@@ -59,6 +65,7 @@ struct ResourceScore {
 struct MethodScore {
   std::string name;
   bool uses_future = false;
+  bool diagnostic = false;  // not a method anyone ships (raw)
   double coverage = 0;
   size_t days_recommended = 0;
   ResourceScore cpu, memory;
@@ -81,13 +88,27 @@ struct Evaluation {
   int64_t day1 = 0, eval_begin = 0, eval_end = 0;
   size_t series = 0, series_days = 0;
   std::string model_version;
-  std::vector<MethodScore> methods;  // model, vpa, krr, oracle
+  std::vector<MethodScore> methods;  // model, vpa, krr, oracle, raw, blend
+  RecommendationPolicy policy;       // the one "model" was scored with
+  // Series-days "model" recommended, and how many of them used the model (vs the baseline)
+  // per resource, and how many were out of the training distribution.
+  size_t shipped_days = 0, cpu_from_model_days = 0, memory_from_model_days = 0, out_of_distribution_days = 0;
+  ModelMetadata::Gate cpu_gate, memory_gate;
   double gap_closed_cpu = 0, gap_closed_memory = 0;
   std::vector<RecRow> recs;          // every method's raw daily recommendation
   std::vector<ChartSeries> charts;
 };
 
 Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileModel& model, const EvaluateOptions& options);
+
+// The end of `train`: a backtest on days first..last (the validation days, held out from the
+// gradient steps) that sets the model's calibrated margins (the raw prediction's matched-risk
+// margins) and its champion/challenger gate: per resource, the model is used only if its
+// matched-risk slack is below the VPA baseline's, and as the blend sqrt(model x vpa) x its
+// matched margin where that beats both at a margin >= 1; the baseline margin is max(1, VPA's matched margin).
+// A resource without scored windows keeps the model. Returns the backtest.
+Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
+                              double cpu_risk = 0.05, double memory_risk = 0.01);
 
 void write_table(std::ostream& out, const Evaluation& e);
 std::string evaluation_json(const Evaluation& e);

@@ -55,7 +55,7 @@ double mean_values(const std::vector<UsageSample>& s, size_t begin, size_t end, 
 }
 
 // Appends the features of one resource; `end` is the index of the first sample at/after t.
-void resource_features(const UsageSeries& series, int64_t t, size_t end, bool cpu,
+void resource_features(const UsageSeries& series, const ResourceSpec& spec, int64_t t, size_t end, bool cpu,
                        std::vector<float>& out, double& level_out) {
   const auto& s = series.samples;
   const double floor = cpu ? kCpuFloorCores : kMemoryFloorBytes;
@@ -133,8 +133,8 @@ void resource_features(const UsageSeries& series, int64_t t, size_t end, bool cp
   out.push_back(burst(p99_24, p50_24));
   out.push_back(burst(p99_7, p50_7));
 
-  const auto& request = cpu ? series.spec.cpu_request : series.spec.memory_request;
-  const auto& limit = cpu ? series.spec.cpu_limit : series.spec.memory_limit;
+  const auto& request = cpu ? spec.cpu_request : spec.memory_request;
+  const auto& limit = cpu ? spec.cpu_limit : spec.memory_limit;
   out.push_back(request && *request > 0 ? rel(*request) : kMissing);
   out.push_back(limit && *limit > 0 ? rel(*limit) : kMissing);
   out.push_back(static_cast<float>(std::log(cpu ? level : level / 1073741824.0)));
@@ -178,8 +178,9 @@ FeatureRow compute_features(const UsageSeries& series, int64_t t) {
   row.values.reserve(feature_count());
   const auto& s = series.samples;
   const size_t end = lower_index(s, t);
-  resource_features(series, t, end, true, row.values, row.cpu_level);
-  resource_features(series, t, end, false, row.values, row.memory_level);
+  const ResourceSpec spec = spec_at(series, t);  // in force at t, never a later request
+  resource_features(series, spec, t, end, true, row.values, row.cpu_level);
+  resource_features(series, spec, t, end, false, row.values, row.memory_level);
   row.history_samples = end;
   row.history_days = end > 0 ? static_cast<double>(t - s.front().timestamp) / kSecondsPerDay : 0.0;
   row.values.push_back(static_cast<float>(row.history_samples));

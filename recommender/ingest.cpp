@@ -246,6 +246,37 @@ std::vector<UsageSample> finalize_rows(std::vector<Row>& rows, const std::string
   return samples;
 }
 
+// One spec value seen on a row: column 0..3 = cpu_request, memory_request, cpu_limit, memory_limit.
+struct SpecEvent {
+  int64_t timestamp;
+  size_t line;
+  int column;
+  double value;
+};
+
+// The spec changes over time from per-row values (the last line wins at one timestamp, as
+// for samples), and the final spec (the latest known value of each column).
+std::vector<SpecChange> spec_history_of(std::vector<SpecEvent>& events, ResourceSpec& latest) {
+  std::stable_sort(events.begin(), events.end(), [](const SpecEvent& a, const SpecEvent& b) {
+    return a.timestamp != b.timestamp ? a.timestamp < b.timestamp : a.line < b.line;
+  });
+  std::vector<SpecChange> history;
+  ResourceSpec running;
+  for (size_t i = 0; i < events.size();) {
+    const int64_t t = events[i].timestamp;
+    for (; i < events.size() && events[i].timestamp == t; ++i) {
+      auto& slot = events[i].column == 0   ? running.cpu_request
+                   : events[i].column == 1 ? running.memory_request
+                   : events[i].column == 2 ? running.cpu_limit
+                                           : running.memory_limit;
+      slot = events[i].value;
+    }
+    if (history.empty() || !(history.back().spec == running)) history.push_back({t, running});
+  }
+  latest = running;
+  return history;
+}
+
 std::string bad_value(const std::string& file, size_t line, std::string_view column, std::string_view value,
                       std::string_view why) {
   return file + ":" + std::to_string(line) + ": column '" + std::string(column) + "': bad value '" +
@@ -316,8 +347,7 @@ FileResult parse_bitbrains_text(std::string_view data, const std::string& file) 
   std::vector<Row> rows;
   rows.reserve(data.size() / 120 + 16);
   WorkloadKey key{"bitbrains", "VM", bitbrains_stem(file), "main"};
-  ResourceSpec spec;
-  int64_t spec_time = INT64_MIN;
+  std::vector<SpecEvent> spec_events;
   bool first = true;
   while (lines.next(line)) {
     line = trim(line);
@@ -379,18 +409,17 @@ FileResult parse_bitbrains_text(std::string_view data, const std::string& file) 
       continue;
     }
     rows.push_back({*timestamp, cpu, memory, ln});
-    if (*timestamp >= spec_time) {
-      spec_time = *timestamp;
-      spec.cpu_request = cores;
-      spec.memory_request = memory_capacity;
-    }
+    spec_events.push_back({*timestamp, ln, 0, cores});
+    spec_events.push_back({*timestamp, ln, 1, memory_capacity});
   }
   auto samples = finalize_rows(rows, file, names[0], key, report);
   if (samples.empty()) {
     result.fatal = no_usable_row(file, report);
     return result;
   }
-  result.series = UsageSeries{std::move(key), std::move(samples), spec};
+  ResourceSpec spec;
+  auto history = spec_history_of(spec_events, spec);
+  result.series = UsageSeries{std::move(key), std::move(samples), spec, std::move(history)};
   return result;
 }
 
@@ -440,20 +469,9 @@ constexpr std::array<std::string_view, kCsvColumnCount> kCsvNames = {
 constexpr size_t kCsvRequired = kCpuRequest;  // the first seven are required
 constexpr size_t kAbsent = static_cast<size_t>(-1);
 
-struct SpecValue {
-  int64_t timestamp = INT64_MIN;
-  std::optional<double> value;
-  void offer(int64_t t, double v) {
-    if (t >= timestamp) {
-      timestamp = t;
-      value = v;
-    }
-  }
-};
-
 struct CsvGroup {
   std::vector<Row> rows;
-  std::array<SpecValue, 4> spec;  // cpu_request, memory_request, cpu_limit, memory_limit
+  std::vector<SpecEvent> spec;
 };
 
 }  // namespace
@@ -673,7 +691,7 @@ std::vector<UsageSeries> parse_usage_csv(std::string_view data, const std::strin
     }
     last_group->rows.push_back({*timestamp, *numbers[kCpuCores], *numbers[kMemoryBytes], ln});
     for (size_t c = kCpuRequest; c < kCsvColumnCount; ++c) {
-      if (numbers[c]) last_group->spec[c - kCpuRequest].offer(*timestamp, *numbers[c]);
+      if (numbers[c]) last_group->spec.push_back({*timestamp, ln, static_cast<int>(c - kCpuRequest), *numbers[c]});
     }
   }
 
@@ -682,8 +700,72 @@ std::vector<UsageSeries> parse_usage_csv(std::string_view data, const std::strin
   for (auto& [key, group] : groups) {
     auto samples = finalize_rows(group.rows, file, "timestamp", key, report);
     if (samples.empty()) continue;
-    ResourceSpec spec{group.spec[0].value, group.spec[1].value, group.spec[2].value, group.spec[3].value};
-    out.push_back(UsageSeries{key, std::move(samples), spec});
+    ResourceSpec spec;
+    auto history = spec_history_of(group.spec, spec);
+    out.push_back(UsageSeries{key, std::move(samples), spec, std::move(history)});
+  }
+  total.merge(report);
+  if (out.empty()) throw std::runtime_error(no_usable_row(file, report));
+  return out;
+}
+
+std::vector<UsageSeries> read_azure_cpu(const std::filesystem::path& path, IngestReport& report) {
+  return parse_azure_cpu(read_whole_file(path), path.string(), report);
+}
+
+std::vector<UsageSeries> parse_azure_cpu(std::string_view data, const std::string& file, IngestReport& total) {
+  IngestReport report;
+  LineReader lines(data);
+  std::string_view line;
+  std::vector<std::string_view> fields;
+  std::deque<std::string> owned;
+  while (lines.next(line) && trim(line).empty()) {
+  }
+  if (trim(line).empty()) throw std::runtime_error(file + ": empty file (expected a header vm,t_offset_s,cpu_avg_pct,...)");
+  const size_t header_line = lines.number();
+  if (!split_csv(line, fields, owned)) throw std::runtime_error(file + ":" + std::to_string(header_line) + ": malformed header");
+  const std::array<std::string_view, 3> names{"vm", "t_offset_s", "cpu_avg_pct"};
+  std::array<size_t, 3> index{kAbsent, kAbsent, kAbsent};
+  for (size_t i = 0; i < fields.size(); ++i)
+    for (size_t c = 0; c < names.size(); ++c)
+      if (trim(fields[i]) == names[c]) index[c] = i;
+  for (size_t c = 0; c < names.size(); ++c)
+    if (index[c] == kAbsent)
+      throw std::runtime_error(file + ":" + std::to_string(header_line) + ": missing column '" + std::string(names[c]) +
+                               "' (an Azure CPU sample needs vm,t_offset_s,cpu_avg_pct)");
+  const size_t columns = fields.size();
+  std::map<std::string, std::vector<Row>, std::less<>> groups;
+  while (lines.next(line)) {
+    if (trim(line).empty()) continue;
+    ++report.rows_read;
+    const size_t ln = lines.number();
+    if (!split_csv(line, fields, owned) || fields.size() != columns) {
+      report.bad_row(file + ":" + std::to_string(ln) + ": wrong column count: expected " + std::to_string(columns));
+      continue;
+    }
+    const std::string_view vm = trim(fields[index[0]]);
+    const auto offset = parse_epoch_seconds(trim(fields[index[1]]));
+    const auto pct = parse_non_negative(trim(fields[index[2]]));
+    if (vm.empty()) {
+      report.bad_row(bad_value(file, ln, "vm", vm, "expected a non-empty name"));
+    } else if (!offset) {
+      report.bad_row(bad_value(file, ln, "t_offset_s", fields[index[1]], "expected whole seconds"));
+    } else if (!pct || *pct > 100) {
+      report.bad_row(bad_value(file, ln, "cpu_avg_pct", fields[index[2]], "expected a percentage in [0, 100]"));
+    } else {
+      auto it = groups.find(vm);
+      if (it == groups.end()) it = groups.emplace(std::string(vm), std::vector<Row>{}).first;
+      it->second.push_back({*offset, *pct / 100.0, 0.0, ln});
+    }
+  }
+  std::vector<UsageSeries> out;
+  for (auto& [vm, rows] : groups) {
+    WorkloadKey key{"azure2017", "VM", vm, "main"};
+    auto samples = finalize_rows(rows, file, "t_offset_s", key, report);
+    if (samples.empty()) continue;
+    UsageSeries s{std::move(key), std::move(samples), {}, {}};
+    s.has_memory = false;
+    out.push_back(std::move(s));
   }
   total.merge(report);
   if (out.empty()) throw std::runtime_error(no_usable_row(file, report));

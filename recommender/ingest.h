@@ -47,6 +47,15 @@ std::vector<UsageSeries> read_usage_csv(const std::filesystem::path& file, Inges
 UsageSeries parse_bitbrains(std::string_view text, const std::string& source, IngestReport& report);
 std::vector<UsageSeries> parse_usage_csv(std::string_view text, const std::string& source, IngestReport& report);
 
+// Azure Public Dataset V1 CPU sample (extra-traces/azure2017-vm-cpu-sample100): header with
+// vm, t_offset_s, cpu_avg_pct (other columns ignored), one row per VM and 5 minutes. CPU only:
+// cpu_cores = cpu_avg_pct / 100, in units of the whole VM (its core count is unknown);
+// memory_bytes = 0 and has_memory = false (evaluate scores no memory for it). Timestamps are
+// the offsets as epoch seconds (the trace's absolute start is not kept). Key: namespace
+// "azure2017", kind "VM", name = vm, container "main"; series sorted by vm. .csv or .csv.gz.
+std::vector<UsageSeries> read_azure_cpu(const std::filesystem::path& file, IngestReport& report);
+std::vector<UsageSeries> parse_azure_cpu(std::string_view text, const std::string& source, IngestReport& report);
+
 // Epoch seconds from an RFC3339 timestamp; nullopt when malformed. Exposed for tests/tools.
 std::optional<int64_t> parse_rfc3339(std::string_view text);
 

@@ -1,4 +1,5 @@
 #include "recommender/model.h"
+#include "recommender/baselines.h"
 #include "kube/utc_time.h"
 
 #include <xgboost/c_api.h>
@@ -109,7 +110,7 @@ double quantile_of(std::vector<double> v, double q) {
 }
 
 json metadata_to_json(const ModelMetadata& m) {
-  return json{{"schema", m.schema},
+  json j{{"schema", m.schema},
               {"inputs", m.inputs},
               {"objective", m.objective},
               {"cpu_quantile", m.cpu_quantile},
@@ -134,6 +135,27 @@ json metadata_to_json(const ModelMetadata& m) {
               {"calibration", {{"cpu_margin", m.calibrated_cpu_margin}, {"memory_margin", m.calibrated_memory_margin}}},
               {"xgboost_version", m.xgboost_version},
               {"created_at", m.created_at}};
+  if (m.cpu_gate.decided || m.memory_gate.decided) {
+    auto gate = [](const ModelMetadata::Gate& g) {
+      // by = how much less slack (percentage points at matched risk) the winner leaves.
+      const double won = g.use_blend ? g.blend_slack : g.use_model ? g.model_slack : g.baseline_slack;
+      const double next = std::min({g.use_blend ? 1e9 : g.blend_slack, g.use_model && !g.use_blend ? 1e9 : g.model_slack,
+                                    g.use_model ? g.baseline_slack : 1e9});
+      return json{{"winner", g.use_blend ? "blend" : g.use_model ? "model" : "baseline"},
+                  {"model_slack", g.model_slack},
+                  {"baseline_slack", g.baseline_slack},
+                  {"blend_slack", g.blend_slack},
+                  {"by", next - won},  // slack the winner saves over the runner-up
+                  {"baseline_margin", g.baseline_margin},
+                  {"blend_margin", g.blend_margin}};
+    };
+    j["gate"] = {{"days", {m.gate_first_day, m.gate_last_day}},
+                 {"baseline", "vpa"},
+                 {"cpu", gate(m.cpu_gate)},
+                 {"memory", gate(m.memory_gate)}};
+  }
+  if (!m.input_low.empty()) j["input_range"] = {{"quantiles", {0.005, 0.995}}, {"low", m.input_low}, {"high", m.input_high}};
+  return j;
 }
 
 ModelMetadata metadata_from_json(const json& j) {
@@ -168,6 +190,31 @@ ModelMetadata metadata_from_json(const json& j) {
     m.calibrated_cpu_margin = j.at("calibration").value("cpu_margin", 0.0);
     m.calibrated_memory_margin = j.at("calibration").value("memory_margin", 0.0);
   }
+  if (j.contains("gate")) {  // absent in models trained before the gate existed
+    const auto& g = j.at("gate");
+    const auto days = g.at("days").get<std::vector<int>>();
+    if (days.size() == 2) m.gate_first_day = days[0], m.gate_last_day = days[1];
+    for (auto [name, gate] : {std::pair{"cpu", &m.cpu_gate}, std::pair{"memory", &m.memory_gate}}) {
+      const auto& r = g.at(name);
+      gate->decided = true;
+      const auto winner = r.at("winner").get<std::string>();
+      if (winner != "model" && winner != "baseline" && winner != "blend")
+        throw json::other_error::create(501, std::string("gate.") + name + ".winner must be 'model', 'blend' or 'baseline'", &r);
+      gate->use_model = winner != "baseline";
+      gate->use_blend = winner == "blend";
+      gate->blend_slack = r.value("blend_slack", 0.0);
+      gate->blend_margin = r.value("blend_margin", 1.0);
+      gate->model_slack = r.at("model_slack").get<double>();
+      gate->baseline_slack = r.at("baseline_slack").get<double>();
+      gate->baseline_margin = r.at("baseline_margin").get<double>();
+    }
+  }
+  if (j.contains("input_range")) {
+    m.input_low = j.at("input_range").at("low").get<std::vector<double>>();
+    m.input_high = j.at("input_range").at("high").get<std::vector<double>>();
+    if (m.input_low.size() != feature_count() || m.input_high.size() != feature_count())
+      throw json::other_error::create(501, "input_range.low/high must list one value per feature", &j);
+  }
   m.xgboost_version = j.at("xgboost_version").get<std::string>();
   m.created_at = j.at("created_at").get<std::string>();
   return m;
@@ -195,6 +242,23 @@ struct Dataset {
     cold_memory.insert(cold_memory.end(), o.cold_memory.begin(), o.cold_memory.end());
   }
 };
+
+// Feature ranges for the out-of-distribution guard: per feature the 0.5% and 99.5% quantiles
+// of the finite values over every other row of x (a CPU and a memory row share features).
+void input_ranges_of(const std::vector<float>& x, size_t width, std::vector<double>& low, std::vector<double>& high) {
+  low.clear(), high.clear();
+  const size_t rows = x.size() / width;
+  std::vector<double> column;
+  for (size_t f = 0; f < feature_count(); ++f) {
+    column.clear();
+    for (size_t r = 0; r < rows; r += 2) {
+      const float v = x[r * width + f];
+      if (std::isfinite(v)) column.push_back(v);
+    }
+    low.push_back(column.empty() ? -1e30 : quantile_of(column, 0.005));
+    high.push_back(column.empty() ? 1e30 : quantile_of(column, 0.995));
+  }
+}
 
 void add_rows(Dataset& d, const FeatureRow& row, const Targets& t, const UsageSeries& s, int64_t origin,
               const TrainOptions& o) {
@@ -304,6 +368,33 @@ void QuantileModel::set_calibration(double cpu_margin, double memory_margin) {
   impl_->metadata.calibrated_cpu_margin = cpu_margin;
   impl_->metadata.calibrated_memory_margin = memory_margin;
 }
+void QuantileModel::set_gate(const ModelMetadata::Gate& cpu, const ModelMetadata::Gate& memory, int first_day,
+                             int last_day) {
+  impl_->metadata.cpu_gate = cpu;
+  impl_->metadata.memory_gate = memory;
+  impl_->metadata.gate_first_day = first_day;
+  impl_->metadata.gate_last_day = last_day;
+}
+void QuantileModel::record_input_ranges(const std::vector<UsageSeries>& series) {
+  const ModelMetadata& m = impl_->metadata;
+  const TrainOptions o;  // the default origin filters, as train() applies them
+  std::vector<float> x;
+  const size_t width = feature_count() + 1;
+  for (const auto& s : series) {
+    if (s.samples.empty()) continue;
+    for (int64_t t = utc_midnight(m.train_begin); t + m.horizon_seconds <= m.valid_begin; t += o.stride_seconds) {
+      if (t < m.train_begin) continue;
+      const FeatureRow row = compute_features(s, t);
+      if (row.history_samples < static_cast<size_t>(o.min_history_samples)) continue;
+      for (int copy = 0; copy < 2; ++copy) {
+        x.insert(x.end(), row.values.begin(), row.values.end());
+        x.push_back(static_cast<float>(copy));
+      }
+    }
+  }
+  if (x.empty()) throw ModelError("no training-period rows in the data to record input ranges from", true);
+  input_ranges_of(x, width, impl_->metadata.input_low, impl_->metadata.input_high);
+}
 std::string QuantileModel::version() const { return impl_->version; }
 bool QuantileModel::loaded() const { return impl_ && impl_->booster != nullptr; }
 
@@ -341,7 +432,6 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
     if (s.samples.empty()) return;
     const int64_t step = typical_step(s);
     const double expected = static_cast<double>(o.horizon_seconds) / static_cast<double>(step);
-    const double request_cpu = s.spec.cpu_request.value_or(0), request_mem = s.spec.memory_request.value_or(0);
     for (int64_t t = utc_midnight(meta.train_begin); t + o.horizon_seconds <= meta.train_end; t += o.stride_seconds) {
       if (t < meta.train_begin) continue;
       const bool valid = t >= meta.valid_begin;
@@ -352,6 +442,8 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
       if (row.history_samples < static_cast<size_t>(o.min_history_samples)) continue;
       Dataset& d = valid ? valid_parts[i] : train_parts[i];
       add_rows(d, row, target, s, t, o);
+      const ResourceSpec spec = spec_at(s, t);  // the request in force at the origin
+      const double request_cpu = spec.cpu_request.value_or(0), request_mem = spec.memory_request.value_or(0);
       if (!valid && request_cpu > 0) d.cold_cpu.push_back(target.cpu / request_cpu);
       if (!valid && request_mem > 0) d.cold_memory.push_back(target.memory / request_mem);
     }
@@ -380,6 +472,7 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   meta.rows_valid = valid.rows() / 2;
   if (!train.cold_cpu.empty()) meta.cold_cpu_request_ratio = quantile_of(train.cold_cpu, 0.9);
   if (!train.cold_memory.empty()) meta.cold_memory_request_ratio = quantile_of(train.cold_memory, 0.9);
+  input_ranges_of(train.x, meta.inputs.size(), meta.input_low, meta.input_high);
 
   const size_t cols = meta.inputs.size();
   XgbDMatrix dtrain(train.x.data(), train.rows(), cols, threads);
@@ -601,33 +694,115 @@ double confidence_of(const FeatureRow& row) {
 
 }  // namespace
 
+RecommendationPolicy shipped_policy(const ModelMetadata& m) {
+  RecommendationPolicy p;
+  if (m.calibrated_cpu_margin > 0) p.margin = m.calibrated_cpu_margin, p.memory_margin = m.calibrated_memory_margin;
+  if (m.cpu_gate.decided) {
+    p.cpu_from_model = m.cpu_gate.use_model, p.baseline_cpu_margin = m.cpu_gate.baseline_margin;
+    p.cpu_blend = m.cpu_gate.use_blend, p.blend_cpu_margin = m.cpu_gate.blend_margin;
+  }
+  if (m.memory_gate.decided) {
+    p.memory_from_model = m.memory_gate.use_model, p.baseline_memory_margin = m.memory_gate.baseline_margin;
+    p.memory_blend = m.memory_gate.use_blend, p.blend_memory_margin = m.memory_gate.blend_margin;
+  }
+  return p;
+}
+
+DistributionCheck out_of_distribution(const ModelMetadata& m, const FeatureRow& row) {
+  DistributionCheck out;
+  const size_t n = feature_count();
+  if (m.input_low.size() != n || m.input_high.size() != n || row.values.size() != n) return out;
+  const auto& names = feature_names();
+  constexpr double kLevelSlack = 0.6931471805599453;  // log 2
+  constexpr double kSlack = 0.5;
+  for (int r = 0; r < 2; ++r) {
+    const std::string prefix = r == 0 ? "cpu_" : "mem_";
+    size_t seen = 0, outside = 0;
+    bool level_outside = false, stale = false;
+    for (size_t f = 0; f < n; ++f) {
+      const bool own = names[f].rfind(prefix, 0) == 0;
+      const bool shared = names[f].rfind("cpu_", 0) != 0 && names[f].rfind("mem_", 0) != 0;
+      if (!own && !shared) continue;
+      const double v = row.values[f];
+      if (names[f] == prefix + "p95_7d" && !std::isfinite(v)) stale = true;  // no sample in the last 7 days
+      if (!std::isfinite(v)) continue;
+      if (names[f] == prefix + "level") {
+        level_outside = v < m.input_low[f] - kLevelSlack || v > m.input_high[f] + kLevelSlack;
+        continue;
+      }
+      ++seen;
+      outside += v < m.input_low[f] - kSlack || v > m.input_high[f] + kSlack;
+    }
+    const bool far = stale || level_outside || (seen > 0 && 4 * outside > seen);
+    (r == 0 ? out.cpu : out.memory) = far;
+  }
+  return out;
+}
+
 std::vector<Recommendation> recommend_batch(const QuantileModel& model, const std::vector<UsageSeries>& series,
-                                            int64_t now, const RecommendationPolicy& policy, size_t top_features) {
+                                            int64_t now, const RecommendationPolicy& policy, size_t top_features,
+                                            int threads) {
   std::vector<Recommendation> out(series.size());
+  std::vector<FeatureRow> all(series.size());
+  {
+    // Features (and the baseline where it may be needed) in parallel over series.
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i; (i = next++) < series.size();) all[i] = compute_features(series[i], now);
+    };
+    const int n = std::max(1, std::min(threads > 0 ? threads : hardware_threads(0), static_cast<int>(series.size() / 16 + 1)));
+    std::vector<std::thread> pool;
+    for (int k = 1; k < n; ++k) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+  }
   std::vector<FeatureRow> rows;
   std::vector<size_t> index;
   for (size_t i = 0; i < series.size(); ++i) {
-    FeatureRow row = compute_features(series[i], now);
-    if (row.history_samples == 0) {
-      out[i] = cold_start_recommendation(series[i], &model.metadata(), policy);
+    if (all[i].history_samples == 0) {
+      out[i] = cold_start_recommendation(series[i], &model.metadata(), policy, now);
       continue;
     }
-    rows.push_back(std::move(row));
+    rows.push_back(std::move(all[i]));
     index.push_back(i);
   }
+  all.clear();
   std::vector<Prediction> predictions;
   model.predict(rows, predictions);
   std::vector<std::vector<Contribution>> cpu_ex, mem_ex;
   if (top_features > 0) cpu_ex = model.explain(rows, false, top_features), mem_ex = model.explain(rows, true, top_features);
+  const double memory_margin = policy.memory_margin > 0 ? policy.memory_margin : policy.margin;
   for (size_t k = 0; k < rows.size(); ++k) {
     Recommendation& r = out[index[k]];
-    r.cpu_cores = round_up_clamped(predictions[k].cpu_cores * policy.margin, policy.cpu_min, policy.cpu_max, policy.cpu_step);
-    r.memory_bytes = round_up_clamped(predictions[k].memory_bytes * (policy.memory_margin > 0 ? policy.memory_margin : policy.margin), policy.memory_min,
-                                      policy.memory_max, policy.memory_step);
+    r.raw = predictions[k];
+    const DistributionCheck far = policy.distribution_guard ? out_of_distribution(model.metadata(), rows[k]) : DistributionCheck{};
+    r.out_of_distribution = far.cpu || far.memory;
+    r.cpu_from_model = policy.cpu_from_model && !far.cpu;
+    r.memory_from_model = policy.memory_from_model && !far.memory;
+    double cpu = predictions[k].cpu_cores * policy.margin, memory = predictions[k].memory_bytes * memory_margin;
+    r.cpu_blended = r.cpu_from_model && policy.cpu_blend;
+    r.memory_blended = r.memory_from_model && policy.memory_blend;
+    if (!r.cpu_from_model || !r.memory_from_model || r.cpu_blended || r.memory_blended) {
+      const BaselineRecommendation b = vpa_recommend(series[index[k]], now);
+      if (!r.cpu_from_model) cpu = b.cpu_cores * policy.baseline_cpu_margin;
+      if (!r.memory_from_model) memory = b.memory_bytes * policy.baseline_memory_margin;
+      if (r.cpu_blended) cpu = std::sqrt(predictions[k].cpu_cores * b.cpu_cores) * policy.blend_cpu_margin;
+      if (r.memory_blended) memory = std::sqrt(predictions[k].memory_bytes * b.memory_bytes) * policy.blend_memory_margin;
+    }
+    r.cpu_cores = round_up_clamped(cpu, policy.cpu_min, policy.cpu_max, policy.cpu_step);
+    r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
+    // Why the baseline: "gate" (the model lost the training backtest) or "out_of_distribution".
+    if (r.cpu_blended) r.explanation.push_back({"cpu:blend:sqrt(model*vpa)", 0.0});
+    if (r.memory_blended) r.explanation.push_back({"memory:blend:sqrt(model*vpa)", 0.0});
+    if (!r.cpu_from_model) r.explanation.push_back({far.cpu ? "cpu:baseline:out_of_distribution" : "cpu:baseline:gate", 0.0});
+    if (!r.memory_from_model)
+      r.explanation.push_back({far.memory ? "memory:baseline:out_of_distribution" : "memory:baseline:gate", 0.0});
     if (top_features > 0) {
-      for (const auto& c : cpu_ex[k]) r.explanation.push_back({"cpu:" + c.feature, c.contribution});
-      for (const auto& c : mem_ex[k]) r.explanation.push_back({"memory:" + c.feature, c.contribution});
+      if (r.cpu_from_model)
+        for (const auto& c : cpu_ex[k]) r.explanation.push_back({"cpu:" + c.feature, c.contribution});
+      if (r.memory_from_model)
+        for (const auto& c : mem_ex[k]) r.explanation.push_back({"memory:" + c.feature, c.contribution});
     }
   }
   return out;
@@ -639,7 +814,7 @@ Recommendation recommend(const QuantileModel& model, const UsageSeries& series, 
 }
 
 Recommendation cold_start_recommendation(const UsageSeries& series, const ModelMetadata* metadata,
-                                         const RecommendationPolicy& policy) {
+                                         const RecommendationPolicy& policy, std::optional<int64_t> now) {
   Recommendation r;
   r.cold_start = true;
   const bool system = series.key.namespace_.rfind("kube-", 0) == 0;
@@ -650,7 +825,7 @@ Recommendation cold_start_recommendation(const UsageSeries& series, const ModelM
   else if (kind == "Job" || kind == "CronJob") cpu = 0.25, memory = 512.0 * 1048576;
   const double cpu_ratio = metadata ? metadata->cold_cpu_request_ratio : 1.0;
   const double mem_ratio = metadata ? metadata->cold_memory_request_ratio : 1.0;
-  const auto& s = series.spec;
+  const ResourceSpec s = now ? spec_at(series, *now) : series.spec;
   bool from_spec = false;
   if (s.cpu_request && *s.cpu_request > 0) cpu = *s.cpu_request * cpu_ratio, from_spec = true;
   else if (s.cpu_limit && *s.cpu_limit > 0) cpu = *s.cpu_limit * cpu_ratio, from_spec = true;

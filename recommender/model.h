@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -98,6 +99,24 @@ struct ModelMetadata {
   // recommendation) in a backtest on the validation days; 0 = not calibrated. `recommend`
   // uses them unless --margin is given.
   double calibrated_cpu_margin = 0, calibrated_memory_margin = 0;
+  // Champion/challenger gate per resource, from `train`'s backtest on its validation days:
+  // slack at matched risk of the model (raw prediction x calibrated margin) and of the
+  // VPA-style baseline (x its own matched margin, baseline_margin). `recommend` uses the
+  // model for a resource only where it won (use_model). Absent (decided = false) in older
+  // models: the model is used.
+  // A third candidate, "blend": the geometric mean of the raw prediction and the baseline
+  // (sqrt(model x vpa)) x blend_margin, a correction of VPA by the model; use_blend implies
+  // use_model.
+  struct Gate {
+    bool decided = false, use_model = true, use_blend = false;
+    double model_slack = 0, baseline_slack = 0, baseline_margin = 1;
+    double blend_slack = 0, blend_margin = 1;
+  };
+  Gate cpu_gate, memory_gate;
+  int gate_first_day = 0, gate_last_day = 0;  // days of the training data the gate was scored on
+  // Out-of-distribution guard: per input (feature_names() order) the 0.5% and 99.5% quantiles
+  // over the training rows; empty in older models (no guard).
+  std::vector<double> input_low, input_high;
   std::string xgboost_version, created_at;
 };
 
@@ -128,6 +147,10 @@ class QuantileModel {
 
   const ModelMetadata& metadata() const;
   void set_calibration(double cpu_margin, double memory_margin);  // before save()
+  void set_gate(const ModelMetadata::Gate& cpu, const ModelMetadata::Gate& memory, int first_day, int last_day);
+  // Records input_low/high from `series` at the origins of this model's training period (for
+  // a model trained before the guard existed; train() records them itself).
+  void record_input_ranges(const std::vector<UsageSeries>& series);
   std::string version() const;  // "xgb-" + hash of the model JSON
   bool loaded() const;
 
@@ -149,11 +172,34 @@ class QuantileModel {
 struct RecommendationPolicy {
   double margin = 1.1;
   double memory_margin = 0;  // 0: the same as `margin`
+  // Per resource: the model's prediction, or the VPA-style baseline (vpa_recommend) x its
+  // margin. shipped_policy() sets these from the model's gate.
+  bool cpu_from_model = true, memory_from_model = true;
+  double baseline_cpu_margin = 1, baseline_memory_margin = 1;
+  // With the model: sqrt(prediction x baseline) x blend margin instead of prediction x margin.
+  bool cpu_blend = false, memory_blend = false;
+  double blend_cpu_margin = 1, blend_memory_margin = 1;
+  // Series whose features lie far outside the training data get the baseline (out_of_distribution).
+  bool distribution_guard = true;
   double cpu_min = 0.01, cpu_max = 64;                                   // cores
   double memory_min = 16.0 * 1048576, memory_max = 1024.0 * 1073741824;  // bytes
   double cpu_step = 0.005;                                               // 5m
   double memory_step = 1048576;                                          // 1Mi
 };
+
+// What `recommend` ships by default: the calibrated margins (else 1.1) and the gate's choice
+// of model or baseline per resource.
+RecommendationPolicy shipped_policy(const ModelMetadata& metadata);
+
+// Which resources of a feature row lie far outside the training distribution: no sample in
+// the last 7 days (r_p95_7d missing: the level is then the floor, which training never saw),
+// its level (r_level) more than a factor 2 outside the training [p0.5, p99.5] range, or more
+// than a quarter of its other features outside that range widened by 0.5 (log units). Never
+// true for a model without recorded ranges.
+struct DistributionCheck {
+  bool cpu = false, memory = false;
+};
+DistributionCheck out_of_distribution(const ModelMetadata& metadata, const FeatureRow& row);
 
 // Clamp to [min, max], then round up to a multiple of step (down if that passes max).
 double round_up_clamped(double value, double min, double max, double step);
@@ -163,16 +209,26 @@ struct Recommendation {
   double confidence = 0;  // [0, 1]: min(1, history days / 7) / (1 + 0.25 * log(p99/p50) 7d)
   bool cold_start = false;
   std::vector<Contribution> explanation;
+  // How it was made: the model's raw prediction (no margin; 0 without history) and, per
+  // resource, whether the model or the baseline was used (and why not the model).
+  Prediction raw;
+  bool cpu_from_model = false, memory_from_model = false;
+  bool cpu_blended = false, memory_blended = false;  // from the model blended with the baseline
+  bool out_of_distribution = false;
 };
 
 // From history before `now`; falls back to cold_start_recommendation() with no history.
+// Per resource: model prediction x margin, or (policy/gate, out of distribution) the VPA
+// baseline x its margin; then clamped and rounded up to the policy's steps. This is what
+// `recommend` writes and what `evaluate` scores. `threads` computes features in parallel.
 Recommendation recommend(const QuantileModel& model, const UsageSeries& series, int64_t now,
                          const RecommendationPolicy& policy, size_t top_features = 3);
 std::vector<Recommendation> recommend_batch(const QuantileModel& model, const std::vector<UsageSeries>& series,
                                             int64_t now, const RecommendationPolicy& policy,
-                                            size_t top_features = 3);
-// Spec-only estimate: request (or limit) x the training ratio, else a per-kind default.
+                                            size_t top_features = 3, int threads = 1);
+// Spec-only estimate: request (or limit) x the training ratio, else a per-kind default. The
+// spec is the one in force at `now` (spec_at), else the latest known.
 Recommendation cold_start_recommendation(const UsageSeries& series, const ModelMetadata* metadata,
-                                         const RecommendationPolicy& policy);
+                                         const RecommendationPolicy& policy, std::optional<int64_t> now = std::nullopt);
 
 }  // namespace sizeguard

@@ -1,10 +1,18 @@
 #include "recommender/usage.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace sizeguard {
 
 std::string WorkloadKey::to_string() const { return namespace_ + "/" + kind + "/" + name + "/" + container; }
+
+ResourceSpec spec_at(const UsageSeries& series, int64_t t) {
+  const auto& h = series.spec_history;
+  if (h.empty()) return series.spec;
+  const auto it = std::lower_bound(h.begin(), h.end(), t, [](const SpecChange& c, int64_t v) { return c.since < v; });
+  return it == h.begin() ? ResourceSpec{} : std::prev(it)->spec;
+}
 
 void IngestReport::note(std::string message) {
   if (errors.size() < kMaxErrors) errors.push_back(std::move(message));

@@ -25,17 +25,31 @@ struct UsageSample {
   double memory_bytes = 0;   // working set
 };
 
-// Requests/limits in force for the series (latest known), in cores and bytes.
+// Requests/limits in cores and bytes.
 struct ResourceSpec {
   std::optional<double> cpu_request, memory_request, cpu_limit, memory_limit;
+  bool operator==(const ResourceSpec&) const = default;
+};
+
+// The spec from `since` on (until the next change): readers that see the spec on every row
+// record each change, so a backtest origin uses the request in force then, not a later one.
+struct SpecChange {
+  int64_t since = 0;
+  ResourceSpec spec;
 };
 
 struct UsageSeries {
   WorkloadKey key;
   std::vector<UsageSample> samples;  // strictly increasing timestamps
-  ResourceSpec spec;
+  ResourceSpec spec;                    // the latest known (in force after the last sample)
+  std::vector<SpecChange> spec_history;  // ascending `since`; empty: `spec` is all we know
+  bool has_memory = true;               // false: a CPU-only source (memory_bytes are 0, not usage)
   bool oom_killed = false;  // a container of the workload was OOM-killed recently (Prometheus only)
 };
+
+// The spec in force at origin t: the latest change with since < t (nothing known before the
+// first one: an empty spec, never a later value); `series.spec` when there is no history.
+ResourceSpec spec_at(const UsageSeries& series, int64_t t);
 
 // What ingestion read and rejected; bad rows are reported, never dropped silently.
 struct IngestReport {

@@ -358,6 +358,13 @@ for current in variants:
           and jcsc.get("allowPrivilegeEscalation") is False and jcsc.get("capabilities", {}).get("drop") == ["ALL"]
           and (jeff("seccompProfile") or {}).get("type") == "RuntimeDefault", "CronJob container is not hardened")
     check(jc.get("resources", {}).get("limits", {}).get("memory"), "CronJob has no memory limit")
+    # It trains on the cluster's own history and keeps the last good model on a volume (#16).
+    store = flag_value("--model-store")
+    mounts = {m.get("mountPath"): m.get("name") for m in jc.get("volumeMounts", [])}
+    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName") for v in jp.get("volumes", [])}
+    check(store is not None and claims.get(mounts.get(store)) == "sizeguard-recommender-models",
+          f"CronJob --model-store {store!r} is not on the PVC sizeguard-recommender-models")
+    one(docs, "PersistentVolumeClaim", "sizeguard-recommender-models")
 
     # --- cert-manager overlay.
     ann_key = "cert-manager.io/inject-ca-from"

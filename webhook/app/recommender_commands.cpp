@@ -1,7 +1,9 @@
 // `sizeguard train | recommend | evaluate`: the recommender's command line.
-//   train     --bitbrains DIR | --csv FILE | --prometheus URL [--start --end --step --token --ca-file]
-//             --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95] [--rounds N]
-//   recommend --model DIR (same sources) --out FILE [--margin 1.1] [--at TIME]
+//   train     --bitbrains DIR | --csv FILE | --azure-cpu FILE | --prometheus URL [--start --end --step
+//             --token --ca-file] --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95]
+//             [--rounds N] [--from-model DIR]; ends with calibration and the gate
+//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME]
+//             [--model-store DIR --min-train-days 8 --min-default-days 1] (the CronJob)
 //   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
 //             [--max-series N]
 // Exit 0 ok, 1 runtime failure, 2 bad input (message on stderr). Progress only on a TTY.
@@ -25,6 +27,7 @@
 #include "recommender/evaluate.h"
 #include "recommender/ingest.h"
 #include "recommender/model.h"
+#include "recommender/model_choice.h"
 #include "recommender/prometheus.h"
 #include "recommender/recommend.h"
 #include "recommender/publish.h"
@@ -43,7 +46,7 @@ struct InputError : std::runtime_error {
 };
 
 struct SourceFlags {
-  std::string bitbrains, csv, prometheus, start, end, step = "5m", token, ca_file;
+  std::string bitbrains, csv, azure_cpu, prometheus, start, end, step = "5m", token, ca_file;
   size_t max_series = 0;
 };
 
@@ -88,6 +91,8 @@ int64_t parse_time(const std::string& text, const char* flag) {
 void add_source_options(CLI::App* cmd, SourceFlags& f) {
   cmd->add_option("--bitbrains", f.bitbrains, "Bitbrains GWA-T-12 trace file or directory");
   cmd->add_option("--csv", f.csv, "usage CSV (timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes,...)");
+  cmd->add_option("--azure-cpu", f.azure_cpu,
+                  "Azure Public Dataset V1 CPU sample (vm,t_offset_s,cpu_avg_pct,...; CPU only, docs/recommender-data.md)");
   cmd->add_option("--prometheus", f.prometheus, "Prometheus base URL (cAdvisor metrics)");
   cmd->add_option("--start", f.start, "Prometheus range start (epoch seconds or RFC3339; default end - 14d)");
   cmd->add_option("--end", f.end, "Prometheus range end (default now)");
@@ -97,8 +102,8 @@ void add_source_options(CLI::App* cmd, SourceFlags& f) {
 }
 
 std::vector<UsageSeries> read_source(const SourceFlags& f) {
-  const int sources = !f.bitbrains.empty() + !f.csv.empty() + !f.prometheus.empty();
-  if (sources != 1) throw InputError("give exactly one of --bitbrains DIR, --csv FILE, --prometheus URL");
+  const int sources = !f.bitbrains.empty() + !f.csv.empty() + !f.azure_cpu.empty() + !f.prometheus.empty();
+  if (sources != 1) throw InputError("give exactly one of --bitbrains DIR, --csv FILE, --azure-cpu FILE, --prometheus URL");
   const auto started = Clock::now();
   if (tty()) std::cerr << "reading usage ..." << std::flush;
   IngestReport report;
@@ -117,7 +122,9 @@ std::vector<UsageSeries> read_source(const SourceFlags& f) {
     series = read_prometheus(p, report);  // runtime_error: unreachable/failed -> exit 1
   } else {
     try {
-      series = !f.bitbrains.empty() ? read_bitbrains(f.bitbrains, report, f.max_series) : read_usage_csv(f.csv, report);
+      series = !f.bitbrains.empty()   ? read_bitbrains(f.bitbrains, report, f.max_series)
+               : !f.azure_cpu.empty() ? read_azure_cpu(f.azure_cpu, report)
+                                      : read_usage_csv(f.csv, report);
     } catch (const std::runtime_error& e) {
       throw InputError(e.what());
     }
@@ -158,6 +165,14 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out || !(out << text) || !out.flush()) throw std::runtime_error(path + ": cannot write");
 }
 
+// Whole UTC days from day1 to the last sample.
+int64_t history_whole_days(const std::vector<UsageSeries>& series, int64_t day1) {
+  int64_t last = day1;
+  for (const auto& s : series)
+    if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
+  return (last - day1) / kSecondsPerDay;
+}
+
 std::string fmt_eta(double seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%d:%02d", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
@@ -186,6 +201,10 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--eta", o->eta, "learning rate (default 0.1)");
   cmd->add_option("--min-child-weight", o->min_child_weight, "minimum (weighted) rows per leaf (default 20)");
   cmd->add_option("--threads", o->nthread, "threads (default: all cores)");
+  auto from_model = std::make_shared<std::string>();
+  cmd->add_option("--from-model", *from_model,
+                  "no boosting: load this model and redo the end of training only (input ranges over its training "
+                  "period, calibration and gate on its validation days), e.g. for a model trained by an older build");
   cmd->callback([=, &exit_code] {
     run("train", exit_code, [&] {
       TrainOptions options = *o;
@@ -212,28 +231,40 @@ void add_train(CLI::App& app, int& exit_code) {
           std::fprintf(stderr, "\rround %d/%d  train %.4f  valid %.4f  best %d  ETA %s (max)   ", p.round, p.max_rounds,
                        p.train_loss, p.valid_loss, p.best_round, fmt_eta(eta).c_str());
         };
-      QuantileModel model = QuantileModel::train(series, options);
+      QuantileModel model;
+      if (from_model->empty()) {
+        model = QuantileModel::train(series, options);
+      } else {
+        model = QuantileModel::load(*from_model);
+        // The guard's ranges describe the data the model was trained on: kept when recorded.
+        if (model.metadata().input_low.empty()) model.record_input_ranges(series);
+      }
       if (tty()) std::cerr << "\n";
       // Calibrate the margins that meet the target risks on the validation days: inside the
       // training range, so days held out for evaluation stay unseen.
-      const int64_t train_end = model.metadata().train_end;
+      // A model from --from-model may come from other data: its gate days are this data's
+      // last --validation-days of --train-days (default: every whole day).
+      const int64_t train_end = from_model->empty()                   ? model.metadata().train_end
+                                : options.train_end ? options.train_end
+                                                    : day1 + history_whole_days(series, day1) * kSecondsPerDay;
       const int last_day = static_cast<int>((train_end - day1) / kSecondsPerDay);
-      EvaluateOptions calibration;
-      calibration.first_day = std::max(1, last_day - options.validation_days + 1);
-      calibration.last_day = last_day;
-      calibration.chart_series = 0;
-      const Evaluation check = run_backtest(series, model, calibration);
-      for (const auto& method : check.methods) {
-        if (method.name != "model") continue;
-        model.set_calibration(method.cpu.matched_margin, method.memory.matched_margin);
-        std::cout << "calibrated margins on validation days " << calibration.first_day << "-" << calibration.last_day
-                  << ": cpu " << std::fixed << std::setprecision(2) << method.cpu.matched_margin << " ("
-                  << calibration.cpu_risk * 100 << "% of windows above), memory " << method.memory.matched_margin << " ("
-                  << calibration.memory_risk * 100 << "%)\n";
-      }
+      const int first = from_model->empty()
+                            ? std::max(1, static_cast<int>((model.metadata().valid_begin - day1) / kSecondsPerDay) + 1)
+                            : std::max(1, last_day - options.validation_days + 1);
+      calibrate_and_gate(model, series, first, last_day);
+      const auto& meta = model.metadata();
+      std::cout << "calibrated margins on validation days " << first << "-" << last_day << ": cpu " << std::fixed
+                << std::setprecision(2) << meta.calibrated_cpu_margin << " (5% of windows above), memory "
+                << meta.calibrated_memory_margin << " (1%)\n";
+      for (auto [name, gate] : {std::pair{"cpu", &meta.cpu_gate}, std::pair{"memory", &meta.memory_gate}})
+        std::cout << "gate " << name << ": " << (gate->use_blend ? "blend sqrt(model x vpa)" : gate->use_model ? "model" : "baseline (vpa)")
+                  << " wins on validation days " << first << "-" << last_day << " at matched risk: slack model "
+                  << std::setprecision(1) << 100 * gate->model_slack << "%, vpa " << 100 * gate->baseline_slack
+                  << "%, blend " << 100 * gate->blend_slack << "% (vpa margin " << std::setprecision(2)
+                  << gate->baseline_margin << ", blend margin " << gate->blend_margin << ")\n";
       model.save(*out);
       const auto& m = model.metadata();
-      std::cout << "trained " << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
+      std::cout << (from_model->empty() ? "trained " : "re-gated (no boosting) ") << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
                 << " s: " << m.rounds << " rounds, " << m.rows_train << " training / " << m.rows_valid
                 << " validation origins from " << m.series << " series (" << m.samples << " samples), "
                 << format_utc(m.train_begin) << " .. " << format_utc(m.train_end) << "\n"
@@ -266,6 +297,17 @@ void add_recommend(CLI::App& app, int& exit_code) {
       "safety margin multiplied onto predictions (default: the model's calibrated margins, else 1.1)");
   cmd->add_option("--at", *at, "recommend as of this time (epoch or RFC3339; default: just after the last sample)");
   cmd->add_option("--explain", *top, "top feature contributions per resource (default 3)");
+  // The CronJob's mode: the model is chosen from the cluster's own history on every run.
+  auto store = std::make_shared<std::string>();
+  auto min_train_days = std::make_shared<double>(8), min_default_days = std::make_shared<double>(1);
+  auto train_threads = std::make_shared<int>(0);
+  cmd->add_option("--model-store", *store,
+                  "train on the input's own history and keep the last good model in DIR/current (gated against "
+                  "VPA); --model is then the bundled default used with too little history");
+  cmd->add_option("--min-train-days", *min_train_days, "with --model-store: days of history needed to train (default 8)");
+  cmd->add_option("--min-default-days", *min_default_days,
+                  "with --model-store: below this many days the baseline (vpa) is used for every resource (default 1)");
+  cmd->add_option("--train-threads", *train_threads, "with --model-store: training threads (default: all cores)");
   cmd->callback([=, &exit_code] {
     run("recommend", exit_code, [&] {
       if (!(policy->margin > 0)) throw InputError("--margin must be positive");
@@ -275,12 +317,28 @@ void add_recommend(CLI::App& app, int& exit_code) {
         target = parse_configmap_ref(*publish);
         if (!target) throw InputError("--publish-configmap: expected NAMESPACE/NAME, got '" + *publish + "'");
       }
-      const QuantileModel model = QuantileModel::load(*model_dir);
-      if (margin_option->count() == 0 && model.metadata().calibrated_cpu_margin > 0) {
-        policy->margin = model.metadata().calibrated_cpu_margin;
-        policy->memory_margin = model.metadata().calibrated_memory_margin;
-      }
+      if (!(*min_default_days >= 0 && *min_train_days >= *min_default_days))
+        throw InputError("--min-train-days must be at least --min-default-days (and both non-negative)");
       const auto series = read_source(*f);
+      QuantileModel model;
+      const double margin = policy->margin;
+      if (store->empty()) {
+        model = QuantileModel::load(*model_dir);
+        *policy = shipped_policy(model.metadata());  // the model's calibrated margins and gate
+      } else {
+        ModelChoiceOptions choice_options;
+        choice_options.store = *store;
+        choice_options.default_model = *model_dir;
+        choice_options.min_train_days = *min_train_days;
+        choice_options.min_default_days = *min_default_days;
+        choice_options.train.validation_days = 2;
+        choice_options.train.nthread = *train_threads;
+        ModelChoice choice = choose_model(series, choice_options);
+        std::cerr << "model: " << to_string(choice.source) << " (" << choice.reason << ")\n";
+        model = std::move(choice.model);
+        *policy = choice.policy;
+      }
+      if (margin_option->count() > 0) policy->margin = margin, policy->memory_margin = 0;  // overrides the model's
       int64_t now = 0;
       if (!at->empty()) {
         now = parse_time(*at, "--at");
@@ -300,8 +358,17 @@ void add_recommend(CLI::App& app, int& exit_code) {
           throw std::runtime_error(*error);
         }
       }
-      size_t cold = 0;
-      for (const auto& r : recs) cold += r.cold_start;
+      size_t cold = 0, cpu_base = 0, mem_base = 0, far = 0;
+      for (const auto& r : recs) {
+        cold += r.cold_start;
+        if (r.cold_start) continue;
+        cpu_base += !r.cpu_from_model, mem_base += !r.memory_from_model, far += r.out_of_distribution;
+      }
+      std::cerr << "baseline (vpa) instead of the model: cpu " << cpu_base << ", memory " << mem_base
+                << " recommendations (gate: cpu "
+                << (!policy->cpu_from_model ? "baseline" : policy->cpu_blend ? "blend" : "model") << ", memory "
+                << (!policy->memory_from_model ? "baseline" : policy->memory_blend ? "blend" : "model") << "; " << far
+                << " out of the training distribution)\n";
       std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
                 << snapshot.generated_at << " to " << (out->empty() ? "" : *out)
                 << (target ? (out->empty() ? "" : " and ") + std::string("configmap ") + *publish : "") << "\n";

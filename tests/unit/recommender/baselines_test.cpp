@@ -111,11 +111,11 @@ TEST(Vpa, MemoryUsesDailyPeaksOfTheLast8Days) {
 
 TEST(Krr, SimpleStrategy) {
   UsageSeries s;
-  // 20 days; in the last 14 days CPU cycles 0..19 (p95 = 18.05), memory max 700.
+  // 20 days; in the last 14 days CPU cycles 0..19 (p95 = 18.05), memory max 700 MB.
   for (int i = 0; i < 20 * 24; ++i) {
     const int64_t t = kStart + i * 3600;
     const bool recent = i >= 6 * 24;
-    s.samples.push_back({t, recent ? static_cast<double>(i % 20) : 1000.0, recent ? 100.0 + (i == 300 ? 600 : 0) : 1e6});
+    s.samples.push_back({t, recent ? static_cast<double>(i % 20) : 1000.0, recent ? 100e6 + (i == 300 ? 600e6 : 0) : 1e12});
   }
   const auto rec = krr_recommend(s, kStart + 20 * kSecondsPerDay);
   EXPECT_TRUE(rec.has_history);
@@ -123,8 +123,17 @@ TEST(Krr, SimpleStrategy) {
   for (int i = 6 * 24; i < 20 * 24; ++i) v.push_back(i % 20);
   std::sort(v.begin(), v.end());
   EXPECT_DOUBLE_EQ(rec.cpu_cores, quantile_sorted(v, 0.95));
-  EXPECT_DOUBLE_EQ(rec.memory_bytes, 700 * 1.15);
+  EXPECT_DOUBLE_EQ(rec.memory_bytes, 700e6 * 1.15);
   EXPECT_FALSE(krr_recommend(s, kStart).has_history);
+}
+
+TEST(Krr, MinimumsOf10mCpuAnd100MiMemory) {
+  // An idle container: KRR "simple" never goes below cpu_min_value 10m / memory_min_value 100 MB.
+  UsageSeries s;
+  for (int i = 0; i < 48; ++i) s.samples.push_back({kStart + i * 3600, 0.001, 20e6});
+  const auto rec = krr_recommend(s, kStart + 2 * kSecondsPerDay);
+  EXPECT_DOUBLE_EQ(rec.cpu_cores, 0.01);
+  EXPECT_DOUBLE_EQ(rec.memory_bytes, 100.0 * 1048576);
 }
 
 }  // namespace

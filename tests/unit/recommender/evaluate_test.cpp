@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -110,9 +112,12 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   EXPECT_EQ(e.day1, kStart);
   EXPECT_EQ(e.eval_begin, kStart + 5 * kSecondsPerDay);
   EXPECT_EQ(e.series_days, 18u);
-  ASSERT_EQ(e.methods.size(), 4u);
+  ASSERT_EQ(e.methods.size(), 6u);
   EXPECT_EQ(e.methods[0].name, "model");
   EXPECT_EQ(e.methods[3].name, "oracle");
+  EXPECT_EQ(e.methods[4].name, "raw");
+  EXPECT_TRUE(e.methods[4].diagnostic);
+  EXPECT_EQ(e.methods[5].name, "blend");
   EXPECT_TRUE(e.methods[3].uses_future);
   for (const auto& m : e.methods) {
     EXPECT_DOUBLE_EQ(m.coverage, 1.0) << m.name;
@@ -123,7 +128,7 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   EXPECT_NEAR(e.methods[3].cpu.under, 0.05, 0.01);
   EXPECT_DOUBLE_EQ(e.methods[3].memory.under, 0.0);
   // Recommendations are exported per method, series and day; the oracle's match its definition.
-  EXPECT_EQ(e.recs.size(), 4u * 18);
+  EXPECT_EQ(e.recs.size(), 6u * 18);
   for (const auto& r : e.recs) {
     if (r.method != "oracle" || r.series != data[2].key.to_string()) continue;
     const Targets target = compute_targets(data[2], r.day_start, kSecondsPerDay, 0.95);
@@ -145,9 +150,9 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   write_recs_csv(csv, e);
   const std::string csv_text = csv.str();
   EXPECT_EQ(csv_text.rfind("method,series,day_start_epoch,cpu_cores,memory_bytes\n", 0), 0u);
-  EXPECT_EQ(std::count(csv_text.begin(), csv_text.end(), '\n'), 1 + 4 * 18);
+  EXPECT_EQ(std::count(csv_text.begin(), csv_text.end(), '\n'), 1 + 6 * 18);
   const auto j = nlohmann::json::parse(evaluation_json(e));
-  EXPECT_EQ(j["methods"].size(), 4u);
+  EXPECT_EQ(j["methods"].size(), 6u);
   EXPECT_EQ(j["methods"][3]["usesFuture"], true);
   EXPECT_TRUE(j["methods"][0]["cpu"]["matched"].contains("margin"));
   const std::string html = evaluation_html(e);
@@ -155,6 +160,140 @@ TEST(Backtest, EndToEndOnSyntheticSeries) {
   EXPECT_NE(html.find("uses the future"), std::string::npos);
   EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained, static
   EXPECT_EQ(html.find("http://www.w3.org/2000/svg") != std::string::npos, true);
+}
+
+// Trained once for the tests below (never destroyed: no XGBoost handle freed at exit).
+const QuantileModel& small_model(const std::vector<UsageSeries>& data) {
+  static const QuantileModel* model = [&] {
+    TrainOptions t;
+    t.max_rounds = 30;
+    t.validation_days = 1;
+    t.nthread = 2;
+    t.train_end = kStart + 5 * kSecondsPerDay;
+    return new QuantileModel(QuantileModel::train(data, t));
+  }();
+  return *model;
+}
+
+TEST(Backtest, HeadlineScoresWhatRecommendWrites) {
+  // Issue 16: the headline used to score the raw prediction; `recommend` applies margins,
+  // floors and rounding. Now "model" is recommend_batch's output, "raw" the diagnostic.
+  const auto data = synthetic(6, 8);
+  const QuantileModel& model = small_model(data);
+  EvaluateOptions o;
+  o.first_day = 6, o.last_day = 8, o.threads = 2;
+  RecommendationPolicy policy;
+  policy.margin = 1.3, policy.memory_margin = 1.7;
+  o.policy = policy;
+  const Evaluation e = run_backtest(data, model, o);
+  size_t checked = 0;
+  for (const auto& r : e.recs) {
+    const auto it = std::find_if(data.begin(), data.end(), [&](const UsageSeries& s) { return s.key.to_string() == r.series; });
+    ASSERT_NE(it, data.end());
+    if (r.method == "model") {
+      const Recommendation shipped = recommend(model, *it, r.day_start, policy, 0);
+      EXPECT_DOUBLE_EQ(r.cpu_cores, shipped.cpu_cores);
+      EXPECT_DOUBLE_EQ(r.memory_bytes, shipped.memory_bytes);
+      EXPECT_EQ(std::fmod(r.memory_bytes, 1048576.0), 0.0);  // rounded to Mi as written
+      EXPECT_GE(r.cpu_cores, policy.cpu_min);
+      ++checked;
+    } else if (r.method == "raw") {
+      const Prediction p = model.predict(compute_features(*it, r.day_start));
+      EXPECT_DOUBLE_EQ(r.cpu_cores, p.cpu_cores);
+      EXPECT_DOUBLE_EQ(r.memory_bytes, p.memory_bytes);
+    }
+  }
+  EXPECT_EQ(checked, 18u);
+  // At margin 1 the shipped under-provisioning is the one at the shipped margins.
+  EXPECT_LT(e.methods[0].cpu.under, e.methods[4].cpu.under);
+  EXPECT_EQ(e.shipped_days, 18u);
+}
+
+TEST(Backtest, ExportedRecommendationsKeepFullPrecision) {
+  const auto data = synthetic(6, 8);
+  EvaluateOptions o;
+  o.first_day = 6, o.last_day = 8, o.threads = 2;
+  const Evaluation e = run_backtest(data, small_model(data), o);
+  std::ostringstream csv;
+  write_recs_csv(csv, e);
+  std::istringstream in(csv.str());
+  std::string line;
+  std::getline(in, line);  // header
+  size_t i = 0;
+  while (std::getline(in, line)) {
+    ASSERT_LT(i, e.recs.size());
+    const size_t c3 = line.rfind(','), c2 = line.rfind(',', c3 - 1);
+    EXPECT_EQ(std::strtod(line.c_str() + c2 + 1, nullptr), e.recs[i].cpu_cores) << line;  // exact, not near
+    EXPECT_EQ(std::strtod(line.c_str() + c3 + 1, nullptr), e.recs[i].memory_bytes) << line;
+    ++i;
+  }
+  EXPECT_EQ(i, e.recs.size());
+}
+
+TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
+  const auto data = synthetic(6, 8);
+  QuantileModel model = QuantileModel::train(data, [] {
+    TrainOptions t;
+    t.max_rounds = 30, t.validation_days = 1, t.nthread = 2, t.train_end = kStart + 5 * kSecondsPerDay;
+    return t;
+  }());
+  const Evaluation e = calibrate_and_gate(model, data, 5, 5);
+  const auto& m = model.metadata();
+  ASSERT_TRUE(m.cpu_gate.decided);
+  EXPECT_EQ(m.gate_first_day, 5);
+  // The decision and its numbers are the backtest's: raw model vs VPA at matched risk.
+  EXPECT_DOUBLE_EQ(m.cpu_gate.model_slack, e.methods[4].cpu.matched_slack);
+  EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_slack, e.methods[1].cpu.matched_slack);
+  EXPECT_DOUBLE_EQ(m.cpu_gate.blend_slack, e.methods[5].cpu.matched_slack);
+  const auto& g = m.cpu_gate;
+  EXPECT_EQ(g.use_blend, g.blend_margin >= 1 && g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
+  EXPECT_EQ(g.use_model, g.use_blend || g.model_slack < g.baseline_slack);
+  // The fallback never cuts below VPA's own target.
+  EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_margin, std::max(1.0, e.methods[1].cpu.matched_margin));
+  EXPECT_DOUBLE_EQ(m.calibrated_cpu_margin, e.methods[4].cpu.matched_margin);
+
+  // Force CPU to the baseline: recommend (and so the snapshot and evaluate) use VPA x its margin.
+  ModelMetadata::Gate cpu = m.cpu_gate, memory = m.memory_gate;
+  cpu.use_model = false, cpu.use_blend = false, cpu.baseline_margin = 1.3;
+  memory.use_model = true;
+  model.set_gate(cpu, memory, 5, 5);
+  const RecommendationPolicy policy = shipped_policy(model.metadata());
+  EXPECT_FALSE(policy.cpu_from_model);
+  const int64_t t = kStart + 7 * kSecondsPerDay;
+  const Recommendation r = recommend(model, data[2], t, policy, 0);
+  EXPECT_FALSE(r.cpu_from_model);
+  EXPECT_TRUE(r.memory_from_model);
+  EXPECT_DOUBLE_EQ(r.cpu_cores, round_up_clamped(vpa_recommend(data[2], t).cpu_cores * 1.3, 0.01, 64, 0.005));
+  EXPECT_DOUBLE_EQ(r.memory_bytes, round_up_clamped(model.predict(compute_features(data[2], t)).memory_bytes *
+                                                        policy.memory_margin, policy.memory_min, policy.memory_max,
+                                                    policy.memory_step));
+  EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:gate");
+  // The blend: sqrt(prediction x VPA) x its margin, for CPU only.
+  ModelMetadata::Gate mixed = m.cpu_gate;
+  mixed.use_model = mixed.use_blend = true, mixed.blend_margin = 1.2;
+  QuantileModel blended = QuantileModel::train(data, [] {
+    TrainOptions t;
+    t.max_rounds = 30, t.validation_days = 1, t.nthread = 2, t.train_end = kStart + 5 * kSecondsPerDay;
+    return t;
+  }());
+  blended.set_calibration(model.metadata().calibrated_cpu_margin, model.metadata().calibrated_memory_margin);
+  blended.set_gate(mixed, memory, 5, 5);
+  const RecommendationPolicy mix_policy = shipped_policy(blended.metadata());
+  const Recommendation b = recommend(blended, data[2], t, mix_policy, 0);
+  EXPECT_TRUE(b.cpu_blended);
+  EXPECT_FALSE(b.memory_blended);
+  const double p = blended.predict(compute_features(data[2], t)).cpu_cores;
+  EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::sqrt(p * vpa_recommend(data[2], t).cpu_cores) * 1.2, 0.01, 64, 0.005));
+  // The report shows the decision.
+  EvaluateOptions o;
+  o.first_day = 6, o.last_day = 8, o.threads = 2;
+  const Evaluation shipped = run_backtest(data, model, o);
+  EXPECT_EQ(shipped.cpu_from_model_days, 0u);
+  EXPECT_EQ(shipped.memory_from_model_days, shipped.shipped_days);
+  std::ostringstream table;
+  write_table(table, shipped);
+  EXPECT_NE(table.str().find("gate cpu: baseline"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("gate memory: model"), std::string::npos);
 }
 
 }  // namespace

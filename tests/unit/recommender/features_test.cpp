@@ -50,6 +50,24 @@ TEST(Features, NamesAreFixedOrderedAndUnique) {
   EXPECT_EQ(unique.size(), n.size());
 }
 
+TEST(Features, RequestInForceAtTheOriginNotALaterOne) {
+  // The request doubles on day 6: features at day 4 see the old one (issue 16: the last row's
+  // request used to leak into every origin).
+  UsageSeries s = make_series(10, 1);
+  s.spec_history = {{kStart, {2.0, 4e9, std::nullopt, std::nullopt}},
+                    {kStart + 6 * kSecondsPerDay, {4.0, 8e9, std::nullopt, std::nullopt}}};
+  s.spec = s.spec_history.back().spec;
+  const int64_t day4 = kStart + 4 * kSecondsPerDay, day8 = kStart + 8 * kSecondsPerDay;
+  const FeatureRow early = compute_features(s, day4), late = compute_features(s, day8);
+  EXPECT_NEAR(early.values[index_of("cpu_request")], std::log(2.0 / early.cpu_level), 1e-5);
+  EXPECT_NEAR(early.values[index_of("mem_request")], std::log(4e9 / early.memory_level), 1e-5);
+  EXPECT_NEAR(late.values[index_of("cpu_request")], std::log(4.0 / late.cpu_level), 1e-5);
+  // The same origin without the later change gives the same row: no look-ahead via the spec.
+  UsageSeries cut = s;
+  cut.spec_history.pop_back();
+  EXPECT_TRUE(same(compute_features(cut, day4).values, early.values));
+}
+
 TEST(Features, NoLookAhead) {
   UsageSeries s = make_series(10, 1);
   for (int64_t t : {kStart + 8 * kSecondsPerDay, kStart + 8 * kSecondsPerDay + 7 * 300 + 13}) {

@@ -102,6 +102,16 @@ TEST(UsageCsv, HappyPathWithOptionalColumnsAndRfc3339) {
   EXPECT_EQ(web.spec.cpu_limit, 2.0);
   EXPECT_EQ(web.spec.memory_limit, 536870912.0);
 
+  // Each change is kept with its time, so a backtest origin sees the request in force then:
+  // 12:00 request 0.5 (limits unknown), from 12:05 request 1 and both limits.
+  ASSERT_EQ(web.spec_history.size(), 2u);
+  EXPECT_EQ(web.spec_history[0].since, noon);
+  EXPECT_EQ(spec_at(web, noon + 1).cpu_request, 0.5);
+  EXPECT_FALSE(spec_at(web, noon + 1).cpu_limit.has_value());
+  EXPECT_EQ(spec_at(web, noon + 301).cpu_request, 1.0);
+  EXPECT_EQ(spec_at(web, noon + 301).memory_limit, 536870912.0);
+  EXPECT_FALSE(spec_at(web, noon).cpu_request.has_value());  // nothing known before the first row
+
   EXPECT_EQ(series[2].samples.at(0).timestamp, noon + 300);
   EXPECT_FALSE(series[2].spec.cpu_request.has_value());
   EXPECT_EQ(series[0].samples.at(0).timestamp, noon);  // fraction dropped
@@ -241,6 +251,53 @@ TEST(UsageCsv, ReadsGzipAndQuotedFields) {
   const auto series = read_usage_csv(file, report);
   ASSERT_EQ(series.size(), 1u);
   EXPECT_EQ(series[0].key.name, "we,b");
+}
+
+TEST(ExtraTraces, GoogleAndAlibabaSamplesReadAsLongCsvWithTheirRequests) {
+  IngestReport report;
+  const auto google = read_usage_csv(test::test_fixture_path("usage/extra-traces-sample/google2019.csv.gz"), report);
+  ASSERT_EQ(google.size(), 2u);
+  EXPECT_EQ(report.rows_bad, 0u);
+  EXPECT_EQ(google[0].key.to_string(), "google2019-a/Job/113812204462/task-11");
+  EXPECT_EQ(google[0].samples.front().timestamp, 1557354319);
+  EXPECT_DOUBLE_EQ(google[0].samples.front().cpu_cores, 0.505859);
+  ASSERT_FALSE(google[0].spec_history.empty());
+  EXPECT_EQ(spec_at(google[0], 1557354320).cpu_request, 0.583008);
+  IngestReport hosts;
+  const auto alibaba = read_usage_csv(test::test_fixture_path("usage/extra-traces-sample/alibaba2018.csv.gz"), hosts);
+  ASSERT_EQ(alibaba.size(), 2u);
+  EXPECT_EQ(hosts.rows_bad, 0u);
+  EXPECT_EQ(alibaba[0].spec.cpu_request, 96.0);
+  EXPECT_TRUE(alibaba[0].has_memory);
+}
+
+TEST(ExtraTraces, AzureCpuSampleIsCpuOnlyInVmUnits) {
+  IngestReport report;
+  const auto vms = read_azure_cpu(test::test_fixture_path("usage/extra-traces-sample/azure2017.csv.gz"), report);
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(report.rows_read, 2304u);
+  EXPECT_EQ(report.rows_bad, 0u);
+  const auto& vm = vms[0].key.name == "1633748" ? vms[0] : vms[1];
+  EXPECT_EQ(vm.key.to_string(), "azure2017/VM/1633748/main");
+  EXPECT_FALSE(vm.has_memory);
+  ASSERT_EQ(vm.samples.size(), 1152u);
+  EXPECT_EQ(vm.samples[1].timestamp, 300);
+  EXPECT_DOUBLE_EQ(vm.samples[0].cpu_cores, 0.44459092);  // 44.459092% of the VM
+  EXPECT_EQ(vm.samples[0].memory_bytes, 0.0);
+  // Bad rows are counted and described; a missing column is a clear error.
+  IngestReport bad;
+  const auto one = parse_azure_cpu("vm,step,t_offset_s,cpu_avg_pct,cpu_max_pct\n1,0,0,50,60\n1,1,300,150,160\n1,2,x,1,1\n",
+                                   "azure.csv", bad);
+  EXPECT_EQ(one.at(0).samples.size(), 1u);
+  EXPECT_EQ(bad.rows_bad, 2u);
+  EXPECT_NE(bad.errors.at(0).find("column 'cpu_avg_pct': bad value '150'"), std::string::npos) << bad.errors[0];
+  IngestReport none;
+  try {
+    parse_azure_cpu("vm,step,cpu_avg_pct\n1,0,5\n", "azure.csv", none);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing column 't_offset_s'"), std::string::npos) << e.what();
+  }
 }
 
 TEST(UsageCsv, TextInMemoryReadsLikeAFile) {

@@ -1,6 +1,7 @@
 // The XGBoost quantile model: pinball objective, training on synthetic data with a known
 // quantile, save/load round trip, metadata checks, recommendation rounding and cold start.
 #include "recommender/model.h"
+#include "recommender/baselines.h"
 
 #include <gtest/gtest.h>
 
@@ -111,6 +112,27 @@ TEST(Model, SaveLoadRoundTripAndBatch) {
     EXPECT_DOUBLE_EQ(again.metadata().calibrated_cpu_margin, 2.5);
     EXPECT_DOUBLE_EQ(again.metadata().calibrated_memory_margin, 1.25);
     EXPECT_EQ(again.version(), model.version());
+    // The gate and the training feature ranges survive too.
+    ModelMetadata::Gate cpu{true, false, false, 0.5, 0.4, 1.3}, memory{true, true, false, 0.2, 0.3, 1.1};
+    copy.set_gate(cpu, memory, 17, 20);
+    copy.save(dir / "gated");
+    const QuantileModel gated = QuantileModel::load(dir / "gated");
+    const auto& g = gated.metadata();
+    EXPECT_TRUE(g.cpu_gate.decided);
+    EXPECT_FALSE(g.cpu_gate.use_model);
+    EXPECT_DOUBLE_EQ(g.cpu_gate.baseline_margin, 1.3);
+    EXPECT_TRUE(g.memory_gate.use_model);
+    EXPECT_DOUBLE_EQ(g.memory_gate.baseline_slack, 0.3);
+    EXPECT_EQ(g.gate_last_day, 20);
+    ModelMetadata::Gate mix{true, true, true, 0.5, 0.4, 1.0, 0.3, 1.25};
+    copy.set_gate(mix, memory, 17, 20);
+    copy.save(dir / "blend");
+    const QuantileModel blend = QuantileModel::load(dir / "blend");
+    EXPECT_TRUE(blend.metadata().cpu_gate.use_blend);
+    EXPECT_TRUE(blend.metadata().cpu_gate.use_model);
+    EXPECT_DOUBLE_EQ(blend.metadata().cpu_gate.blend_margin, 1.25);
+    EXPECT_EQ(g.input_low, model.metadata().input_low);
+    EXPECT_EQ(g.input_low.size(), feature_count());
   }
   EXPECT_TRUE(std::filesystem::exists(dir / "model.json"));
   EXPECT_TRUE(std::filesystem::exists(dir / "metadata.json"));
@@ -136,6 +158,38 @@ TEST(Model, SaveLoadRoundTripAndBatch) {
   EXPECT_EQ(ex.size(), 3u);
   for (const auto& c : ex) EXPECT_NE(c.feature, "target_is_memory");
   std::filesystem::remove_all(dir);
+}
+
+TEST(Model, OutOfDistributionSeriesFallBackToTheBaseline) {
+  const auto& model = trained();
+  auto data = synthetic(3, 8, 21);
+  const int64_t t = kStart + 8 * kSecondsPerDay;
+  const FeatureRow usual = compute_features(data[1], t);
+  EXPECT_FALSE(out_of_distribution(model.metadata(), usual).cpu);
+  EXPECT_FALSE(out_of_distribution(model.metadata(), usual).memory);
+  // A host 10^4 times larger than anything trained on (CPU only): CPU falls back, memory not.
+  UsageSeries huge = data[1];
+  for (auto& x : huge.samples) x.cpu_cores *= 1e4;
+  const DistributionCheck far = out_of_distribution(model.metadata(), compute_features(huge, t));
+  EXPECT_TRUE(far.cpu);
+  EXPECT_FALSE(far.memory);
+  RecommendationPolicy policy;
+  policy.margin = 1.2;
+  policy.baseline_cpu_margin = 1.1;
+  policy.cpu_max = 1e9;
+  const Recommendation r = recommend(model, huge, t, policy, 0);
+  EXPECT_TRUE(r.out_of_distribution);
+  EXPECT_FALSE(r.cpu_from_model);
+  EXPECT_TRUE(r.memory_from_model);
+  EXPECT_DOUBLE_EQ(r.cpu_cores, round_up_clamped(vpa_recommend(huge, t).cpu_cores * 1.1, 0.01, 1e9, 0.005));
+  EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:out_of_distribution");
+  policy.distribution_guard = false;
+  EXPECT_TRUE(recommend(model, huge, t, policy, 0).cpu_from_model);
+  // History that stopped more than 7 days ago (a task not running): the level would be the
+  // floor, which training never saw; both resources fall back.
+  const DistributionCheck stale = out_of_distribution(model.metadata(), compute_features(data[1], t + 8 * kSecondsPerDay));
+  EXPECT_TRUE(stale.cpu);
+  EXPECT_TRUE(stale.memory);
 }
 
 TEST(Model, LoadRefusesMismatchedMetadata) {
