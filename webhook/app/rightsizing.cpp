@@ -523,7 +523,9 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   const Json& pod_resources = member(pod_spec, "resources");
   const Json previous = previous_explanation(request.object, kind);
   // The QoS class the workload asked for, not one sizeguard's own values produced.
-  const bool is_guaranteed = guaranteed(original_pod_spec(pod_spec, previous));
+  // (Without an earlier record the spec is the original: no copy of it to build.)
+  const bool is_guaranteed = member(previous, "containers").empty() ? guaranteed(pod_spec)
+                                                                    : guaranteed(original_pod_spec(pod_spec, previous));
 
   PatchBuilder patch(request.object);
   Json explanation = {{"policy", policy->name}, {"containers", Json::object()}};
