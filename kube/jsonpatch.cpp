@@ -1,5 +1,7 @@
 #include "kube/jsonpatch.h"
 
+#include <algorithm>
+
 #include <charconv>
 
 namespace sizeguard {
@@ -77,6 +79,24 @@ std::vector<std::string> split_pointer(std::string_view pointer) {
 
 PatchBuilder::PatchBuilder(const Json& original) : current_(original) {}
 
+bool PatchBuilder::fold_into_last(const std::vector<std::string>& tokens, const Json& value) {
+  if (ops_.empty()) return false;
+  Json& last = ops_.back();
+  if (last["op"] != "add" && last["op"] != "replace") return false;
+  const std::vector<std::string> base = split_pointer(last["path"].get_ref<const std::string&>());
+  if (base.size() >= tokens.size() || !std::equal(base.begin(), base.end(), tokens.begin())) return false;
+  Json* node = &last["value"];
+  for (size_t i = base.size(); i + 1 < tokens.size(); ++i) {
+    if (!node->is_object()) return false;
+    Json& next = (*node)[tokens[i]];
+    if (next.is_null()) next = Json::object();
+    node = &next;
+  }
+  if (!node->is_object()) return false;
+  (*node)[tokens.back()] = value;
+  return true;
+}
+
 void PatchBuilder::set(const std::vector<std::string>& tokens, Json value) {
   if (tokens.empty()) return;  // replacing the whole document is never what a webhook wants
   Json* node = &current_;
@@ -91,12 +111,12 @@ void PatchBuilder::set(const std::vector<std::string>& tokens, Json value) {
     const std::string& last = tokens.back();
     if (Json* existing = child(*node, last); existing != nullptr) {
       if (*existing == value) return;
-      ops_.push_back({{"op", "replace"}, {"path", make_pointer(tokens)}, {"value", value}});
+      if (!fold_into_last(tokens, value)) ops_.push_back({{"op", "replace"}, {"path", make_pointer(tokens)}, {"value", value}});
       *existing = std::move(value);
       return;
     }
     if (!node->is_object()) return;  // cannot add a member to a scalar or past an array's end
-    ops_.push_back({{"op", "add"}, {"path", make_pointer(tokens)}, {"value", value}});
+    if (!fold_into_last(tokens, value)) ops_.push_back({{"op", "add"}, {"path", make_pointer(tokens)}, {"value", value}});
     (*node)[last] = std::move(value);
     return;
   }
@@ -109,7 +129,8 @@ void PatchBuilder::set(const std::vector<std::string>& tokens, Json value) {
   }
   const std::vector<std::string> parent_path(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(depth) + 1);
   const bool replaces_null = node->contains(tokens[depth]);
-  ops_.push_back({{"op", replaces_null ? "replace" : "add"}, {"path", make_pointer(parent_path)}, {"value", nested}});
+  if (!fold_into_last(parent_path, nested))
+    ops_.push_back({{"op", replaces_null ? "replace" : "add"}, {"path", make_pointer(parent_path)}, {"value", nested}});
   (*node)[tokens[depth]] = std::move(nested);
 }
 

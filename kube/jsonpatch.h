@@ -28,6 +28,8 @@ class PatchBuilder {
 
   // Sets the member at `tokens` (unescaped) to `value`: "replace" if it exists, otherwise
   // "add", first adding any missing parent objects. A no-op if the value is already equal.
+  // A member inside the object the previous operation added goes into that operation's
+  // value instead of a new operation (same result, a shorter patch for the apiserver).
   void set(const std::vector<std::string>& tokens, Json value);
   // Removes the member if present.
   void remove(const std::vector<std::string>& tokens);
@@ -38,6 +40,8 @@ class PatchBuilder {
   const Json& result() const { return current_; }
 
  private:
+  bool fold_into_last(const std::vector<std::string>& tokens, const Json& value);
+
   Json current_;
   Json ops_ = Json::array();
 };

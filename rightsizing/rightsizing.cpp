@@ -523,7 +523,9 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
   const Json& pod_resources = member(pod_spec, "resources");
   const Json previous = previous_explanation(request.object, kind);
   // The QoS class the workload asked for, not one sizeguard's own values produced.
-  const bool is_guaranteed = guaranteed(original_pod_spec(pod_spec, previous));
+  // (Without an earlier record the spec is the original: no copy of it to build.)
+  const bool is_guaranteed = member(previous, "containers").empty() ? guaranteed(pod_spec)
+                                                                    : guaranteed(original_pod_spec(pod_spec, previous));
 
   PatchBuilder patch(request.object);
   Json explanation = {{"policy", policy->name}, {"containers", Json::object()}};
@@ -619,9 +621,15 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
 
       std::string line = resource + " request " + arrow(current.request, next.request);
       if (next.limit != current.limit) line += ", limit " + arrow(current.limit, next.limit);
-      Json res_explanation = {{"request", {text_of(original.request), text_of(next.request)}},
-                              {"limit", {text_of(original.limit), text_of(next.limit)}},
-                              {"recommended", resource == "cpu" ? rec->cpu : rec->memory}};
+      // The record is in every stored object and every patch: what it can leave out, it does.
+      // A limit sizeguard leaves as it was is not recorded (no record reads as "the current
+      // limit is the original", which it then is), nor a recommendation equal to the written
+      // request (recorded only when clamping or rounding made them differ).
+      Json res_explanation = {{"request", {text_of(original.request), text_of(next.request)}}};
+      if (original.limit != next.limit) res_explanation["limit"] = {text_of(original.limit), text_of(next.limit)};
+      if (const std::string& recommended = resource == "cpu" ? rec->cpu : rec->memory; recommended != text_of(next.request)) {
+        res_explanation["recommended"] = recommended;
+      }
       if (!clamp_note.empty()) {
         line += " (clamped to " + clamp_note + ")";
         res_explanation["clampedTo"] = clamp_note;

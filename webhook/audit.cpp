@@ -9,24 +9,39 @@
 
 namespace sizeguard {
 
-AuditLog::AuditLog(const std::string& destination) {
+AuditLog::AuditLog(const std::string& destination, std::optional<LineWriterOptions> buffered) {
   if (destination.empty()) return;
   if (destination == "-") {
     out_ = stdout;
-    return;
+  } else {
+    out_ = std::fopen(destination.c_str(), "a");
+    if (!out_) throw std::runtime_error("--audit-log " + destination + ": cannot open for appending: " + std::strerror(errno));
+    owned_ = true;
   }
-  out_ = std::fopen(destination.c_str(), "a");
-  if (!out_) throw std::runtime_error("--audit-log " + destination + ": cannot open for appending: " + std::strerror(errno));
-  owned_ = true;
+  if (buffered) {
+    std::fflush(out_);  // anything stdio holds goes first
+    buffered->thread_name = "sg-audit";
+    writer_ = std::make_unique<LineWriter>(fileno(out_), std::move(*buffered));
+  }
 }
 
 AuditLog::~AuditLog() {
+  writer_.reset();
   if (owned_ && out_) std::fclose(out_);
+}
+
+void AuditLog::flush() {
+  if (writer_) writer_->flush();
 }
 
 void AuditLog::write(const Json& record) {
   if (!out_) return;
-  const std::string line = record.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  std::string line = record.dump(-1, ' ', false, Json::error_handler_t::replace);
+  line += '\n';
+  if (writer_) {
+    writer_->write(line);  // a drop is counted by the writer and reported through on_drop
+    return;
+  }
   std::lock_guard lock(mutex_);
   std::fwrite(line.data(), 1, line.size(), out_);
   std::fflush(out_);

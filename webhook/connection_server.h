@@ -59,7 +59,11 @@ std::string_view http_reason(int code) {
 
 // ---------------------------------------------------------------------------------------
 // Worker pool: answers complete requests. Unlike httplib::ThreadPool it blocks SIGPIPE in
-// its threads (a peer closing mid-write must not kill the process).
+// its threads (a peer closing mid-write must not kill the process), and it hands a job to
+// the worker that went idle last (a stack, each worker waiting on its own condition
+// variable): at the apiserver's rate, one request at a time, the same one or two threads
+// answer every request with warm caches and a warm malloc arena, instead of a condition
+// variable shared by all waking whichever of the 128 threads has slept longest.
 
 class WorkerPool final : public httplib::TaskQueue {
  public:
@@ -71,11 +75,16 @@ class WorkerPool final : public httplib::TaskQueue {
   ~WorkerPool() override { shutdown(); }
 
   void enqueue(std::function<void()> job) override {
-    {
-      std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    if (idle_.empty()) {  // every worker busy: the first to finish takes it
       jobs_.push_back(std::move(job));
+      return;
     }
-    wake_.notify_one();
+    Idle* worker = idle_.back();
+    idle_.pop_back();
+    worker->job = std::move(job);
+    lock.unlock();
+    worker->wake.notify_one();
   }
 
   // Runs every queued job (accepted connections are served, not dropped), then joins.
@@ -83,28 +92,45 @@ class WorkerPool final : public httplib::TaskQueue {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
+      for (Idle* worker : idle_) worker->wake.notify_one();
     }
-    wake_.notify_all();
     for (auto& thread : threads_) {
       if (thread.joinable()) thread.join();
     }
   }
 
  private:
+  struct Idle {
+    std::condition_variable wake;
+    std::function<void()> job;  // set by enqueue when it picks this worker
+  };
+
   void run() {
     name_this_thread(thread_name_);
     sigset_t blocked;
     sigemptyset(&blocked);
     sigaddset(&blocked, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+    Idle self;
     for (;;) {
       std::function<void()> job;
       {
         std::unique_lock lock(mutex_);
-        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty()) return;
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
+        if (!jobs_.empty()) {
+          job = std::move(jobs_.front());
+          jobs_.pop_front();
+        } else if (stopping_) {
+          return;
+        } else {
+          idle_.push_back(&self);
+          self.wake.wait(lock, [&] { return self.job || stopping_; });
+          if (!self.job) {  // stopping, and never picked: leave the idle stack
+            idle_.erase(std::find(idle_.begin(), idle_.end(), &self));
+            continue;  // queued jobs still run before the thread ends
+          }
+          job = std::move(self.job);
+          self.job = nullptr;
+        }
       }
       job();
     }
@@ -112,8 +138,8 @@ class WorkerPool final : public httplib::TaskQueue {
 
   std::string thread_name_;
   std::mutex mutex_;
-  std::condition_variable wake_;
   std::deque<std::function<void()>> jobs_;
+  std::vector<Idle*> idle_;  // most recently idle last
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
@@ -436,10 +462,17 @@ class ConnectionServer final : public httplib::Server {
         log_.error("{}: epoll_wait failed: {}", listener_, std::strerror(errno));
         std::this_thread::sleep_for(milliseconds(10));
       }
+      // Idle connections workers re-armed without waking the loop: owned again before
+      // their next request's event is looked at below.
+      if (returned_waiting_.load(std::memory_order_acquire)) take_back();
       for (int i = 0; i < n; ++i) {
         void* what = events[i].data.ptr;
         if (what == &listen_marker_) accept_connections();
-        else if (what == &wake_marker_) take_back();
+        else if (what == &wake_marker_) {
+          std::uint64_t count;
+          [[maybe_unused]] auto got = ::read(wake_fd_, &count, sizeof count);
+          take_back();
+        }
         else if (what == &drain_marker_) start_drain();
         else {
           auto* c = static_cast<Connection*>(what);
@@ -751,29 +784,49 @@ class ConnectionServer final : public httplib::Server {
   }
 
   void give_back(Connection* c) {
+    // The common case, a keep-alive connection with nothing more buffered, goes straight
+    // back into the epoll set from here: the loop is not woken (an eventfd write, a
+    // context switch and an epoll_ctl per request at the apiserver's rate) and takes it
+    // back when it next wakes, at the latest for its next request. It is added before it
+    // is listed, so the loop never closes (frees) a connection this thread still touches;
+    // an event seen before the listing just fires again (level-triggered).
+    const bool quiet = !c->close && c->in.empty() && !(c->ssl && SSL_has_pending(c->ssl.get()) == 1);
+    if (quiet) {
+      const auto now = Clock::now();
+      std::string().swap(c->in);  // idle connections hold no buffer
+      c->phase = Connection::Phase::Idle;
+      c->deadline = now + (drain_.triggered() ? std::min(limits_.idle_timeout, kDrainIdleGrace) : limits_.idle_timeout);
+      c->rearmed = true;
+      watch(c->fd, c, EPOLLIN, EPOLL_CTL_ADD);
+    }
     bool first;
     {
       std::lock_guard lock(returned_mutex_);
       first = returned_.empty();
       returned_.push_back(c);
+      returned_waiting_.store(true, std::memory_order_release);
     }
-    if (first) wake();
+    if (first && !quiet) wake();
   }
 
   // In the loop: connections coming back from workers.
   void take_back() {
-    std::uint64_t count;
-    [[maybe_unused]] auto got = ::read(wake_fd_, &count, sizeof count);
     std::vector<Connection*> back;
     {
       std::lock_guard lock(returned_mutex_);
       back.swap(returned_);
+      returned_waiting_.store(false, std::memory_order_relaxed);
     }
     const auto now = Clock::now();
     for (Connection* c : back) {
       --busy_;
       owned_.insert(c);
       buffered_ += c->in.size();
+      if (c->rearmed) {  // already idle and watched (give_back)
+        c->rearmed = false;
+        if (drain_.triggered()) c->deadline = std::min(c->deadline, now + kDrainIdleGrace);
+        continue;
+      }
       if (c->close && c->linger_budget > 0 && !c->broken && !drain_.triggered()) {
         start_lingering(c, now);
         continue;
@@ -891,6 +944,7 @@ class ConnectionServer final : public httplib::Server {
   // Workers to loop.
   std::mutex returned_mutex_;
   std::vector<Connection*> returned_;
+  std::atomic<bool> returned_waiting_{false};  // returned_ is not empty
 };
 
 }  // namespace

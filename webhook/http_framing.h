@@ -38,6 +38,7 @@ struct Connection {
   bool close = false;  // set by the worker: close once back in the loop
   bool broken = false;  // I/O failed: no close_notify
   bool writing = false;  // the handshake waits for the socket to become writable
+  bool rearmed = false;  // the worker put it back in the epoll set, idle (give_back)
 
   // Received bytes; `pos` is how far the worker's parser has read. Requests are framed
   // here (headers end + Content-Length) without copying the body.

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include <spdlog/logger.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 namespace sizeguard {
@@ -175,6 +176,22 @@ class JsonFormatter final : public spdlog::formatter {
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(); }
 };
 
+class BufferedSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  BufferedSink(int fd, LineWriterOptions options) : writer_(fd, std::move(options)) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    writer_.write(std::string_view(line.data(), line.size()));
+  }
+  void flush_() override { writer_.flush(); }
+
+ private:
+  LineWriter writer_;
+};
+
 std::string format_millis(std::chrono::nanoseconds latency) {
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%.3f", static_cast<double>(latency.count()) / 1e6);
@@ -208,6 +225,18 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, LogFormat f
     logger->set_formatter(std::make_unique<TextFormatter>());
   }
   return logger;
+}
+
+spdlog::sink_ptr make_buffered_sink(int fd, LineWriterOptions options) {
+  return std::make_shared<BufferedSink>(fd, std::move(options));
+}
+
+void describe_log_drop_metric(Metrics& metrics) {
+  metrics.describe(kLogLinesDropped, MetricType::Counter,
+                   "Log lines dropped because the destination did not keep up (buffered logs: the process log "
+                   "of serve and the audit log).");
+  metrics.increment(kLogLinesDropped, {{"log", "audit"}}, 0);
+  metrics.increment(kLogLinesDropped, {{"log", "process"}}, 0);
 }
 
 void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view message,

@@ -12,6 +12,7 @@
 
 #include <spdlog/common.h>
 
+#include "webhook/line_writer.h"
 #include "webhook/server.h"
 
 namespace sizeguard {
@@ -32,6 +33,17 @@ struct LogField {
   std::string value;
   bool number = false;  // rendered unquoted in JSON (value must be a JSON number)
 };
+
+// A sink that formats on the caller's thread and writes through a LineWriter to `fd`
+// (serve's process log: one write(2) per batch instead of per line). The sink owns the
+// writer; flush() waits for the lines so far. Pair with logger->flush_on(err) so errors
+// are out before a crash.
+spdlog::sink_ptr make_buffered_sink(int fd, LineWriterOptions options);
+
+// sizeguard_log_lines_dropped_total{log="process"|"audit"}: lines a buffered log dropped
+// because its destination did not keep up (the counter stays visible when logs cannot).
+inline constexpr const char* kLogLinesDropped = "sizeguard_log_lines_dropped_total";
+void describe_log_drop_metric(Metrics& metrics);
 
 // One line: the message plus fields, rendered by the logger's format.
 void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view message,

@@ -2,7 +2,7 @@
 # Sourced by tests/bench/load.sh and tests/soak/*.sh: build, dev certificates, a recommendations
 # snapshot, starting sizeguard and the floor server, reading metrics. Not run on its own.
 #
-# Environment: BUILD_DIR (default build-bench), NO_BUILD=1 to use what is built,
+# Environment: BUILD_DIR (default build-bench), NO_BUILD=1 to use what is built, SIZEGUARD_BIN,
 # SERVER_ARGS (extra `sizeguard serve` flags, e.g. --log-level=warn), AUDIT_LOG (default WORK/audit.log;
 # /dev/null to measure without it).
 
@@ -11,7 +11,7 @@ sg_build_dir=${BUILD_DIR:-$sg_root/build-bench}
 # The whole Bitbrains trace when the data directory has it, else the six-VM sample.
 sg_trace=${SIZEGUARD_DATA_DIR:-$sg_root/../shared/data}/bitbrains-rnd-2013-07
 [[ -d $sg_trace ]] || sg_trace=$sg_root/tests/fixtures/usage/bitbrains-sample
-sg_bin=$sg_build_dir/sizeguard
+sg_bin=${SIZEGUARD_BIN:-$sg_build_dir/sizeguard}  # SIZEGUARD_BIN: e.g. a main build to compare with
 sg_loadgen=$sg_build_dir/bench/sizeguard-loadgen
 sg_floor=$sg_build_dir/bench/sizeguard-floor
 

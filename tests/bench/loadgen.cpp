@@ -546,6 +546,7 @@ struct Options {
   size_t oversize_bytes = 4 * 1024 * 1024;
   int containers = 10'000;
   std::string label;
+  std::string pattern;
 };
 
 struct Counters {
@@ -827,10 +828,195 @@ json run_slowloris(const Options& o, const Target& target, SSL_CTX* ctx) {
           {"mean_lifetime_s", closes ? seconds(lifetime_ns.load()) / double(closes) : 0.0}};
 }
 
+// ------------------------------------------------------------------------------------------
+// --pattern apiserver: what a kube-apiserver does for each Pod CREATE with sizeguard registered
+// as a mutating and a validating webhook. One keep-alive connection per webhook, one object at a
+// time (open loop at --rate objects/s, latency from the intended send), /mutate first, then
+// /validate with the object after the mutation's patch (as the apiserver sends it). Each
+// response's bytes are counted: the apiserver reads, decodes and applies all of them.
+
+std::string base64_decode(std::string_view in) {
+  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    auto at = alphabet.find(c);
+    if (at == std::string::npos) throw std::runtime_error("patch is not base64");
+    bits = (bits << 6) | uint32_t(at);
+    if ((count += 6) >= 8) {
+      count -= 8;
+      out.push_back(char((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+struct CallStats {
+  std::vector<int64_t> latency_ns;  // service time: from writing the request to the whole answer
+  uint64_t response_bytes = 0, patch_bytes = 0, patched = 0, warnings = 0, calls = 0;
+};
+
+json call_summary(CallStats& c) {
+  const double n = double(std::max<uint64_t>(1, c.calls));
+  return {{"calls", c.calls},
+          {"latency_ms", percentiles_ms(c.latency_ns)},
+          {"response_bytes_mean", double(c.response_bytes) / n},
+          {"patch_bytes_mean", double(c.patch_bytes) / n},
+          {"patched_fraction", double(c.patched) / n},
+          {"warnings_per_call", double(c.warnings) / n}};
+}
+
+int run_apiserver_pattern(const Options& o, const Target& target, SSL_CTX* ctx) {
+  if (o.rate <= 0) throw std::invalid_argument("--pattern apiserver needs --rate (objects per second)");
+  struct Object {
+    RequestTemplate mutate, validate;
+  };
+  std::vector<Object> objects;
+  Connection mutate_conn, validate_conn;
+  std::string closing_body;
+  std::string error;
+  bool timed_out = false;
+  if (!mutate_conn.open(target, ctx, o.timeout_ms, error, timed_out) ||
+      !validate_conn.open(target, ctx, o.timeout_ms, error, timed_out)) {
+    throw std::runtime_error("connect: " + error);
+  }
+  uint64_t reconnects = 0;
+  // Like Go's transport: a connection the server closed (Connection: close after its
+  // per-connection request limit, or an idle close) is replaced before the next request.
+  auto exchange = [&](Connection& conn, RequestTemplate& t, std::string_view& body, size_t& bytes) {
+    if (!conn.is_open() || conn.peer_closed()) {
+      if (!conn.open(target, ctx, o.timeout_ms, error, timed_out)) throw std::runtime_error("reconnect: " + error);
+      ++reconnects;
+    }
+    int status = 0;
+    bool closes = false, encoded = false;
+    if (!conn.write_all(t.bytes.data(), t.bytes.size()) ||
+        conn.read_response(status, body, closes, encoded) != ReadStatus::Ok) {
+      throw std::runtime_error(t.name + ": no response");
+    }
+    if (status != 200 || encoded) throw std::runtime_error(t.name + ": HTTP " + std::to_string(status));
+    bytes = body.size();
+    if (closes) {
+      // The body points into the connection's buffer: keep it until the caller is done.
+      closing_body.assign(body);
+      body = closing_body;
+      conn.close();
+    }
+  };
+  // First pass: the patched object each Pod becomes, so /validate gets what the apiserver sends.
+  for (const auto& f : load_fixtures(o.fixtures_dir)) {
+    json review = json::parse(f.body);
+    const json& request = review["request"];
+    if (request.value("operation", "") != "CREATE" || request["kind"].value("kind", "") != "Pod") continue;
+    Object obj;
+    obj.mutate = make_template(f.name, "mutate", target.host, f.body, f.uid);
+    std::string_view body;
+    size_t bytes = 0;
+    exchange(mutate_conn, obj.mutate, body, bytes);
+    Answer a = decode_answer(body);
+    if (!a.valid) throw std::runtime_error(f.name + ": " + a.problem);
+    if (!a.patch.empty()) {
+      review["request"]["object"] = review["request"]["object"].patch(json::parse(base64_decode(a.patch)));
+    }
+    obj.validate = make_template(f.name, "validate", target.host, review.dump(), f.uid);
+    exchange(validate_conn, obj.validate, body, bytes);
+    objects.push_back(std::move(obj));
+  }
+  if (objects.empty()) throw std::runtime_error(o.fixtures_dir + ": no Pod CREATE fixtures");
+
+  CallStats mutate, validate;
+  std::vector<int64_t> object_ns;
+  const int64_t interval = int64_t(1e9 / o.rate);
+  const int64_t start = now_ns();
+  const int64_t window_start = start + int64_t(o.warmup * 1e9), window_end = window_start + int64_t(o.duration * 1e9);
+  ProcSample proc0, proc1;
+  double cpu0 = 0, cpu1 = 0;
+  int64_t t0 = 0, t1 = 0;
+  uint64_t late = 0;
+  for (uint64_t k = 0;; ++k) {
+    const int64_t intended = start + int64_t(k) * interval;
+    if (intended >= window_end) break;
+    if (intended > now_ns()) sleep_until_ns(intended);
+    const bool in_window = intended >= window_start;
+    if (in_window && t0 == 0) {
+      proc0 = sample_proc(o.server_pid);
+      cpu0 = client_cpu_s();
+      t0 = now_ns();
+    }
+    Object& obj = objects[k % objects.size()];
+    stamp_uid(obj.mutate, k);
+    const std::string uid = stamp_uid(obj.validate, k);
+    std::string_view body;
+    size_t bytes = 0;
+    const int64_t sent = now_ns();
+    exchange(mutate_conn, obj.mutate, body, bytes);
+    const int64_t mutated = now_ns();
+    Answer a = decode_answer(body);
+    if (!a.valid || a.uid != uid) throw std::runtime_error(obj.mutate.name + ": bad answer " + a.problem);
+    if (in_window) {
+      ++mutate.calls;
+      mutate.latency_ns.push_back(mutated - sent);
+      mutate.response_bytes += bytes;
+      if (!a.patch.empty()) ++mutate.patched, mutate.patch_bytes += base64_decode(a.patch).size();
+      if (body.find("\"warnings\"") != std::string_view::npos) ++mutate.warnings;
+    }
+    exchange(validate_conn, obj.validate, body, bytes);
+    const int64_t done = now_ns();
+    a = decode_answer(body);
+    if (!a.valid || a.uid != uid) throw std::runtime_error(obj.validate.name + ": bad answer " + a.problem);
+    if (in_window) {
+      ++validate.calls;
+      validate.latency_ns.push_back(done - mutated);
+      validate.response_bytes += bytes;
+      if (body.find("\"warnings\"") != std::string_view::npos) ++validate.warnings;
+      object_ns.push_back(done - intended);
+      if (done - intended > interval) ++late;
+    }
+  }
+  proc1 = sample_proc(o.server_pid);
+  cpu1 = client_cpu_s();
+  t1 = now_ns();
+  const double window = std::max(1e-9, seconds(t1 - t0));
+  const double reviews = double(mutate.calls + validate.calls);
+  json out;
+  if (!o.label.empty()) out["label"] = o.label;
+  out["url"] = o.url;
+  out["mode"] = "apiserver";
+  out["rate_objects_per_s"] = o.rate;
+  out["objects"] = object_ns.size();
+  out["fixtures"] = objects.size();
+  out["window_s"] = window;
+  out["reviews_per_s"] = reviews / window;
+  out["reconnects"] = reconnects;
+  out["late_objects"] = late;  // took longer than the interval: the next object waited
+  // From the object's intended send (open loop: a stall delays the objects behind it).
+  out["object_latency_ms"] = percentiles_ms(object_ns);
+  out["mutate"] = call_summary(mutate);
+  out["validate"] = call_summary(validate);
+  std::vector<int64_t> all = mutate.latency_ns;
+  all.insert(all.end(), validate.latency_ns.begin(), validate.latency_ns.end());
+  out["review_latency_ms"] = percentiles_ms(all);
+  out["client_cpu_s"] = cpu1 - cpu0;
+  out["tls"] = {{"version", SSL_get_version(mutate_conn.ssl())}, {"cipher", SSL_get_cipher_name(mutate_conn.ssl())}};
+  if (proc0.ok && proc1.ok) {
+    const double cpu = proc1.cpu_s - proc0.cpu_s;
+    out["server"] = {{"pid", o.server_pid},
+                     {"cpu_s", cpu},
+                     {"cpu_us_per_review", reviews > 0 ? cpu / reviews * 1e6 : 0.0},
+                     {"rss_kib_end", proc1.rss_kib}};
+  }
+  std::cout << (o.json_output ? out.dump() : out.dump(2)) << std::endl;
+  return 0;
+}
+
 int run(const Options& o) {
   ::signal(SIGPIPE, SIG_IGN);
   const Target target = parse_https_url(o.url);
   SSL_CTX* ctx = make_client_context(o.ca);
+  if (o.pattern == "apiserver") return run_apiserver_pattern(o, target, ctx);
+  if (!o.pattern.empty()) throw std::invalid_argument("--pattern: only apiserver is known, not " + o.pattern);
   if (o.hostile == "slowloris") {
     json result = run_slowloris(o, target, ctx);
     if (!o.label.empty()) result["label"] = o.label;
@@ -1019,6 +1205,9 @@ int main(int argc, char** argv) {
   app.add_option("--oversize-bytes", o.oversize_bytes, "body size for --hostile oversize")->capture_default_str();
   app.add_option("--containers", o.containers, "containers in the Pod for --hostile many-containers")->capture_default_str();
   app.add_option("--label", o.label, "copied into the JSON output");
+  app.add_option("--pattern", o.pattern,
+                 "apiserver: one connection per webhook, each Pod CREATE fixture sent to /mutate then, patched, "
+                 "to /validate, at --rate objects/s (--connections is ignored)");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

@@ -147,6 +147,14 @@ for current in variants:
             for op in ("CREATE", "UPDATE"):
                 check((g, res, op) in c, f"mutating: {res} {op} not matched")
         check(not any(op == "DELETE" for _, _, op in c), "mutating webhook matches DELETE (nothing to mutate)")
+        # matchConditions (issue 19): calls that cannot change anything are not sent.
+        conds = {m["name"]: " ".join(m["expression"].split()) for m in w.get("matchConditions", [])}
+        check(set(conds) == {"rightsize-not-off", "not-a-job-update"}, f"mutating matchConditions {sorted(conds)}")
+        off = conds.get("rightsize-not-off", "")
+        check(off.startswith("!has(object.metadata.annotations) ||") and "!= 'off'" in off,
+              f"mutating rightsize-not-off must tolerate objects without annotations and skip only 'off': {off}")
+        check(conds.get("not-a-job-update") == "!(request.resource.resource == 'jobs' && request.operation == 'UPDATE')",
+              f"mutating not-a-job-update: {conds.get('not-a-job-update')}")
     check(len(mwc.get("webhooks", [])) >= 1, "mutating configuration has no webhooks")
 
     want_validate = "Ignore" if current in ("validate-ignore", "audit-only") else "Fail"
@@ -156,6 +164,16 @@ for current in variants:
               f"{w['name']}: failurePolicy {w.get('failurePolicy')}, want {want_validate}")
         check(w.get("sideEffects") == "NoneOnDryRun", f"{w['name']}: sideEffects {w.get('sideEffects')}, want NoneOnDryRun")
         check("reinvocationPolicy" not in w, f"{w['name']}: reinvocationPolicy on a validating webhook")
+        # Only no-op UPDATEs are skipped: CREATE and DELETE (object null) short-circuit
+        # first, and every guard makes the expression unable to fail (failurePolicy Fail).
+        conds = {m["name"]: " ".join(m["expression"].split()) for m in w.get("matchConditions", [])}
+        check(set(conds) == {"not-a-no-op-update"}, f"validating matchConditions {sorted(conds)}")
+        noop = conds.get("not-a-no-op-update", "")
+        check(noop.startswith("request.operation != 'UPDATE' || object == null || oldObject == null ||"),
+              f"validating not-a-no-op-update must pass every non-UPDATE first: {noop}")
+        for needed in ("object.spec != oldObject.spec", "object.metadata.labels != oldObject.metadata.labels",
+                       "object.metadata.annotations != oldObject.metadata.annotations"):
+            check(needed in noop, f"validating not-a-no-op-update lacks {needed}")
         c = covered(w)
         for g, res in [("apps", "deployments/scale"), ("apps", "statefulsets/scale"), ("apps", "replicasets/scale"),
                        ("", "replicationcontrollers/scale")]:

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kube/workload.h"
+
 namespace sizeguard {
 namespace {
 
@@ -52,6 +54,18 @@ Json findings_json(const Decision& decision) {
                    {"denies", f.denies}});
   }
   return out;
+}
+
+bool controller_made_pod(const AdmissionRequest& request) {
+  if (request.kind.kind != "Pod" || !request.object.is_object()) return false;
+  const Json* owners = json_at(request.object, "/metadata/ownerReferences");
+  if (!owners || !owners->is_array()) return false;
+  for (const auto& owner : *owners) {
+    if (!owner.is_object()) continue;
+    auto controller = owner.find("controller");
+    if (controller != owner.end() && controller->is_boolean() && controller->get<bool>()) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -123,9 +137,18 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
 
   const bool apply = result.mode == Mode::Enforce;
   if (apply && !result.patch.empty()) response.patch = result.patch;
-  response.warnings = result.warnings;
-  for (const auto& note : result.notes) response.warnings.push_back("sizeguard: " + note);
-  cap_warnings(response.warnings, "the sizeguard.io/rightsized annotation and the audit log");
+  // A Pod a controller creates (a ReplicaSet's, a Job's) has no one to read its warnings but
+  // the controller, which logs each one: the per-container lines stay in the annotation and
+  // the audit log, the apiserver does not carry them. Notes about problems are still sent.
+  std::vector<std::string> warnings = controller_made_pod(request) ? std::vector<std::string>{} : result.warnings;
+  std::vector<std::string> all = result.warnings;  // the audit line keeps them all (capped)
+  for (const auto& note : result.notes) {
+    warnings.push_back("sizeguard: " + note);
+    all.push_back("sizeguard: " + note);
+  }
+  cap_warnings(warnings, "the sizeguard.io/rightsized annotation and the audit log");
+  cap_warnings(all, "the sizeguard.io/rightsized annotation");
+  response.warnings = std::move(warnings);
   if (context.report) context.report->record(request, result);
   if (context.metrics) {
     const std::string outcome = result.changes.empty() ? "unchanged" : apply ? "patched" : "reported";
@@ -162,7 +185,7 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
     }
     record["rightsizing"] = std::move(rightsizing);
     record["allowed"] = true;
-    record["warnings"] = response.warnings;
+    record["warnings"] = all;
     context.audit->write(record);
   }
   return response;

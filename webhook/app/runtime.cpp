@@ -10,6 +10,7 @@
 #include "policies/file_cluster_state.h"
 #include "policies/watch_cluster_state.h"
 #include "kube/kubeapi.h"
+#include "webhook/logging.h"
 
 namespace sizeguard {
 
@@ -76,7 +77,15 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
   const auto max_staleness = parse_duration("--watch-max-staleness", options.watch_max_staleness);
 
   describe_handler_metrics(metrics);
-  runtime->audit = std::make_unique<AuditLog>(options.audit_log);
+  std::optional<LineWriterOptions> buffering;
+  if (options.buffered_audit) {
+    describe_log_drop_metric(metrics);
+    buffering.emplace();
+    buffering->on_drop = [&metrics](std::size_t lines) {
+      metrics.increment(kLogLinesDropped, {{"log", "audit"}}, static_cast<double>(lines));
+    };
+  }
+  runtime->audit = std::make_unique<AuditLog>(options.audit_log, std::move(buffering));
 
   // Cluster state: manifests offline, else the API (kubeconfig, or the service account
   // when asked or when running in a pod), else none: rules needing it report so.

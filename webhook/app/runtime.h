@@ -37,6 +37,9 @@ struct RuntimeOptions {
   // serve: cluster state from watches kept in memory; review: GETs with the TTL cache.
   bool watch_cluster_state = false;
   std::string watch_max_staleness = "60s";  // a watch broken this long: state reads fail
+  // serve: audit lines are buffered and written by a background thread (off the request
+  // path); drops counted in sizeguard_log_lines_dropped_total{log="audit"}.
+  bool buffered_audit = false;
 };
 
 // `serve` and `review` differ only in defaults: serve audits to stdout and expects the

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -84,11 +85,32 @@ sigset_t block_shutdown_signals() {
 }
 
 int run_serve(ServeFlags flags) {
+  Metrics metrics;  // before the logger, whose writer thread counts drops in it
   std::shared_ptr<spdlog::logger> logger;
+  // The logger would outlive this function in spdlog's registry, its writer thread still
+  // holding `metrics`: on the way out it is flushed and replaced by a plain stderr logger.
+  struct DetachLogger {
+    std::shared_ptr<spdlog::logger>& logger;
+    ~DetachLogger() {
+      if (!logger) return;
+      logger->flush();
+      if (spdlog::default_logger() == logger) spdlog::set_default_logger(make_logger("sizeguard", LogFormat::Text));
+    }
+  } detach_logger{logger};
   std::chrono::milliseconds tls_reload_interval{};
   std::chrono::milliseconds audit_interval{};
   try {
-    logger = make_logger("sizeguard", parse_log_format(flags.log_format));
+    // Info lines (one per decision) are buffered off the request path, one write per batch;
+    // a warning or error flushes at once, so it is never late or lost to a crash.
+    describe_log_drop_metric(metrics);
+    LineWriterOptions log_buffering;
+    log_buffering.thread_name = "sg-log";
+    log_buffering.on_drop = [&metrics](std::size_t lines) {
+      metrics.increment(kLogLinesDropped, {{"log", "process"}}, static_cast<double>(lines));
+    };
+    logger = make_logger("sizeguard", parse_log_format(flags.log_format),
+                         make_buffered_sink(STDERR_FILENO, std::move(log_buffering)));
+    logger->flush_on(spdlog::level::warn);
     logger->set_level(parse_log_level(flags.log_level));
     flags.server.read_timeout = parse_duration("--read-timeout", flags.read_timeout);
     flags.server.write_timeout = parse_duration("--write-timeout", flags.write_timeout);
@@ -157,7 +179,6 @@ int run_serve(ServeFlags flags) {
   }
 
   sigset_t shutdown_signals = block_shutdown_signals();
-  Metrics metrics;
   Readiness readiness;
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<AdmissionServer> server;
@@ -260,10 +281,12 @@ int run_serve(ServeFlags flags) {
   if (!server->shutdown()) {
     // Busy connections past the drain timeout: exit now rather than wait on them.
     logger->flush();
+    runtime->audit->flush();
     std::fflush(stdout);
     std::_Exit(0);
   }
-  logger->flush();
+  server.reset();
+  runtime.reset();  // the audit log's last lines
   return 0;
 }
 
@@ -314,6 +337,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--log-format", flags->log_format, "text or json")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();
   flags->runtime.audit_log = "-";
+  flags->runtime.buffered_audit = true;
   flags->runtime.auto_in_cluster = true;
   flags->runtime.watch_cluster_state = true;
   add_runtime_options(*cmd, flags->runtime);

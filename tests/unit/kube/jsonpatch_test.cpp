@@ -59,14 +59,32 @@ TEST(PatchBuilder, ContainerWithoutResourcesGetsResourcesAndRequests) {
   builder.set({"spec", "containers", "0", "resources", "requests", "cpu"}, "250m");
   builder.set({"spec", "containers", "0", "resources", "requests", "memory"}, "256Mi");
   builder.set({"spec", "containers", "0", "resources", "limits", "memory"}, "256Mi");
-  ASSERT_EQ(builder.operations().size(), 3u);
+  // The later members go into the object the first operation adds: one operation.
+  ASSERT_EQ(builder.operations().size(), 1u) << builder.operations().dump();
   EXPECT_EQ(builder.operations()[0]["path"], "/spec/containers/0/resources");
-  EXPECT_EQ(builder.operations()[1]["path"], "/spec/containers/0/resources/requests/memory");
-  EXPECT_EQ(builder.operations()[2]["path"], "/spec/containers/0/resources/limits");
   expect_patch_applies(original, builder,
                        {{"spec", {{"containers", Json::array({{{"name", "app"},
                                                                {"resources", {{"requests", {{"cpu", "250m"}, {"memory", "256Mi"}}},
                                                                               {"limits", {{"memory", "256Mi"}}}}}}})}}}});
+}
+
+TEST(PatchBuilder, MembersOfAnAddedObjectFoldOnlyIntoTheOperationJustBefore) {
+  const Json original = {{"metadata", {{"name", "x"}}},
+                         {"spec", {{"containers", Json::array({{{"name", "a"}, {"resources", Json::object()}},
+                                                               {{"name", "b"}, {"resources", Json::object()}}})}}}};
+  PatchBuilder builder(original);
+  builder.set({"spec", "containers", "0", "resources", "requests", "cpu"}, "1");
+  builder.set({"spec", "containers", "0", "resources", "requests", "memory"}, "1Gi");  // folds
+  builder.set({"spec", "containers", "1", "resources", "requests", "cpu"}, "2");      // another object
+  builder.set({"metadata", "annotations", "k"}, "v");
+  builder.set({"spec", "containers", "0", "resources", "requests", "cpu"}, "3");  // not after its add: own op
+  ASSERT_EQ(builder.operations().size(), 4u) << builder.operations().dump();
+  EXPECT_EQ(builder.operations()[0]["value"], Json({{"cpu", "1"}, {"memory", "1Gi"}}));
+  EXPECT_EQ(builder.operations()[3]["op"], "replace");
+  expect_patch_applies(original, builder,
+                       {{"metadata", {{"name", "x"}, {"annotations", {{"k", "v"}}}}},
+                        {"spec", {{"containers", Json::array({{{"name", "a"}, {"resources", {{"requests", {{"cpu", "3"}, {"memory", "1Gi"}}}}}},
+                                                             {{"name", "b"}, {"resources", {{"requests", {{"cpu", "2"}}}}}}})}}}});
 }
 
 TEST(PatchBuilder, EmptyResourcesObjectFromTheApiserver) {

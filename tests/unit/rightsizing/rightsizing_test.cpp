@@ -369,6 +369,37 @@ TEST_F(Rightsizing, OptOutsAndModesPerWorkloadAndNamespace) {
   EXPECT_EQ(run(forced, set, snapshot({{"watching/Deployment/web/web", {"300m", "256Mi"}}})).mode, Mode::Enforce);
 }
 
+// A Pod a controller made: the apiserver would hand the per-container warning to the
+// controller, which only logs it; it stays in the annotation and the audit line. A Pod
+// created directly (kubectl run) keeps its warning.
+TEST_F(Rightsizing, ControllerMadePodsGetNoPerContainerWarning) {
+  const auto dir = make_private_temp_directory("sizeguard-rightsizing");
+  AuditLog audit((dir / "audit.log").string());
+  auto set = std::make_shared<const PolicySet>(policy_set("    target: pods\n"));
+  auto recs = snapshot({{"webhook-test/Deployment/demo/app", {"120m", "200Mi"}},
+                        {"webhook-test/Pod/user-pod/user-pod", {"120m", "200Mi"}}});
+  AdmissionContext context;
+  context.policies = [set] { return set; };
+  context.cluster_state = &state_;
+  context.rightsizing = [recs] { return RightsizingInputs{recs, nullptr, ""}; };
+  context.audit = &audit;
+
+  const AdmissionResponse owned = mutate(fixture("pod-create-from-replicaset.json"), context);
+  ASSERT_FALSE(owned.patch.is_null() || owned.patch.empty()) << "the Pod is still right-sized";
+  EXPECT_TRUE(owned.warnings.empty()) << ::testing::PrintToString(owned.warnings);
+  std::ifstream in(dir / "audit.log");
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  const Json record = Json::parse(line);
+  ASSERT_EQ(record["warnings"].size(), 1u) << line;
+  EXPECT_THAT(record["warnings"][0].get<std::string>(), HasSubstr("container app: cpu request"));
+
+  const AdmissionResponse direct = mutate(fixture("pod-create-kubectl-run.json"), context);
+  ASSERT_FALSE(direct.patch.is_null() || direct.patch.empty());
+  ASSERT_EQ(direct.warnings.size(), 1u) << ::testing::PrintToString(direct.warnings);
+  EXPECT_THAT(direct.warnings[0], HasSubstr("container user-pod: cpu request"));
+}
+
 TEST_F(Rightsizing, AuditModeThroughTheHandlerChangesNothingAndReportsEverything) {
   const auto dir = make_private_temp_directory("sizeguard-rightsizing");
   Metrics metrics;
@@ -526,7 +557,7 @@ TEST_F(Rightsizing, ReinvocationWithTheRealFixturesCutsOnce) {
   const Json record = Json::parse(after_one["metadata"]["annotations"][kRightsizedAnnotation].get<std::string>());
   EXPECT_EQ(record["containers"]["app"]["cpu"]["request"], Json({"2", "1"}));
   EXPECT_EQ(record["containers"]["app"]["cpu"]["recommended"], "250m");
-  EXPECT_EQ(record["containers"]["app"]["memory"]["limit"], Json({"2Gi", "2Gi"}));
+  EXPECT_FALSE(record["containers"]["app"]["memory"].contains("limit")) << "an unchanged limit is not recorded";
 }
 
 TEST_F(Rightsizing, ReinvocationWithoutHistoryNeverCuts) {
