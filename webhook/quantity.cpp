@@ -271,6 +271,13 @@ std::string decimal_text(std::string digits, int64_t exponent, bool negative, Qu
     digits.push_back('0');
     --exponent;
   }
+  // Past the exponents the apiserver parses, more digits instead, so the text reads back
+  // (the apiserver's own String() wraps its int32 exponent there).
+  constexpr int64_t kMaxTextExponent = kMaxExponent - kMaxExponent % 3;
+  if (exponent > kMaxTextExponent) {
+    digits.append(static_cast<size_t>(exponent - kMaxTextExponent), '0');
+    exponent = kMaxTextExponent;
+  }
   return (negative ? "-" : "") + digits + decimal_suffix(exponent, format);
 }
 
