@@ -528,6 +528,23 @@ double Quantity::as_double() const {
   return std::strtod(text.c_str(), nullptr);
 }
 
+double Quantity::ratio_to(const Quantity& other) const {
+  if (other.is_zero()) return is_zero() ? std::nan("") : (is_negative() ? -HUGE_VAL : HUGE_VAL);
+  if (!big_ && !other.big_) return static_cast<double>(nano_) / static_cast<double>(other.nano_);
+  if (is_zero()) return 0.0;
+  // Each as m x 10^e with m in [1, 10): the quotient of two such m cannot overflow.
+  auto split = [](const Decimal& d, int64_t& exponent) {
+    const size_t kept = std::min<size_t>(d.digits.size(), 20);
+    exponent = d.top() - 1;
+    const std::string text = d.digits.substr(0, 1) + "." + d.digits.substr(1, kept - 1);
+    return (d.negative ? -1.0 : 1.0) * std::strtod(text.c_str(), nullptr);
+  };
+  int64_t e1 = 0, e2 = 0;
+  const double m1 = split(decimal(), e1), m2 = split(other.decimal(), e2);
+  const int64_t shift = std::clamp<int64_t>(e1 - e2, -400, 400);
+  return m1 / m2 * std::pow(10.0, static_cast<double>(shift));
+}
+
 Quantity Quantity::rounded_up(int scale) const {
   scale = std::clamp(scale, -9, 18);
   if (!big_) {

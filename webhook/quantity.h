@@ -53,6 +53,9 @@ class Quantity {
   int64_t milli_value() const;
   int64_t value() const;
   double as_double() const;  // for statistics only, never for decisions; may be +/-inf
+  // this / other as a double, without overflowing for huge values (1e401 / 1e400 is 10,
+  // where as_double() gives inf / inf); +/-inf when other is zero, NaN when both are.
+  double ratio_to(const Quantity& other) const;
 
   // Rounded away from zero to a multiple of 10^scale units (0: whole units, -3: milli),
   // as k8s Quantity.RoundUp. `scale` is clamped to [-9, 18].

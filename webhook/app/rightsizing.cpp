@@ -466,7 +466,7 @@ std::optional<Values> propose(const std::string& resource, const Values& origina
   }
   if (limit && *limit < next) limit = next;
   if (auto it = bounds.ratio.find(resource); it != bounds.ratio.end() && limit &&
-                                             limit->as_double() > next.as_double() * it->second.first * (1 + 1e-12)) {
+                                             limit->ratio_to(next) > it->second.first * (1 + 1e-12)) {
     // Rounded down, so the ratio still holds after rounding.
     limit = std::max(next, Quantity::rounded_to_step(next.as_double() * it->second.first, resource, /*up=*/false));
     clamp_note += std::string(clamp_note.empty() ? "" : ", ") + "limit ratio of policy " + it->second.second;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,16 @@ TEST(Quantity, ArithmeticIsExact) {
   EXPECT_EQ((q("9223372036854775807") + q("1")).to_string(), "9223372036854775808");
   EXPECT_EQ((q("9223372036854775807") * std::numeric_limits<int64_t>::max()).to_string(),
             "85070591730234615847396907784232501249");
+}
+
+TEST(Quantity, RatiosOfHugeValuesDoNotOverflow) {
+  EXPECT_DOUBLE_EQ(q("1e401").ratio_to(q("1e400")), 10.0);  // as_double() is inf for both
+  EXPECT_DOUBLE_EQ(q("12E").ratio_to(q("6E")), 2.0);
+  EXPECT_DOUBLE_EQ(q("-12E").ratio_to(q("4")), -3e18);
+  EXPECT_DOUBLE_EQ(q("2").ratio_to(q("500m")), 4.0);
+  EXPECT_EQ(q("1").ratio_to(q("1e400")), 0.0);
+  EXPECT_EQ(q("1e400").ratio_to(q("0")), HUGE_VAL);
+  EXPECT_TRUE(std::isnan(q("0").ratio_to(q("0"))));
 }
 
 TEST(Quantity, MilliAndUnitValuesRoundAwayFromZero) {
