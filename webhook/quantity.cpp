@@ -29,6 +29,7 @@ struct Decimal {
 namespace {
 
 using i128 = Int128;
+__extension__ typedef unsigned __int128 u128;
 using quantity_detail::Decimal;
 
 constexpr int64_t kMaxUnits = std::numeric_limits<int64_t>::max();  // the binary-suffix cap
@@ -148,9 +149,9 @@ void round_up_to(Decimal& d, int64_t exponent) {
 }
 
 void multiply(std::string& digits, uint64_t factor) {
-  unsigned __int128 carry = 0;
+  u128 carry = 0;
   for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
-    carry += static_cast<unsigned __int128>(*it - '0') * factor;
+    carry += static_cast<u128>(*it - '0') * factor;
     *it = static_cast<char>('0' + static_cast<int>(carry % 10));
     carry /= 10;
   }
@@ -337,8 +338,8 @@ std::optional<Quantity> Quantity::parse(std::string_view text, std::string* erro
   };
   if (text.empty()) return fail("empty");
 
-  // <sign><integer digits>.<fraction digits><suffix>, every part optional (the apiserver
-  // reads "", ".", "-" or "E-3" as a zero number part).
+  // <sign><integer digits>.<fraction digits><suffix>, every part optional: the apiserver
+  // reads a missing number (".", "-", "E-3", "Ki") as 0.
   size_t pos = 0;
   bool negative = false;
   if (text[0] == '-' || text[0] == '+') {
@@ -573,7 +574,7 @@ Quantity Quantity::operator-(const Quantity& other) const {
 }
 
 Quantity Quantity::operator*(int64_t factor) const {
-  const unsigned __int128 magnitude_factor = factor < 0 ? -static_cast<i128>(factor) : factor;
+  const u128 magnitude_factor = factor < 0 ? -static_cast<i128>(factor) : factor;
   if (!big_) {
     // |nano_| < 2^94 and |factor| <= 2^63 could overflow 127 bits: go exact beyond that.
     const i128 magnitude = nano_ < 0 ? -nano_ : nano_;

@@ -214,8 +214,12 @@ TEST_P(ApimachineryString, CanonicalFormAlternateAndNegation) {
   EXPECT_EQ(value.to_string(), c.expect);
   // The canonical text parses (and is its own canonical form when it keeps the family).
   EXPECT_EQ(q(c.expect), value);
-  if (!c.alternate.empty()) EXPECT_EQ(q(c.alternate).to_string(), c.expect) << c.alternate;
-  if (!value.is_zero()) EXPECT_EQ((Quantity() - value).with_format(c.format).to_string(), "-" + c.expect);
+  if (!c.alternate.empty()) {
+    EXPECT_EQ(q(c.alternate).to_string(), c.expect) << c.alternate;
+  }
+  if (!value.is_zero()) {
+    EXPECT_EQ((Quantity() - value).with_format(c.format).to_string(), "-" + c.expect);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(QuantityTestGo, ApimachineryString, testing::ValuesIn(kString));
