@@ -15,7 +15,7 @@
 #   made locally when absent; the webhook count is then assumed to be 1 per configuration).
 # --out is accepted as another name for --dir. KUBECTL overrides the kubectl binary.
 # Rotating the CA: certs/make-certs.sh --rotate-ca, run this, roll out, then
-# certs/make-certs.sh --drop-previous-ca and run this again (README "Certificates").
+# certs/make-certs.sh --drop-previous-ca and run this again (docs/install.md "2. Certificates").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

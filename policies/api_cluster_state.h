@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "policies/cluster_state.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 

@@ -8,7 +8,7 @@
 
 #include "policies/lease_update.h"
 #include "policies/rules.h"
-#include "webhook/jsonpatch.h"
+#include "kube/jsonpatch.h"
 
 namespace sizeguard::rules {
 namespace {

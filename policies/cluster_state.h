@@ -8,7 +8,7 @@
 #include <variant>
 #include <vector>
 
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

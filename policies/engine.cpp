@@ -7,8 +7,8 @@
 #include <optional>
 
 #include "policies/rules.h"
-#include "webhook/jsonpatch.h"
-#include "webhook/workload.h"
+#include "kube/jsonpatch.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

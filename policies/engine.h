@@ -11,7 +11,7 @@
 #include "policies/cluster_state.h"
 #include "policies/gpu_charge.h"
 #include "policies/policy.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -2,8 +2,8 @@
 
 #include <stdexcept>
 
-#include "webhook/manifest.h"
-#include "webhook/workload.h"
+#include "kube/manifest.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {

@@ -6,8 +6,8 @@
 
 #include "policies/lease_update.h"
 #include "policies/rules.h"
-#include "webhook/kubeapi.h"
-#include "webhook/metrics.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
 
 namespace sizeguard {
 namespace {

@@ -18,7 +18,7 @@
 #include "policies/cluster_state.h"
 #include "policies/engine.h"
 #include "policies/lease_update.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -5,7 +5,7 @@
 #include <random>
 #include <thread>
 
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 namespace {

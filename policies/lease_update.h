@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "policies/cluster_state.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -1,6 +1,6 @@
 #include "policies/loader.h"
 
-#include "webhook/manifest.h"
+#include "kube/manifest.h"
 
 #include <algorithm>
 #include <cerrno>

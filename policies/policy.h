@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "webhook/quantity.h"
-#include "webhook/review.h"
+#include "kube/quantity.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

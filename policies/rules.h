@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "policies/engine.h"
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard::rules {
 

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "policies/policy.h"
-#include "webhook/metrics.h"
-#include "webhook/periodic.h"
-#include "webhook/shared_snapshot.h"
+#include "kube/metrics.h"
+#include "kube/periodic.h"
+#include "kube/shared_snapshot.h"
 
 namespace sizeguard {
 

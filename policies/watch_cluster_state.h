@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "policies/cluster_state.h"
-#include "webhook/informer.h"
-#include "webhook/kubeapi.h"
-#include "webhook/metrics.h"
-#include "webhook/periodic.h"
+#include "kube/informer.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
+#include "kube/periodic.h"
 
 namespace sizeguard {
 

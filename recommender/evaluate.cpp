@@ -15,7 +15,7 @@
 
 #include "recommender/baselines.h"
 #include "recommender/features.h"
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 namespace sizeguard {
 namespace {
@@ -538,5 +538,15 @@ std::string evaluation_html(const Evaluation& e) {
   h << "</body></html>\n";
   return h.str();
 }
+
+std::string svg_line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
+                           const std::vector<ChartLine>& lines, double x0, double x1, double y0, double y1,
+                           const std::vector<std::pair<double, std::string>>& xticks) {
+  std::vector<Line> converted;
+  for (const auto& l : lines) converted.push_back({l.name, l.color, l.x, l.y, l.dashed, l.width});
+  return svg_chart(title, xlabel, ylabel, converted, x0, x1, y0, y1, xticks);
+}
+
+std::string report_html_escape(const std::string& text) { return html_escape(text); }
 
 }  // namespace sizeguard

@@ -94,6 +94,20 @@ std::string evaluation_json(const Evaluation& e);
 std::string evaluation_html(const Evaluation& e);
 void write_recs_csv(std::ostream& out, const Evaluation& e);
 
+// The report's SVG line chart, for other reports in the same style (`sizeguard scan --output
+// html`): linear axes, a legend, NaN points break a line, an optional dashed vertical line.
+struct ChartLine {
+  std::string name, color;
+  std::vector<double> x, y;
+  bool dashed = false;
+  double width = 1.5;
+};
+std::string svg_line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
+                           const std::vector<ChartLine>& lines, double x0, double x1, double y0, double y1,
+                           const std::vector<std::pair<double, std::string>>& xticks = {});
+// Text safe inside HTML elements and attribute values.
+std::string report_html_escape(const std::string& text);
+
 // The scoring primitives, exposed for tests: pairs of (recommendation, usage) per window.
 struct WindowSet {
   std::vector<float> rec, usage;

@@ -1,5 +1,5 @@
 #include "recommender/model.h"
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 #include <xgboost/c_api.h>
 

@@ -20,7 +20,7 @@
 #include <string_view>
 #include <utility>
 
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "webhook/quantity.h"
-#include "webhook/utc_time.h"
+#include "kube/quantity.h"
+#include "kube/utc_time.h"
 
 namespace sizeguard {
 namespace {

@@ -1,5 +1,5 @@
 #include "webhook/audit.h"
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 #include <cerrno>
 #include <chrono>

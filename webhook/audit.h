@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

@@ -1,5 +1,5 @@
 #include "webhook/logging.h"
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 
 #include <cstdio>
 #include <ctime>

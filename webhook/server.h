@@ -1,7 +1,8 @@
-// The admission server: an HTTP-free review core (body bytes -> HTTP status + body) that
-// `serve`, `review`, fuzzers and benchmarks share, and the network side around it — an
-// HTTPS listener for POST /mutate and /validate plus a plain-HTTP listener for /healthz,
-// /readyz, /metrics and any GET routes later code adds.
+// The admission server: an HTTPS listener for POST /mutate and /validate (answered by the
+// review core, webhook/admission_core.h) plus a plain-HTTP listener for /healthz, /readyz,
+// /metrics and any GET routes later code adds. Where its parts live: the event loop and
+// connections in connection_server.h, HTTP framing and limits in http_framing.*, the
+// certificate in tls_context.*, readiness in readiness.*, the routes here (server.cpp).
 #pragma once
 
 #include <chrono>
@@ -9,113 +10,19 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
-#include <openssl/types.h>
-
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/metrics.h"
+#include "webhook/admission_core.h"
+#include "webhook/readiness.h"
+#include "webhook/tls_context.h"
 
 namespace spdlog {
 class logger;
 }
 
 namespace sizeguard {
-
-enum class Webhook { Mutate, Validate };
-std::string_view to_string(Webhook webhook);  // "mutate" | "validate"
-
-// The decision function behind one webhook. May throw: the core answers 500 then, so the
-// apiserver applies the webhook's failurePolicy instead of seeing a made-up decision.
-using AdmissionHandler = std::function<AdmissionResponse(const AdmissionRequest&)>;
-
-struct AdmissionHandlers {
-  AdmissionHandler mutate;
-  AdmissionHandler validate;
-};
-
-struct HttpAnswer {
-  int status = 200;
-  std::string content_type;
-  std::string body;
-};
-
-// What one review came to, handed to observers (decision log, metrics) before the answer
-// is sent. Pointers are valid only during the observer call.
-struct DecisionRecord {
-  Webhook webhook = Webhook::Mutate;
-  const AdmissionRequest* request = nullptr;    // null when the body was not a valid review
-  const AdmissionResponse* response = nullptr;  // null unless the handler answered
-  int http_status = 200;
-  std::string_view error;  // why the body was rejected or the handler failed
-  std::chrono::nanoseconds latency{0};
-};
-
-// "allowed", "patched" (allowed with a non-empty patch), "denied", "invalid" (400) or
-// "error" (the handler threw).
-std::string_view decision_label(const DecisionRecord& record);
-
-using DecisionObserver = std::function<void(const DecisionRecord&)>;
-
-// The review core. 200 + the encoded AdmissionReview (same apiVersion as the request,
-// response.uid forced to request.uid) for a valid review; 400 + a metav1.Status JSON body
-// naming what is wrong otherwise; 500 + Status if the handler throws. Never throws.
-HttpAnswer handle_admission(Webhook webhook, std::string_view body, const AdmissionHandler& handler,
-                            const DecisionObserver& observer = {});
-
-// A metav1.Status JSON body ({"kind":"Status","status":"Failure","code":..,"message":..}),
-// the form the apiserver understands in error answers.
-std::string status_body(int http_status, std::string_view message);
-
-// Declares the server's metric families and sets sizeguard_build_info{version}.
-void describe_server_metrics(Metrics& metrics, std::string_view version);
-// Counts one decision in sizeguard_admission_requests_total / _duration_seconds.
-void record_decision(Metrics& metrics, const DecisionRecord& record);
-
-// Readiness as a set of named components (the webhook listener now; policies, model,
-// recommendations later). Ready when at least one component is registered and all are
-// ready; a component that is not ready carries the reason shown by /readyz.
-class Readiness {
- public:
-  void set(const std::string& component, bool ready, std::string reason = {});
-  struct Report {
-    bool ready = false;
-    std::string text;  // one "component: ok" / "component: not ready: reason" line each
-  };
-  Report report() const;
-
- private:
-  struct State {
-    bool ready = false;
-    std::string reason;
-  };
-  mutable std::mutex mutex_;
-  std::map<std::string, State> components_;
-};
-
-// The serving certificate as an immutable SSL_CTX snapshot. Each new connection takes the
-// current snapshot; reload() swaps in a new one (existing connections keep theirs), so a
-// rotated cert/key pair is picked up without dropping connections. TLS 1.2 minimum, ECDHE
-// with AES-GCM or ChaCha20 for TLS 1.2, the standard TLS 1.3 suites.
-class TlsContext {
- public:
-  // Throws std::runtime_error naming the file and the OpenSSL reason.
-  TlsContext(std::string cert_path, std::string key_path);
-  // Re-reads both files; on failure throws and keeps serving the previous snapshot.
-  void reload();
-  std::shared_ptr<SSL_CTX> current() const;
-  // notAfter of the current serving certificate (for expiry metrics and warnings).
-  std::chrono::system_clock::time_point not_after() const;
-  const std::string& cert_path() const { return cert_path_; }
-  const std::string& key_path() const { return key_path_; }
-
- private:
-  std::string cert_path_, key_path_;
-  mutable std::mutex mutex_;
-  std::shared_ptr<SSL_CTX> context_;
-};
 
 struct ListenAddress {
   std::string host;  // "0.0.0.0" when the text had no host

@@ -11,8 +11,8 @@
 
 #include "bench_fixtures.h"
 
-#include "webhook/json_read.h"
-#include "webhook/review.h"
+#include "kube/json_read.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {
@@ -49,7 +49,7 @@ void SimdjsonParseOnly(benchmark::State& state) {
 }
 BENCHMARK(SimdjsonParseOnly)->Arg(0)->Arg(10'000);
 
-// The read path the webhook uses (webhook/json_read.h): simdjson, then the nlohmann tree.
+// The read path the webhook uses (kube/json_read.h): simdjson, then the nlohmann tree.
 void ParseJsonReadPath(benchmark::State& state) {
   const std::string body = body_for(state.range(0));
   for (auto _ : state) benchmark::DoNotOptimize(parse_json(body));

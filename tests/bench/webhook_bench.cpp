@@ -13,9 +13,9 @@
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
 #include "webhook/app/handlers.h"
-#include "webhook/app/rightsizing.h"
-#include "webhook/quantity.h"
-#include "webhook/review.h"
+#include "rightsizing/rightsizing.h"
+#include "kube/quantity.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {

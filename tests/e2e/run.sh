@@ -238,11 +238,11 @@ if [[ $mode == local ]]; then
   # holding that account's token: cluster-state reads and Lease writes get exactly the
   # permissions the shipped RBAC grants.
   mkns "$budget_ns"
-  python3 - "$root/deploy/base/rbac.yaml" "$run" "$budget_ns" > "$work/rbac.json" <<'PY'
+  python3 - "$run" "$budget_ns" "$root/deploy/base/rbac.yaml" "$root/deploy/base/audit-rbac.yaml" > "$work/rbac.json" <<'PY'
 import json, sys, yaml
-src, run, ns = sys.argv[1:4]
+run, ns = sys.argv[1:3]
 items = []
-for d in yaml.safe_load_all(open(src)):
+for d in (d for src in sys.argv[3:] for d in yaml.safe_load_all(open(src))):
     if not d:
         continue
     md = d["metadata"]
@@ -269,12 +269,18 @@ PY
   "${kc[@]}" set-credentials sizeguard --token="$token" >/dev/null
   "${kc[@]}" set-context e2e --cluster=e2e --user=sizeguard >/dev/null
   "${kc[@]}" use-context e2e >/dev/null
+  # The background audit writes PolicyReports: their CRDs (deploy/components/policyreport-crds)
+  # unless Kyverno or Policy Reporter installed them already.
+  if ! kubectl get crd policyreports.wgpolicyk8s.io >/dev/null 2>&1; then
+    kubectl apply -f deploy/components/policyreport-crds/policyreports.yaml >/dev/null
+    kubectl wait --for condition=established --timeout=60s crd/policyreports.wgpolicyk8s.io >/dev/null
+  fi
 
   "$binary" serve --listen "$host_port" --metrics-listen 127.0.0.1:0 \
     --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
     --policies "$work/policies" --model "$root/recommender/models/default" \
     --recommendations "$work/recommendations.json" \
-    --kubeconfig "$work/webhook.kubeconfig" --budget-namespace "$budget_ns" \
+    --kubeconfig "$work/webhook.kubeconfig" --budget-namespace "$budget_ns" --audit-interval 5s \
     --audit-log "$work/audit.log" >"$work/sizeguard.log" 2>&1 &
   local_pid=$!
   [[ -n ${SIZEGUARD_E2E_PIDFILE:-} ]] && echo "$local_pid" > "$SIZEGUARD_E2E_PIDFILE"
@@ -705,6 +711,47 @@ kubectl -n "$ml_ns" get events --field-selector reason=FailedCreate -o jsonpath=
 leads_with GPUQuotaExceeded "$work/gpu-events.out" \
   && ok "refused pods: $(grep -m1 -F 'GPUQuotaExceeded' "$work/gpu-events.out" | cut -c1-220)" \
   || bad "no FailedCreate event with 'denied the request: [GPUQuotaExceeded]': $(head -c 400 "$work/gpu-events.out")"
+
+# ---- issue #18 ----------------------------------------------------------------------------------
+if [[ $mode == local ]]; then
+  step "background audit: the Lease holder keeps a PolicyReport for the test namespace"
+  audit_report() {
+    kubectl -n "$ns" get policyreport sizeguard-audit -o json > "$work/polr.json" 2>/dev/null \
+      && python3 - "$work/polr.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sizeguard"
+kinds = {res["kind"] for x in r["results"] for res in x["resources"]}
+assert "Deployment" in kinds, kinds
+assert sum(r["summary"].values()) == len(r["results"]), r["summary"]
+PY
+  }
+  if until_true 60 audit_report; then
+    ok "PolicyReport $ns/sizeguard-audit: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"])' "$work/polr.json")"
+    python3 - "$work/polr.json" > "$work/polr-rs.out" <<'PY' && ok "right-sizing result: $(cat "$work/polr-rs.out")" || bad "no rightsizing result with properties in the report"
+import json, sys
+r = json.load(open(sys.argv[1]))
+rs = [x for x in r["results"] if x["rule"] == "rightsizing"]
+assert rs, "none"
+# Workloads admission already right-sized pass; one it would change carries the numbers.
+changed = [x for x in rs if x["result"] == "warn"]
+for x in changed:
+    assert {"current", "recommended", "savings", "coldStart"} <= set(x["properties"]), x["properties"]
+x = (changed or rs)[0]
+print(x["properties"]["workload"], x["result"], x["properties"].get("current", ""), "->", x["properties"].get("recommended", ""))
+PY
+  else
+    bad "no PolicyReport sizeguard-audit in $ns after 60 s: $(tail -3 "$work/sizeguard.log" | tr '\n' ' ' | cut -c1-300)"
+  fi
+  holder=$(kubectl -n "$budget_ns" get lease sizeguard-audit-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+  [[ -n $holder ]] && ok "leader Lease $budget_ns/sizeguard-audit-leader held by $holder" || bad "no holder on the audit leader Lease"
+  if [[ -n ${mport:-} ]]; then
+    curl -s "http://127.0.0.1:$mport/metrics" > "$work/metrics.out" || true
+    grep -q '^sizeguard_audit_leader 1' "$work/metrics.out" && grep -q 'sizeguard_audit_runs_total{result="success"}' "$work/metrics.out" \
+      && ok "metrics: sizeguard_audit_leader 1, successful runs counted" \
+      || bad "audit metrics missing: $(grep sizeguard_audit "$work/metrics.out" | tr '\n' ' ' | cut -c1-300)"
+  fi
+fi
 
 finished=1
 ((fail == 0))   # the summary is the last line, printed by cleanup

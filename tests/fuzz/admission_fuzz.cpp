@@ -24,7 +24,7 @@
 #include "recommender/model.h"
 #include "recommender/recommend.h"
 #include "webhook/app/handlers.h"
-#include "webhook/metrics.h"
+#include "kube/metrics.h"
 #include "webhook/server.h"
 
 namespace sizeguard {

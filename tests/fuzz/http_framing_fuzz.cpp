@@ -23,7 +23,7 @@
 #include <string_view>
 
 #include "webhook/devcerts.h"
-#include "webhook/metrics.h"
+#include "kube/metrics.h"
 #include "webhook/server.h"
 
 namespace {

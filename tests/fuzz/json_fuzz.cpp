@@ -1,4 +1,4 @@
-// Differential target for the request-body parser (webhook/json_read.h): for any bytes,
+// Differential target for the request-body parser (kube/json_read.h): for any bytes,
 // parse_json must agree with nlohmann::json::parse — both reject, or both accept with the
 // same serialization. Seeds: the apiserver fixtures.
 #include <cstdint>
@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "webhook/json_read.h"
+#include "kube/json_read.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <variant>
 
-#include "webhook/manifest.h"
+#include "kube/manifest.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "webhook/quantity.h"
+#include "kube/quantity.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -16,7 +16,7 @@
 #include "policies/loader.h"
 #include "support/fake_apiserver.h"
 #include "webhook/app/handlers.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 namespace {

@@ -32,7 +32,7 @@
 #include "webhook/app/handlers.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
-#include "webhook/workload.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 namespace {
@@ -333,7 +333,7 @@ TEST_F(HostileClientsTest, OverTheBufferBudgetReceivingMovesToWorkers) {
   EXPECT_EQ(gauge(busy), 0);
 }
 
-// The decoder-level hostile bodies of tests/unit/webhook/handlers_test.cpp, over the
+// The decoder-level hostile bodies of tests/unit/webhook/app/handlers_test.cpp, over the
 // wire: JSON nested 100,000 deep and a Pod with 10,000 containers get well-formed
 // answers on a connection that keeps serving.
 TEST_F(HostileClientsTest, DeepJsonAndTenThousandContainersOverTheWire) {

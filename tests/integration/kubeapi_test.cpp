@@ -17,7 +17,7 @@
 #include "support/fixtures.h"
 #include "policies/api_cluster_state.h"
 #include "webhook/devcerts.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 namespace {

@@ -20,7 +20,7 @@
 #include "recommender/recommend.h"
 #include "support/fake_apiserver.h"
 #include "support/fixtures.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 namespace {

@@ -1,4 +1,4 @@
-// Cluster state from watches (webhook/informer, policies/watch_cluster_state) against the
+// Cluster state from watches (kube/informer, policies/watch_cluster_state) against the
 // fake apiserver's watch endpoint: list then watch, events applied, resume after a dropped
 // stream, re-list after 410 Gone, bookmarks, bounded staleness, /readyz and metrics, and a
 // namespace relabel reaching the next reviews through `serve`'s runtime with no TTL.
@@ -24,8 +24,8 @@
 #include "webhook/app/handlers.h"
 #include "webhook/app/runtime.h"
 #include "webhook/devcerts.h"
-#include "webhook/informer.h"
-#include "webhook/kubeapi.h"
+#include "kube/informer.h"
+#include "kube/kubeapi.h"
 #include "webhook/server.h"
 
 namespace sizeguard {

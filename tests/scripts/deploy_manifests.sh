@@ -294,9 +294,16 @@ for current in variants:
               f"{kind} {name}: roleRef {b.get('roleRef')}")
         check(b.get("subjects") == [{"kind": "ServiceAccount", "name": sa, "namespace": NS}], f"{kind} {name}: subjects {b.get('subjects')}")
     bound("ClusterRoleBinding", "sizeguard-read", "ClusterRole", "sizeguard-read", "sizeguard")
+    # The background audit: LIST of the audited kinds, its own PolicyReports (webhook/app/background_audit.cpp).
+    audit = one(docs, "ClusterRole", "sizeguard-audit")
+    want_audit = {("", "pods", "list", A)} | {("apps", r, "list", A) for r in ("deployments", "statefulsets", "daemonsets", "replicasets")} | \
+                 {("batch", r, "list", A) for r in ("jobs", "cronjobs")} | \
+                 {("wgpolicyk8s.io", r, v, A) for r in ("policyreports", "clusterpolicyreports") for v in ("get", "list", "create", "update", "delete")}
+    check(grants(audit) == want_audit, f"ClusterRole sizeguard-audit grants {sorted(grants(audit) ^ want_audit)} differently")
+    bound("ClusterRoleBinding", "sizeguard-audit", "ClusterRole", "sizeguard-audit", "sizeguard")
     bound("RoleBinding", "sizeguard-budgets", "Role", "sizeguard-budgets", "sizeguard")
     bound("RoleBinding", "sizeguard-recommender", "Role", "sizeguard-recommender", "sizeguard-recommender")
-    check(len(find(docs, "ClusterRole")) == 1 and len(find(docs, "ClusterRoleBinding")) == 1, "unexpected cluster-wide RBAC")
+    check(len(find(docs, "ClusterRole")) == 2 and len(find(docs, "ClusterRoleBinding")) == 2, "unexpected cluster-wide RBAC")
 
     # --- ConfigMaps.
     recs = one(docs, "ConfigMap", "sizeguard-recommendations")
@@ -398,6 +405,29 @@ if errors:
     print("\n".join("FAIL: " + e for e in errors), file=sys.stderr)
     sys.exit(1)
 print(f"manifests: {len(variants)} renderings checked")
+PY
+
+# The optional PolicyReport CRDs component renders on top of the base: the two wgpolicyk8s.io
+# v1alpha2 CRDs, namespaced and cluster-scoped, with the fields the audit writes typed.
+mkdir -p "$work/with-crds/overlay"
+cp -r "$src/deploy/base" "$src/deploy/components" "$work/with-crds/"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../base]\ncomponents: [../components/policyreport-crds]\n' \
+  > "$work/with-crds/overlay/kustomization.yaml"
+render with-crds "$work/with-crds/overlay"
+python3 - "$work/with-crds.json" <<'PY'
+import json, sys
+docs = json.load(open(sys.argv[1]))
+crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+assert set(crds) == {"policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"}, sorted(crds)
+for name, scope in (("policyreports.wgpolicyk8s.io", "Namespaced"), ("clusterpolicyreports.wgpolicyk8s.io", "Cluster")):
+    spec = crds[name]["spec"]
+    assert spec["group"] == "wgpolicyk8s.io" and spec["scope"] == scope, name
+    (v,) = spec["versions"]
+    assert v["name"] == "v1alpha2" and v["served"] and v["storage"], name
+    props = v["schema"]["openAPIV3Schema"]["properties"]
+    assert {"summary", "results"} <= set(props), name
+    assert props["results"]["items"]["properties"]["result"]["enum"] == ["pass", "fail", "warn", "error", "skip"], name
+print("manifests: the policyreport-crds component renders both CRDs")
 PY
 
 # The real binary accepts the recommendations literal and the base policies (as the pod would).

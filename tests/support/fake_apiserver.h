@@ -38,8 +38,8 @@
 #include <tuple>
 #include <vector>
 
-#include "webhook/kubeapi.h"
-#include "webhook/review.h"
+#include "kube/kubeapi.h"
+#include "kube/review.h"
 
 namespace httplib {
 class SSLServer;

@@ -11,5 +11,6 @@ void add_review_command(CLI::App& app, int& exit_code);     // review_command.cp
 void add_policy_command(CLI::App& app, int& exit_code);     // policy_command.cpp
 void add_recommender_commands(CLI::App& app, int& exit_code);  // train, recommend, evaluate
 void add_report_command(CLI::App& app, int& exit_code);     // report_command.cpp
+void add_scan_command(CLI::App& app, int& exit_code);       // scan_command.cpp
 
 }  // namespace sizeguard

@@ -11,10 +11,10 @@
 #include "policies/engine.h"
 #include "policies/gpu_reservations.h"
 #include "policies/policy.h"
-#include "webhook/app/rightsizing.h"
+#include "rightsizing/rightsizing.h"
 #include "webhook/audit.h"
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 

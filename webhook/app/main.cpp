@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   sizeguard::add_policy_command(app, exit_code);
   sizeguard::add_recommender_commands(app, exit_code);
   sizeguard::add_report_command(app, exit_code);
+  sizeguard::add_scan_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,10 +10,10 @@
 #include <string>
 
 #include "recommender/recommend.h"
-#include "webhook/metrics.h"
-#include "webhook/periodic.h"
+#include "kube/metrics.h"
+#include "kube/periodic.h"
 #include "webhook/server.h"
-#include "webhook/shared_snapshot.h"
+#include "kube/shared_snapshot.h"
 
 namespace sizeguard {
 

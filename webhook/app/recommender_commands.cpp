@@ -21,7 +21,7 @@
 #include <string>
 #include <tuple>
 
-#include "webhook/utc_time.h"
+#include "kube/utc_time.h"
 #include "recommender/evaluate.h"
 #include "recommender/ingest.h"
 #include "recommender/model.h"
@@ -29,7 +29,7 @@
 #include "recommender/recommend.h"
 #include "recommender/publish.h"
 #include "webhook/app/commands.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 #ifndef SIZEGUARD_DEFAULT_MODEL_DIR
 #define SIZEGUARD_DEFAULT_MODEL_DIR "recommender/models/default"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "webhook/app/commands.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {

@@ -14,11 +14,11 @@
 #include "webhook/app/commands.h"
 #include "webhook/app/handlers.h"
 #include "webhook/app/runtime.h"
-#include "webhook/jsonpatch.h"
+#include "kube/jsonpatch.h"
 #include "webhook/logging.h"
-#include "webhook/manifest.h"
-#include "webhook/metrics.h"
-#include "webhook/review.h"
+#include "kube/manifest.h"
+#include "kube/metrics.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {

@@ -9,7 +9,7 @@
 #include "policies/api_cluster_state.h"
 #include "policies/file_cluster_state.h"
 #include "policies/watch_cluster_state.h"
-#include "webhook/kubeapi.h"
+#include "kube/kubeapi.h"
 
 namespace sizeguard {
 
@@ -116,6 +116,8 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
                    cache_ttl.count());
     }
     runtime->keep_alive = client;
+    runtime->kube = client.get();
+    runtime->lease_namespace = budget_namespace;
   } else {
     runtime->cluster_state = std::make_unique<UnavailableClusterState>(
         "no cluster access configured (use --kubeconfig, --in-cluster or, offline, --cluster-state FILE)");

@@ -13,7 +13,8 @@
 #include "webhook/app/handlers.h"
 #include "webhook/app/recommendation_store.h"
 #include "webhook/audit.h"
-#include "webhook/metrics.h"
+#include "kube/kubeapi.h"
+#include "kube/metrics.h"
 #include "webhook/server.h"
 
 namespace sizeguard {
@@ -49,6 +50,8 @@ std::chrono::milliseconds parse_duration(const std::string& flag, const std::str
 struct Runtime {
   // Declared before cluster_state so it is destroyed after it: the API client it uses.
   std::shared_ptr<void> keep_alive;
+  KubeClient* kube = nullptr;       // the API client kept alive above; null without cluster access
+  std::string lease_namespace;      // where sizeguard's Leases live (budgets, audit leader)
   AdmissionContext context;
   std::unique_ptr<PolicyStore> policies;
   std::unique_ptr<ClusterState> cluster_state;

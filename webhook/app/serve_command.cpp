@@ -20,12 +20,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "webhook/app/background_audit.h"
 #include "webhook/app/commands.h"
 #include "webhook/app/handlers.h"
 #include "webhook/app/runtime.h"
 #include "webhook/devcerts.h"
 #include "webhook/logging.h"
-#include "webhook/periodic.h"
+#include "kube/periodic.h"
 #include "webhook/server.h"
 
 namespace sizeguard {
@@ -39,6 +40,7 @@ struct ServeFlags {
   std::string read_timeout = "10s", write_timeout = "10s", idle_timeout = "120s", drain_timeout = "30s";
   std::string log_format = "text", log_level = "info";
   std::string tls_reload_interval = "30s";
+  std::string audit_interval = "10m";  // background audit of existing objects; 0 = off
 };
 
 // Each open connection is a descriptor: raise the soft limit (often 1024) towards the hard
@@ -59,6 +61,14 @@ void raise_open_file_limit(std::size_t max_connections, spdlog::logger& logger) 
   }
 }
 
+// "0", "0s", "0m": turned off (parse_duration accepts only positive durations).
+bool zero_duration(const std::string& text) {
+  const auto rest = text.find_first_not_of('0');
+  if (text.empty() || rest == 0) return false;
+  const std::string unit = rest == std::string::npos ? "" : text.substr(rest);
+  return unit.empty() || unit == "s" || unit == "ms" || unit == "m" || unit == "h";
+}
+
 // Blocks the shutdown signals in this thread and every thread started after, so that
 // sigwait() below is the one place they arrive.
 sigset_t block_shutdown_signals() {
@@ -76,6 +86,7 @@ sigset_t block_shutdown_signals() {
 int run_serve(ServeFlags flags) {
   std::shared_ptr<spdlog::logger> logger;
   std::chrono::milliseconds tls_reload_interval{};
+  std::chrono::milliseconds audit_interval{};
   try {
     logger = make_logger("sizeguard", parse_log_format(flags.log_format));
     logger->set_level(parse_log_level(flags.log_level));
@@ -84,6 +95,7 @@ int run_serve(ServeFlags flags) {
     flags.server.idle_timeout = parse_duration("--idle-timeout", flags.idle_timeout);
     flags.server.drain_timeout = parse_duration("--drain-timeout", flags.drain_timeout);
     tls_reload_interval = parse_duration("--tls-reload-interval", flags.tls_reload_interval);
+    if (!zero_duration(flags.audit_interval)) audit_interval = parse_duration("--audit-interval", flags.audit_interval);
     parse_listen_address(flags.server.listen);
     parse_listen_address(flags.server.metrics_listen);
     if (flags.server.workers == 0) throw std::invalid_argument("--workers must be at least 1");
@@ -217,11 +229,31 @@ int run_serve(ServeFlags flags) {
     warn_if_expiring();
   });
 
+  // The background audit of existing objects: one replica (the Lease holder) at a time.
+  std::unique_ptr<BackgroundAudit> background_audit;
+  if (audit_interval.count() > 0 && runtime->kube) {
+    BackgroundAuditOptions audit;
+    audit.interval = audit_interval;
+    audit.renew_every = std::min(audit.renew_every, audit_interval);
+    audit.lease.namespace_ = runtime->lease_namespace;
+    audit.policies = runtime->context.policies;
+    audit.rightsizing = runtime->context.rightsizing;
+    audit.state = runtime->cluster_state.get();
+    audit.evaluation = runtime->context.evaluation;
+    audit.metrics = &metrics;
+    audit.ready = [&readiness] { return readiness.report().ready; };
+    background_audit = std::make_unique<BackgroundAudit>(*runtime->kube, std::move(audit));
+    background_audit->start();
+  } else if (audit_interval.count() > 0) {
+    log_event(*logger, spdlog::level::info, "background audit off: no cluster access", {});
+  }
+
   int signal_number = 0;
   while (sigwait(&shutdown_signals, &signal_number) == 0 && signal_number == SIGHUP) {
     reload_certificate("SIGHUP");
   }
   cert_watcher.stop();
+  if (background_audit) background_audit->stop();  // gives the leader Lease up at once
   log_event(*logger, spdlog::level::info, "shutting down",
             {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
              {"drain_timeout", flags.drain_timeout}});
@@ -274,6 +306,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--tls-reload-interval", flags->tls_reload_interval,
                   "how often the cert/key files are checked for changes (SIGHUP reloads at once)")
+      ->capture_default_str();
+  cmd->add_option("--audit-interval", flags->audit_interval,
+                  "how often the leader replica audits existing workloads into PolicyReports (also when policies or "
+                  "recommendations reload); 0 = off")
       ->capture_default_str();
   cmd->add_option("--log-format", flags->log_format, "text or json")->capture_default_str();
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")->capture_default_str();

@@ -10,7 +10,7 @@
 #include "policies/file_cluster_state.h"
 #include "policies/loader.h"
 #include "support/fixtures.h"
-#include "webhook/review.h"
+#include "kube/review.h"
 
 namespace sizeguard {
 namespace {
