@@ -261,7 +261,7 @@ void run_resources(RuleRun& run, const ResourceRule& rule) {
       auto limit = resource_quantity(resources, "limits", name);
       if (!request || !limit) continue;
       const bool exceeded = request->is_zero() ? !limit->is_zero()
-                                               : limit->as_double() > request->as_double() * ratio * (1 + 1e-12);
+                                               : limit->ratio_to(*request) > ratio * (1 + 1e-12);
       if (exceeded) {
         run.violation("resources", "LimitRatioExceeded",
                       where + ": " + name + " limit " + limit->to_string() + " is more than " + format_count(ratio) +

@@ -299,7 +299,7 @@ std::string pod_level_violation(const Json& pod_spec) {
     const auto pod_request = resource_quantity(pod, "requests", resource);
     const auto pod_limit = resource_quantity(pod, "limits", resource);
     if (!pod_request && !pod_limit) continue;
-    int64_t sum = 0;
+    Quantity sum;  // exact: requests beyond 2^63-1 units must not wrap an int64
     for (const char* list : {"initContainers", "containers"}) {
       const Json& items = member(pod_spec, list);
       if (!items.is_array()) continue;
@@ -316,14 +316,14 @@ std::string pod_level_violation(const Json& pod_spec) {
         }
         const bool sidecar = std::string(list) == "initContainers" && text(c, "restartPolicy") == "Always";
         if (!request) continue;
-        if (std::string(list) == "containers" || sidecar) sum += request->milli_value();
+        if (std::string(list) == "containers" || sidecar) sum = sum + *request;
         else if (pod_request && *request > *pod_request) {
           return "init container " + name + "'s " + resource + " request " + request->to_string() +
                  " would exceed the pod-level request " + pod_request->to_string();
         }
       }
     }
-    if (pod_request && sum > pod_request->milli_value()) {
+    if (pod_request && sum > *pod_request) {
       return "the containers' " + std::string(resource) + " requests would add up to more than the pod-level request " +
              pod_request->to_string();
     }
@@ -429,9 +429,8 @@ std::optional<Values> propose(const std::string& resource, const Values& origina
   if (guaranteed_pod) {
     // Guaranteed stays Guaranteed (limit = request), and whole CPUs stay whole: the static
     // CPU manager gives exclusive cores only to integer requests.
-    if (!memory && was && was->milli_value() % 1000 == 0) {
-      const int64_t cores = std::max<int64_t>(1, (next.milli_value() + 999) / 1000);
-      next = Quantity::from_int(cores);
+    if (!memory && was && was->rounded_up(0) == *was) {
+      next = std::max(Quantity::from_int(1), next.rounded_up(0).with_format(Quantity::Format::DecimalSI));
     }
     if (memory && was && next < *was) {
       // The request is also the limit: lowered only down to the peak-based bound.
@@ -467,7 +466,7 @@ std::optional<Values> propose(const std::string& resource, const Values& origina
   }
   if (limit && *limit < next) limit = next;
   if (auto it = bounds.ratio.find(resource); it != bounds.ratio.end() && limit &&
-                                             limit->as_double() > next.as_double() * it->second.first * (1 + 1e-12)) {
+                                             limit->ratio_to(next) > it->second.first * (1 + 1e-12)) {
     // Rounded down, so the ratio still holds after rounding.
     limit = std::max(next, Quantity::rounded_to_step(next.as_double() * it->second.first, resource, /*up=*/false));
     clamp_note += std::string(clamp_note.empty() ? "" : ", ") + "limit ratio of policy " + it->second.second;

@@ -18,7 +18,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto third = sizeguard::Quantity::parse(again->to_string());
   if (!third || third->to_string() != again->to_string()) std::abort();
   (void)q->milli_value();
-  (void)(*q + *again);
-  (void)(*q * 3);
+  (void)q->as_double();
+  (void)q->ratio_to(*again);
+  // Arithmetic is exact (no cap, no wrap), also past 2^63-1.
+  const sizeguard::Quantity twice = *q + *again;
+  if (!(twice - *again == *q) || !(*q * 3 == twice + *q) || !(*q * -1 == sizeguard::Quantity() - *q)) std::abort();
+  if (!(q->rounded_up(0) >= *q) && !q->is_negative()) std::abort();
   return 0;
 }

@@ -370,6 +370,21 @@ TEST_F(Engine, LimitRatioAndMinMax) {
                   .decision.allowed());
 }
 
+// Issue 17: quantities past 2^63-1 are exact, so the bounds and ratios hold there too (a
+// capped 12E passed max 10E; as doubles, 1e401 over 1e400 was inf over inf).
+TEST_F(Engine, HugeQuantitiesAreComparedExactly) {
+  auto set = policies(policy("shape", "  resources:\n    maxLimitRequestRatio: {cpu: 4}\n    max: {memory: 10E}\n"));
+  auto e = evaluate(request_for(deployment(1, {container("app", {{"requests", {{"cpu", "1e400"}, {"memory", "12E"}}},
+                                                                 {"limits", {{"cpu", "1e401"}}}})})),
+                    set, state_);
+  EXPECT_THAT(e.reasons, ElementsAre("LimitRatioExceeded", "ResourceAboveMax"));
+  EXPECT_THAT(e.decision.findings[1].cause.message, HasSubstr("memory request 12E"));
+  EXPECT_TRUE(evaluate(request_for(deployment(1, {container("app", {{"requests", {{"cpu", "1e400"}, {"memory", "10E"}}},
+                                                                    {"limits", {{"cpu", "4e400"}}}})})),
+                       set, state_)
+                  .decision.allowed());
+}
+
 TEST_F(Engine, PodUpdatesAreNotCheckedForResources) {
   // Pod resources are immutable: an old non-compliant pod must still accept label edits.
   auto set = policies(policy("req", "  resources:\n    required: {requests: [cpu]}\n"));

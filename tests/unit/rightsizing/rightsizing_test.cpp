@@ -177,7 +177,13 @@ TEST_F(Rightsizing, ExplanationOfAHugePodStaysWithinTheAnnotationLimit) {
   // out the first time may be sized now, once).
   AdmissionRequest again = r;
   again.object = after;
+  // (The memory requests were absent: their `before` is empty, never dereferenced.)
   for (const auto& change : run(again, policy_set("    target: templates\n"), snapshot(recs)).changes) {
+    if (change.resource == "memory") {
+      EXPECT_FALSE(change.before) << change.container;
+      continue;
+    }
+    ASSERT_TRUE(change.before) << change.container;
     EXPECT_EQ(change.before->to_string(), "2") << change.container;
   }
 }
@@ -905,6 +911,32 @@ TEST_F(Rightsizing, MalformedContainersAreLeftAloneAndNothingIsClaimed) {
   EXPECT_TRUE(result.changes.empty());
   EXPECT_EQ(result.patch, Json::array());
   EXPECT_THAT(::testing::PrintToString(result.notes), HasSubstr("share the name web"));
+}
+
+}  // namespace
+}  // namespace sizeguard
+
+namespace sizeguard {
+namespace {
+
+// Issue 17: quantities beyond 2^63-1 are exact, as in the apiserver: a "12E" request is
+// reported as 12E (not a capped 9223372036854775807), and sums of huge requests never wrap.
+TEST_F(Rightsizing, HugeQuantitiesStayExactAndNeverWrap) {
+  const auto set = policy_set("    target: pods\n");
+  auto huge = pod_request({container("web", {{"requests", {{"cpu", "1"}, {"memory", "12E"}}}})});
+  auto cut = run(huge, set, snapshot({{"shop/Pod/web/web", {"1", "32Gi"}}}));
+  ASSERT_EQ(cut.warnings.size(), 1u);
+  EXPECT_THAT(cut.warnings[0], HasSubstr("memory request 12E → 32Gi"));
+  EXPECT_EQ(resources_of(patched(huge, cut))["requests"]["memory"], "32Gi");
+
+  // Two requests of 6E add up to 12E, more than the pod-level 9E: left alone, and said. As
+  // int64 milli-units the sum overflowed (and wrapped below the pod-level request).
+  const Json pod_level = {{"requests", {{"cpu", "9E"}}}};
+  auto r = pod_request({container("a", {{"requests", {{"cpu", "5E"}}}}), container("b", {{"requests", {{"cpu", "5E"}}}})}, pod_level);
+  auto up = run(r, set, snapshot({{"shop/Pod/web/a", {"6E", "64Mi"}}, {"shop/Pod/web/b", {"6E", "64Mi"}}}));
+  EXPECT_TRUE(up.patch.empty()) << up.patch.dump();
+  ASSERT_EQ(up.warnings.size(), 1u);
+  EXPECT_THAT(up.warnings[0], HasSubstr("pod-level request 9E"));
 }
 
 }  // namespace
