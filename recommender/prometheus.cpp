@@ -338,7 +338,8 @@ std::vector<UsageSeries> read_prometheus(const PrometheusOptions& options, Inges
 
   std::vector<UsageSeries> out;
   for (auto& [key, points] : merged) {
-    UsageSeries series{.key = key};
+    UsageSeries series;
+    series.key = key;
     series.oom_killed = oom_killed.contains(key);
     series.samples.reserve(points.size());
     size_t cpu_only = 0, memory_only = 0;
