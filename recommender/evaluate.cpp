@@ -239,10 +239,20 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
   }
   // Phase 2: what `recommend --at <day>` writes, through the same code (recommend_batch),
   // and the raw prediction behind it. Scored where the baselines had history too.
-  const RecommendationPolicy policy = o.policy ? *o.policy : shipped_policy(model.metadata());
+  RecommendationPolicy policy = o.policy ? *o.policy : shipped_policy(model.metadata());
   e.policy = policy;
   for (size_t d = 0; d < days; ++d) {
     const int64_t t = e.eval_begin + static_cast<int64_t>(d) * kSecondsPerDay;
+    if (o.regate && !o.policy) {  // what `recommend --at t` does: gate again on the days before t
+      ModelMetadata meta = model.metadata();
+      const RecentGate g = gate_on_recent_days(model, meta, series, t);
+      policy = shipped_policy(meta);
+      e.cpu_gate = meta.cpu_gate, e.memory_gate = meta.memory_gate;
+      e.regated_days += g.regated;
+      for (auto [gate, count] : {std::pair{&meta.cpu_gate, &e.cpu_gate_days}, std::pair{&meta.memory_gate, &e.memory_gate_days}})
+        ++(gate->use_blend ? count->blend : gate->use_model ? count->model : count->baseline);
+    }
+    e.policy = policy;
     const auto shipped = recommend_batch(model, series, t, policy, 0, threads);
     for (size_t i = 0; i < ns; ++i) {
       if (!has_history[i][d]) continue;
@@ -339,8 +349,8 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
   return e;
 }
 
-Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
-                              double cpu_risk, double memory_risk) {
+Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const std::vector<UsageSeries>& series,
+                       int first_day, int last_day, double cpu_risk, double memory_risk) {
   EvaluateOptions o;
   o.first_day = first_day, o.last_day = last_day;
   o.cpu_risk = cpu_risk, o.memory_risk = memory_risk;
@@ -351,7 +361,8 @@ Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSerie
   const MethodScore& vpa = e.methods[1];
   const MethodScore& blend = e.methods[5];
   auto margin = [](double m, double fallback) { return std::isfinite(m) && m > 0 ? m : fallback; };
-  model.set_calibration(margin(raw.cpu.matched_margin, 1.1), margin(raw.memory.matched_margin, 1.1));
+  meta.calibrated_cpu_margin = margin(raw.cpu.matched_margin, 1.1);
+  meta.calibrated_memory_margin = margin(raw.memory.matched_margin, 1.1);
   auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix) {
     ModelMetadata::Gate g;
     g.decided = true;
@@ -375,10 +386,55 @@ Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSerie
     g.use_model = g.use_model || g.use_blend;
     return g;
   };
-  model.set_gate(decide(raw.cpu, vpa.cpu, blend.cpu), decide(raw.memory, vpa.memory, blend.memory), first_day, last_day);
-  e.cpu_gate = model.metadata().cpu_gate;
-  e.memory_gate = model.metadata().memory_gate;
+  meta.cpu_gate = decide(raw.cpu, vpa.cpu, blend.cpu);
+  meta.memory_gate = decide(raw.memory, vpa.memory, blend.memory);
+  meta.gate_first_day = first_day, meta.gate_last_day = last_day;
+  e.cpu_gate = meta.cpu_gate;
+  e.memory_gate = meta.memory_gate;
   return e;
+}
+
+Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
+                              double cpu_risk, double memory_risk) {
+  ModelMetadata meta = model.metadata();
+  Evaluation e = decide_gate(model, meta, series, first_day, last_day, cpu_risk, memory_risk);
+  model.set_calibration(meta.calibrated_cpu_margin, meta.calibrated_memory_margin);
+  model.set_gate(meta.cpu_gate, meta.memory_gate, first_day, last_day);
+  return e;
+}
+
+namespace {
+const char* gate_name(const ModelMetadata::Gate& g) { return g.use_blend ? "blend" : g.use_model ? "model" : "baseline"; }
+}  // namespace
+
+RecentGate gate_on_recent_days(const QuantileModel& model, ModelMetadata& meta, const std::vector<UsageSeries>& series,
+                               int64_t before, int max_days, int min_days) {
+  RecentGate r;
+  const int64_t day1 = day_one(series);
+  int64_t end = 0;
+  for (const auto& s : series)
+    if (!s.samples.empty()) end = std::max(end, s.samples.back().timestamp + 1);
+  if (before > 0) end = std::min(end, before);
+  const ModelMetadata& own = model.metadata();
+  auto trained_on = [&](int day) {  // the day overlaps the model's training period
+    const int64_t begin = day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay;
+    return own.train_end > own.train_begin && begin < own.train_end && begin + kSecondsPerDay > own.train_begin;
+  };
+  int last = end > day1 ? static_cast<int>((end - day1) / kSecondsPerDay) : 0;
+  while (last >= 2 && trained_on(last)) --last;
+  int first = last;
+  while (first - 1 >= 2 && last - first + 1 < max_days && !trained_on(first - 1)) --first;
+  const int n = last >= 2 ? last - first + 1 : 0;
+  if (n < std::max(1, min_days)) {
+    r.note = std::to_string(n) + " whole day(s) here it did not train on (< " + std::to_string(min_days) +
+             "): its own gate applies";
+    return r;
+  }
+  decide_gate(model, meta, series, first, last);
+  r.regated = true, r.first_day = first, r.last_day = last;
+  r.note = "gated on days " + std::to_string(first) + "-" + std::to_string(last) + " here: cpu " +
+           gate_name(meta.cpu_gate) + ", memory " + gate_name(meta.memory_gate);
+  return r;
 }
 
 void write_table(std::ostream& out, const Evaluation& e) {
@@ -416,6 +472,15 @@ void write_table(std::ostream& out, const Evaluation& e) {
   const auto share = [&](size_t n) {
     return e.shipped_days ? pct(static_cast<double>(n) / static_cast<double>(e.shipped_days)) : std::string("n/a");
   };
+  if (e.options.regate && !e.options.policy) {
+    const auto days = [](const Evaluation::GateDays& g) {
+      return "model " + std::to_string(g.model) + ", blend " + std::to_string(g.blend) + ", baseline " +
+             std::to_string(g.baseline);
+    };
+    out << "regated before each day on its recent days (as recommend does): " << e.regated_days << " of "
+        << (e.options.last_day - e.options.first_day + 1) << " days (the rest: the model's own gate); days per choice: cpu "
+        << days(e.cpu_gate_days) << "; memory " << days(e.memory_gate_days) << " (the gates above: the last day's)\n";
+  }
   out << "model series-days from the model: cpu " << share(e.cpu_from_model_days) << ", memory "
       << share(e.memory_from_model_days) << " (baseline for the rest); out of training distribution "
       << share(e.out_of_distribution_days) << "\n";
@@ -457,7 +522,15 @@ std::string evaluation_json(const Evaluation& e) {
               {"seriesDays", e.shipped_days},
               {"cpuFromModelDays", e.cpu_from_model_days},
               {"memoryFromModelDays", e.memory_from_model_days},
-              {"outOfDistributionDays", e.out_of_distribution_days}}}};
+              {"outOfDistributionDays", e.out_of_distribution_days},
+              {"regate", e.options.regate && !e.options.policy},
+              {"regatedDays", e.regated_days},
+              {"gateDays",
+               {{"cpu", {{"model", e.cpu_gate_days.model}, {"blend", e.cpu_gate_days.blend}, {"baseline", e.cpu_gate_days.baseline}}},
+                {"memory",
+                 {{"model", e.memory_gate_days.model},
+                  {"blend", e.memory_gate_days.blend},
+                  {"baseline", e.memory_gate_days.baseline}}}}}}}};
   return j.dump(2) + "\n";
 }
 

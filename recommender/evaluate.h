@@ -45,6 +45,9 @@ struct EvaluateOptions {
   int threads = 0;  // 0: hardware
   std::function<void(size_t done, size_t total)> progress;
   std::optional<RecommendationPolicy> policy;  // nullopt: shipped_policy(model.metadata())
+  // As `recommend` does by default: before each evaluation day, gate and calibrate the model
+  // again on the days before it (gate_on_recent_days); ignored when `policy` is set.
+  bool regate = false;
 };
 
 struct CurvePoint {
@@ -94,6 +97,13 @@ struct Evaluation {
   // per resource, and how many were out of the training distribution.
   size_t shipped_days = 0, cpu_from_model_days = 0, memory_from_model_days = 0, out_of_distribution_days = 0;
   ModelMetadata::Gate cpu_gate, memory_gate;
+  // With options.regate: the evaluation days gated on their own recent days, and per resource
+  // how many days each candidate was chosen (model, blend, baseline); policy/gates above are
+  // the last day's.
+  size_t regated_days = 0;
+  struct GateDays {
+    size_t model = 0, blend = 0, baseline = 0;
+  } cpu_gate_days, memory_gate_days;
   double gap_closed_cpu = 0, gap_closed_memory = 0;
   std::vector<RecRow> recs;          // every method's raw daily recommendation
   std::vector<ChartSeries> charts;
@@ -109,6 +119,26 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
 // A resource without scored windows keeps the model. Returns the backtest.
 Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,
                               double cpu_risk = 0.05, double memory_risk = 0.01);
+
+// What calibrate_and_gate decides, written into `metadata` (calibrated margins, gates, gate
+// days) instead of into the model; the model's own metadata is untouched.
+Evaluation decide_gate(const QuantileModel& model, ModelMetadata& metadata, const std::vector<UsageSeries>& series,
+                       int first_day, int last_day, double cpu_risk = 0.05, double memory_risk = 0.01);
+
+// What `recommend` does with a model it did not just train: gate and calibrate it again on the
+// input's own most recent days. Gate days are whole days (day numbers as in EvaluateOptions)
+// that end at or before `before` (0: the last sample), have a day of history before them
+// (day >= 2) and do not overlap the model's training period (its train_begin..train_end, so
+// a model is never gated on the days it learned from); the last `max_days` of them are used,
+// and only if there are at least `min_days`. Returns false (metadata untouched) otherwise.
+struct RecentGate {
+  bool regated = false;
+  int first_day = 0, last_day = 0;
+  std::string note;  // one line for the log: the days and the decision, or why not
+};
+RecentGate gate_on_recent_days(const QuantileModel& model, ModelMetadata& metadata,
+                               const std::vector<UsageSeries>& series, int64_t before = 0, int max_days = 4,
+                               int min_days = 2);
 
 void write_table(std::ostream& out, const Evaluation& e);
 std::string evaluation_json(const Evaluation& e);

@@ -37,20 +37,16 @@ std::optional<QuantileModel> load_if_present(const std::filesystem::path& dir) {
   }
 }
 
-// Gates (and calibrates) a model that was not trained here on the cluster's own last days:
-// up to 4 whole days, each with at least a day of history before it. Returns a note for the log.
+// Gates (and calibrates) a model that was not trained here on the cluster's own last days
+// (gate_on_recent_days). Returns a note for the log.
 std::string gate_on_recent_days(QuantileModel& model, const std::vector<UsageSeries>& series) {
-  const int64_t day1 = day_one(series);
-  int64_t last = day1;
-  for (const auto& s : series)
-    if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
-  const int whole = static_cast<int>((last - day1) / kSecondsPerDay);
-  if (whole < 2) return "; too few whole days to gate it here (its own gate applies)";
-  const int first = std::max(2, whole - 3);
-  calibrate_and_gate(model, series, first, whole);
-  const auto& m = model.metadata();
-  return "; gated on days " + std::to_string(first) + "-" + std::to_string(whole) + " here: cpu " +
-         (m.cpu_gate.use_model ? "model" : "baseline") + ", memory " + (m.memory_gate.use_model ? "model" : "baseline");
+  ModelMetadata meta = model.metadata();
+  const RecentGate g = sizeguard::gate_on_recent_days(model, meta, series);
+  if (g.regated) {
+    model.set_calibration(meta.calibrated_cpu_margin, meta.calibrated_memory_margin);
+    model.set_gate(meta.cpu_gate, meta.memory_gate, g.first_day, g.last_day);
+  }
+  return "; " + g.note;
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The recommender on the three extra traces from other providers (SIZEGUARD_DATA_DIR/extra-traces;
 # Google 2019 Borg tasks, Alibaba 2018 hosts, Azure 2017 VMs, CPU only), in three settings:
-#   default  the bundled model as `recommend --model` ships it (its own gate, from July 2013);
-#   regated  the bundled model gated and calibrated on the trace's first days (`train
-#            --from-model`; what the CronJob does with it before it has enough history to train);
-#   own      a model trained on the trace's first days (`train`; what the CronJob trains).
+#   default  the bundled model as `recommend --model` ships it: gated and calibrated again before
+#            each day on the trace's own last days (up to 4; from the third evaluation day on
+#            when the first two are needed);
+#   fixed    the bundled model with its own gate and margins from July 2013 (`--no-regate`);
+#   own      a model trained on the trace's first days (`train`; what the CronJob trains), also
+#            regated on the evaluation days it has seen, as `recommend` does.
 # Prints one markdown row per trace and setting (docs/recommender.md "Results") and checks that
-# what ships is never much worse than VPA where it was gated on the trace's own data (regated,
+# what ships is never much worse than VPA where it was gated on the trace's own data (default,
 # own: at most 1.5 points more slack at matched risk). Skipped (77) without the traces.
 set -euo pipefail
 bin=${SIZEGUARD_BINARY:?}
@@ -30,15 +32,13 @@ echo "| trace | setting | eval days | CPU slack @5%: shipped / VPA / KRR / oracl
 echo "|---|---|---|---|---|---|---|---|---|"
 for t in "${traces[@]}"; do
   IFS='|' read -r name flag file train valid eval <<< "$t"
-  "$bin" train "$flag" "$file" --from-model "$src/recommender/models/default" --train-days "$train" \
-    --validation-days "$valid" --out "$work/$name-regated" > "$work/$name-regated.txt" 2>&1 \
-    || fail "train --from-model $name: $(tail -3 "$work/$name-regated.txt")"
   "$bin" train "$flag" "$file" --train-days "$train" --validation-days "$valid" --quantile 0.5 --rounds 300 \
     --threads 2 --out "$work/$name-own" > "$work/$name-own.txt" 2>&1 || fail "train $name: $(tail -3 "$work/$name-own.txt")"
-  for setting in default regated own; do
-    model=$work/$name-$setting
-    [[ $setting == default ]] && model=$src/recommender/models/default
-    "$bin" evaluate --model "$model" "$flag" "$file" --eval-days "$eval" --json "$work/$name-$setting.json" \
+  for setting in default fixed own; do
+    model=$work/$name-own extra=()
+    [[ $setting != own ]] && model=$src/recommender/models/default
+    [[ $setting == fixed ]] && extra=(--no-regate)
+    "$bin" evaluate --model "$model" "$flag" "$file" --eval-days "$eval" --json "$work/$name-$setting.json" "${extra[@]}" \
       > "$work/$name-$setting.table" 2> "$work/$name-$setting.err" || fail "evaluate $name $setting: $(tail -3 "$work/$name-$setting.err")"
     python3 - "$work/$name-$setting.json" "$name" "$setting" "$eval" <<'PY' || fail "$name $setting: what ships is worse than VPA"
 import json, math, sys
@@ -53,9 +53,12 @@ for r in ("cpu", "memory"):
 s = e["shipped"]
 under = f'{pct(m["model"]["cpu"]["under"])} / {pct(m["model"]["memory"]["under"])}'
 src_of = lambda r: ("blend" if s[r + "Blend"] else "model") if s[r + "FromModel"] else "vpa"
+if s.get("regate"):  # days per choice: model / blend / vpa
+    g = s["gateDays"]
+    src_of = lambda r: f'{g[r]["model"]}m {g[r]["blend"]}b {g[r]["baseline"]}v'
 gate = f'{src_of("cpu")} / {src_of("memory")}'
 print(f"| {name} | {setting} | {days} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {under} | {gate} |")
-if setting != "default":
+if setting != "fixed":
     for r in ("cpu", "memory"):
         a, b = slack("model", r), slack("vpa", r)
         if a is not None and b is not None:

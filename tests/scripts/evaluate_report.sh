@@ -25,6 +25,31 @@ check_evaluation "$work"
   --export-recs "$work/recs.csv" > "$work/table.txt" 2> "$work/err.txt" || fail "evaluate: $(cat "$work/err.txt")"
 check_evaluation "$work"
 
+# `recommend --at` day 25 gates the default model again on days 21-24 (the ones it did not train
+# on) and writes exactly what evaluate scored for that day; --no-regate keeps the July gate.
+day25=$((1372636800 + 24 * 86400))
+"$bin" recommend --model "$src/recommender/models/default" --bitbrains "$sample" --at "$day25" \
+  --out "$work/recs.json" 2> "$work/rec.err" || fail "recommend: $(cat "$work/rec.err")"
+grep -q "^model: gated on days 21-24 here" "$work/rec.err" || fail "recommend did not regate: $(cat "$work/rec.err")"
+python3 - "$work/recs.json" "$work/recs.csv" "$day25" <<'PY' || fail "recommend --at differs from what evaluate scored"
+import csv, json, sys
+snap = json.load(open(sys.argv[1]))["recommendations"]
+units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+def qty(q):
+    for u, f in units.items():
+        if q.endswith(u): return float(q[: -len(u)]) * f
+    return float(q)
+rows = [r for r in csv.DictReader(open(sys.argv[2])) if r["method"] == "model" and r["day_start_epoch"] == sys.argv[3]]
+assert len(rows) >= 5, len(rows)
+for r in rows:
+    s = snap[r["series"]]
+    assert abs(qty(s["cpu"]) - float(r["cpu_cores"])) < 1e-9, (r, s)
+    assert abs(qty(s["memory"]) - float(r["memory_bytes"])) < 0.5, (r, s)
+PY
+"$bin" recommend --model "$src/recommender/models/default" --bitbrains "$sample" --at "$day25" --no-regate \
+  --out "$work/fixed.json" 2> "$work/fixed.err" || fail "recommend --no-regate: $(cat "$work/fixed.err")"
+! grep -q "gated on days" "$work/fixed.err" || fail "--no-regate regated: $(cat "$work/fixed.err")"
+
 if ! command -v chromium >/dev/null; then
   echo "SKIP: chromium not installed, HTML rendering not checked (tests/run.sh installs it)"
   exit 0

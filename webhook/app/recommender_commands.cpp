@@ -2,10 +2,10 @@
 //   train     --bitbrains DIR | --csv FILE | --azure-cpu FILE | --prometheus URL [--start --end --step
 //             --token --ca-file] --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95]
 //             [--rounds N] [--from-model DIR]; ends with calibration and the gate
-//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME]
+//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME] [--no-regate]
 //             [--model-store DIR --min-train-days 8 --min-default-days 1] (the CronJob)
 //   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
-//             [--max-series N]
+//             [--max-series N] [--no-regate]
 // Exit 0 ok, 1 runtime failure, 2 bad input (message on stderr). Progress only on a TTY.
 #include <unistd.h>
 
@@ -308,6 +308,10 @@ void add_recommend(CLI::App& app, int& exit_code) {
   cmd->add_option("--min-default-days", *min_default_days,
                   "with --model-store: below this many days the baseline (vpa) is used for every resource (default 1)");
   cmd->add_option("--train-threads", *train_threads, "with --model-store: training threads (default: all cores)");
+  auto no_regate = std::make_shared<bool>(false);
+  cmd->add_flag("--no-regate", *no_regate,
+                "use the model's own gate and margins as saved, instead of gating and calibrating it again on the "
+                "input's most recent days (up to 4 it did not train on, when there are at least 2)");
   cmd->callback([=, &exit_code] {
     run("recommend", exit_code, [&] {
       if (!(policy->margin > 0)) throw InputError("--margin must be positive");
@@ -320,11 +324,22 @@ void add_recommend(CLI::App& app, int& exit_code) {
       if (!(*min_default_days >= 0 && *min_train_days >= *min_default_days))
         throw InputError("--min-train-days must be at least --min-default-days (and both non-negative)");
       const auto series = read_source(*f);
+      int64_t now = 0;
+      if (!at->empty()) {
+        now = parse_time(*at, "--at");
+      } else {
+        for (const auto& s : series)
+          if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
+      }
       QuantileModel model;
       const double margin = policy->margin;
       if (store->empty()) {
         model = QuantileModel::load(*model_dir);
-        *policy = shipped_policy(model.metadata());  // the model's calibrated margins and gate
+        ModelMetadata meta = model.metadata();  // its calibrated margins and gate, as saved
+        // A model meets data it did not learn from: what ships follows the input's own recent
+        // days (model, blend or VPA per resource), never a gate from another fleet.
+        if (!*no_regate) std::cerr << "model: " << gate_on_recent_days(model, meta, series, now).note << "\n";
+        *policy = shipped_policy(meta);
       } else {
         ModelChoiceOptions choice_options;
         choice_options.store = *store;
@@ -339,13 +354,6 @@ void add_recommend(CLI::App& app, int& exit_code) {
         *policy = choice.policy;
       }
       if (margin_option->count() > 0) policy->margin = margin, policy->memory_margin = 0;  // overrides the model's
-      int64_t now = 0;
-      if (!at->empty()) {
-        now = parse_time(*at, "--at");
-      } else {
-        for (const auto& s : series)
-          if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
-      }
       const auto recs = recommend_batch(model, series, now, *policy, *top);
       const auto snapshot = make_snapshot(series, recs, model.version(), now);
       if (*out == "-") std::cout << snapshot_to_json(snapshot);
@@ -393,9 +401,14 @@ void add_evaluate(CLI::App& app, int& exit_code) {
   cmd->add_option("--max-series", f->max_series, "evaluate at most N series (Bitbrains: the first N files)");
   cmd->add_option("--cpu-risk", o->cpu_risk, "matched CPU under-provisioning risk (default 0.05)");
   cmd->add_option("--memory-risk", o->memory_risk, "matched memory under-provisioning risk (default 0.01)");
+  auto no_regate = std::make_shared<bool>(false);
+  cmd->add_flag("--no-regate", *no_regate,
+                "score the model with its own gate and margins as saved (recommend --no-regate) instead of gated again "
+                "on the days before each evaluation day (what recommend does)");
   cmd->callback([=, &exit_code] {
     run("evaluate", exit_code, [&] {
       EvaluateOptions options = *o;
+      options.regate = !*no_regate;
       std::tie(options.first_day, options.last_day) = parse_day_range(*days);
       if (!(options.cpu_risk > 0 && options.cpu_risk < 1) || !(options.memory_risk > 0 && options.memory_risk < 1))
         throw InputError("--cpu-risk and --memory-risk must be in (0, 1)");

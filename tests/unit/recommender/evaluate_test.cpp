@@ -296,5 +296,96 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_NE(table.str().find("gate memory: model"), std::string::npos);
 }
 
+QuantileModel trained_to_day5(const std::vector<UsageSeries>& data) {
+  TrainOptions t;
+  t.max_rounds = 30, t.validation_days = 1, t.nthread = 2, t.train_end = kStart + 5 * kSecondsPerDay;
+  return QuantileModel::train(data, t);
+}
+
+bool same_gate(const ModelMetadata::Gate& a, const ModelMetadata::Gate& b) {
+  return a.decided == b.decided && a.use_model == b.use_model && a.use_blend == b.use_blend &&
+         a.model_slack == b.model_slack && a.baseline_slack == b.baseline_slack && a.baseline_margin == b.baseline_margin &&
+         a.blend_margin == b.blend_margin;
+}
+
+TEST(Gate, RecentDaysAreTheLastOnesTheModelDidNotTrainOn) {
+  const auto data = synthetic(6, 10);
+  QuantileModel model = trained_to_day5(data);  // trained on days 1-5
+  calibrate_and_gate(model, data, 5, 5);
+  const ModelMetadata saved = model.metadata();
+
+  // Before day 10: days 6-9 (up to 4, none of the training days), decided as calibrate_and_gate
+  // would on those days, written into the copy only.
+  ModelMetadata meta = model.metadata();
+  const RecentGate g = gate_on_recent_days(model, meta, data, kStart + 9 * kSecondsPerDay);
+  ASSERT_TRUE(g.regated) << g.note;
+  EXPECT_EQ(g.first_day, 6);
+  EXPECT_EQ(g.last_day, 9);
+  EXPECT_NE(g.note.find("gated on days 6-9 here"), std::string::npos) << g.note;
+  ModelMetadata expected = model.metadata();
+  decide_gate(model, expected, data, 6, 9);
+  EXPECT_TRUE(same_gate(meta.cpu_gate, expected.cpu_gate));
+  EXPECT_TRUE(same_gate(meta.memory_gate, expected.memory_gate));
+  EXPECT_DOUBLE_EQ(meta.calibrated_cpu_margin, expected.calibrated_cpu_margin);
+  EXPECT_EQ(meta.gate_first_day, 6);
+  EXPECT_EQ(meta.gate_last_day, 9);
+  EXPECT_EQ(model.metadata().gate_first_day, saved.gate_first_day);  // the model is untouched
+  EXPECT_DOUBLE_EQ(model.metadata().calibrated_cpu_margin, saved.calibrated_cpu_margin);
+
+  // Before day 7 only day 6 is new: too few, nothing changes.
+  ModelMetadata kept = model.metadata();
+  const RecentGate none = gate_on_recent_days(model, kept, data, kStart + 6 * kSecondsPerDay);
+  EXPECT_FALSE(none.regated) << none.note;
+  EXPECT_EQ(kept.gate_first_day, saved.gate_first_day);
+  EXPECT_TRUE(same_gate(kept.cpu_gate, saved.cpu_gate));
+  // Without a time: up to the last sample (23:55 of day 10, so day 10 is not whole: days 6-9).
+  ModelMetadata latest = model.metadata();
+  const RecentGate last = gate_on_recent_days(model, latest, data);
+  EXPECT_TRUE(last.regated);
+  EXPECT_EQ(last.first_day, 6);
+  EXPECT_EQ(last.last_day, 9);
+}
+
+TEST(Gate, EvaluateScoresTheRegatedPolicyRecommendShips) {
+  const auto data = synthetic(6, 10);
+  QuantileModel model = trained_to_day5(data);
+  calibrate_and_gate(model, data, 5, 5);
+  // Force a gate the recent days are unlikely to repeat, so a stale policy would show.
+  ModelMetadata::Gate cpu = model.metadata().cpu_gate, memory = model.metadata().memory_gate;
+  cpu.use_model = cpu.use_blend = false, cpu.baseline_margin = 3.0;
+  model.set_gate(cpu, memory, 5, 5);
+  EvaluateOptions o;
+  o.first_day = 7, o.last_day = 9, o.threads = 2, o.regate = true;
+  const Evaluation e = run_backtest(data, model, o);
+  EXPECT_EQ(e.regated_days, 2u);  // day 7 has only day 6 before it that the model did not train on
+  EXPECT_EQ(e.cpu_gate_days.model + e.cpu_gate_days.blend + e.cpu_gate_days.baseline, 3u);
+  for (int day = 7; day <= 9; ++day) {
+    const int64_t t = kStart + (day - 1) * kSecondsPerDay;
+    ModelMetadata meta = model.metadata();
+    gate_on_recent_days(model, meta, data, t);  // what recommend --at t does
+    const auto shipped = recommend_batch(model, data, t, shipped_policy(meta), 0);
+    for (size_t i = 0; i < data.size(); ++i) {
+      const auto row = std::find_if(e.recs.begin(), e.recs.end(), [&](const RecRow& r) {
+        return r.method == "model" && r.series == data[i].key.to_string() && r.day_start == t;
+      });
+      ASSERT_NE(row, e.recs.end());
+      EXPECT_DOUBLE_EQ(row->cpu_cores, shipped[i].cpu_cores) << "day " << day;
+      EXPECT_DOUBLE_EQ(row->memory_bytes, shipped[i].memory_bytes) << "day " << day;
+    }
+  }
+  // Day 7 kept the forced gate (VPA x 3 for CPU); without regating every day does.
+  EvaluateOptions fixed = o;
+  fixed.regate = false;
+  const Evaluation f = run_backtest(data, model, fixed);
+  EXPECT_EQ(f.regated_days, 0u);
+  EXPECT_EQ(f.cpu_from_model_days, 0u);
+  nlohmann::json j = nlohmann::json::parse(evaluation_json(e));
+  EXPECT_EQ(j["shipped"]["regatedDays"], 2);
+  EXPECT_TRUE(j["shipped"]["regate"].get<bool>());
+  std::ostringstream table;
+  write_table(table, e);
+  EXPECT_NE(table.str().find("regated before each day"), std::string::npos) << table.str();
+}
+
 }  // namespace
 }  // namespace sizeguard

@@ -12,7 +12,7 @@
 namespace sizeguard {
 namespace {
 
-constexpr int64_t kStart = 1372636800;  // 2013-07-01T00:00:00Z
+constexpr int64_t kStart = 1714521600;  // 2024-05-01T00:00:00Z: after the bundled model's training days (2013)
 const std::filesystem::path kDefault = std::filesystem::path(SIZEGUARD_SOURCE_DIR) / "recommender/models/default";
 
 std::vector<UsageSeries> history(double days, int count = 6) {
