@@ -311,7 +311,8 @@ void add_recommend(CLI::App& app, int& exit_code) {
   auto no_regate = std::make_shared<bool>(false);
   cmd->add_flag("--no-regate", *no_regate,
                 "use the model's own gate and margins as saved, instead of gating and calibrating it again on the "
-                "input's most recent days (up to 4 it did not train on, when there are at least 2)");
+                "input's most recent days (up to 4 it did not train on, when there are at least 2); without "
+                "--model-store (which always gates a model it did not just train)");
   cmd->callback([=, &exit_code] {
     run("recommend", exit_code, [&] {
       if (!(policy->margin > 0)) throw InputError("--margin must be positive");
