@@ -245,7 +245,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
     const int64_t t = e.eval_begin + static_cast<int64_t>(d) * kSecondsPerDay;
     if (o.regate && !o.policy) {  // what `recommend --at t` does: gate again on the days before t
       ModelMetadata meta = model.metadata();
-      const RecentGate g = gate_on_recent_days(model, meta, series, t);
+      const RecentGate g = gate_on_recent_days(model, meta, series, t, o.regate_days);
       policy = shipped_policy(meta);
       e.cpu_gate = meta.cpu_gate, e.memory_gate = meta.memory_gate;
       e.regated_days += g.regated;

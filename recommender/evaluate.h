@@ -48,6 +48,7 @@ struct EvaluateOptions {
   // As `recommend` does by default: before each evaluation day, gate and calibrate the model
   // again on the days before it (gate_on_recent_days); ignored when `policy` is set.
   bool regate = false;
+  int regate_days = 4;  // at most this many recent days (gate_on_recent_days max_days)
 };
 
 struct CurvePoint {

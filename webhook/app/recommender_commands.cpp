@@ -2,10 +2,10 @@
 //   train     --bitbrains DIR | --csv FILE | --azure-cpu FILE | --prometheus URL [--start --end --step
 //             --token --ca-file] --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95]
 //             [--rounds N] [--from-model DIR]; ends with calibration and the gate
-//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME] [--no-regate]
+//   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME] [--no-regate] [--regate-days 4]
 //             [--model-store DIR --min-train-days 8 --min-default-days 1] (the CronJob)
 //   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
-//             [--max-series N] [--no-regate]
+//             [--max-series N] [--no-regate] [--regate-days 4]
 // Exit 0 ok, 1 runtime failure, 2 bad input (message on stderr). Progress only on a TTY.
 #include <unistd.h>
 
@@ -313,8 +313,11 @@ void add_recommend(CLI::App& app, int& exit_code) {
                 "use the model's own gate and margins as saved, instead of gating and calibrating it again on the "
                 "input's most recent days (up to 4 it did not train on, when there are at least 2); without "
                 "--model-store (which always gates a model it did not just train)");
+  auto regate_days = std::make_shared<int>(4);
+  cmd->add_option("--regate-days", *regate_days, "at most this many recent days to regate on (default 4)");
   cmd->callback([=, &exit_code] {
     run("recommend", exit_code, [&] {
+      if (*regate_days < 2) throw InputError("--regate-days must be at least 2");
       if (!(policy->margin > 0)) throw InputError("--margin must be positive");
       if (out->empty() && publish->empty()) throw InputError("give --out FILE, --publish-configmap NAMESPACE/NAME or both");
       std::optional<std::pair<std::string, std::string>> target;
@@ -339,7 +342,7 @@ void add_recommend(CLI::App& app, int& exit_code) {
         ModelMetadata meta = model.metadata();  // its calibrated margins and gate, as saved
         // A model meets data it did not learn from: what ships follows the input's own recent
         // days (model, blend or VPA per resource), never a gate from another fleet.
-        if (!*no_regate) std::cerr << "model: " << gate_on_recent_days(model, meta, series, now).note << "\n";
+        if (!*no_regate) std::cerr << "model: " << gate_on_recent_days(model, meta, series, now, *regate_days).note << "\n";
         *policy = shipped_policy(meta);
       } else {
         ModelChoiceOptions choice_options;
@@ -406,10 +409,12 @@ void add_evaluate(CLI::App& app, int& exit_code) {
   cmd->add_flag("--no-regate", *no_regate,
                 "score the model with its own gate and margins as saved (recommend --no-regate) instead of gated again "
                 "on the days before each evaluation day (what recommend does)");
+  cmd->add_option("--regate-days", o->regate_days, "at most this many recent days to regate on (default 4)");
   cmd->callback([=, &exit_code] {
     run("evaluate", exit_code, [&] {
       EvaluateOptions options = *o;
       options.regate = !*no_regate;
+      if (options.regate_days < 2) throw InputError("--regate-days must be at least 2");
       std::tie(options.first_day, options.last_day) = parse_day_range(*days);
       if (!(options.cpu_risk > 0 && options.cpu_risk < 1) || !(options.memory_risk > 0 && options.memory_risk < 1))
         throw InputError("--cpu-risk and --memory-risk must be in (0, 1)");

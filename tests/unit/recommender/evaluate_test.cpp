@@ -385,6 +385,26 @@ TEST(Gate, EvaluateScoresTheRegatedPolicyRecommendShips) {
   std::ostringstream table;
   write_table(table, e);
   EXPECT_NE(table.str().find("regated before each day"), std::string::npos) << table.str();
+
+  // --regate-days: fewer recent days, the same as recommend with that many.
+  EvaluateOptions two = o;
+  two.first_day = two.last_day = 9, two.regate_days = 2;
+  const Evaluation short_window = run_backtest(data, model, two);
+  const int64_t t9 = kStart + 8 * kSecondsPerDay;
+  ModelMetadata meta = model.metadata();
+  const RecentGate g = gate_on_recent_days(model, meta, data, t9, 2);
+  EXPECT_EQ(g.first_day, 7);
+  const auto shipped = recommend_batch(model, data, t9, shipped_policy(meta), 0);
+  size_t compared = 0;
+  for (const auto& r : short_window.recs)
+    if (r.method == "model") {
+      const auto i = static_cast<size_t>(std::find_if(data.begin(), data.end(), [&](const UsageSeries& s) {
+                                           return s.key.to_string() == r.series;
+                                         }) - data.begin());
+      EXPECT_DOUBLE_EQ(r.cpu_cores, shipped.at(i).cpu_cores);
+      ++compared;
+    }
+  EXPECT_EQ(compared, data.size());
 }
 
 }  // namespace
