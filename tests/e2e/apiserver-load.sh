@@ -22,7 +22,8 @@
 # each load), OUT (results folder, kept).
 #
 # Exit: 0 measured, 77 when the control plane or etcd is missing ("SKIP: ..."), 1 on a failure
-# (a create that did not return 201 fails the run: the numbers would not be comparable).
+# (a create that did not return 201, or 409 for more than 1 %, fails the run: the numbers would not
+# be comparable).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -134,8 +135,10 @@ for server, url in (s.split("=", 1) for s in servers):
         plural = d["kind"].lower() + "s"
         json.dump(d, open(f"{out}/{server}-{plural}.json", "w"))
 PY
+registered=none
 register() {  # register SERVER|none: exactly that server's two configurations
   local s kind
+  [[ $1 == "$registered" ]] && return 0
   for s in sizeguard floor; do
     for kind in mutatingwebhookconfigurations validatingwebhookconfigurations; do
       if [[ $s == "$1" ]]; then
@@ -145,6 +148,7 @@ register() {  # register SERVER|none: exactly that server's two configurations
       fi
     done
   done
+  registered=$1
   sleep 2  # the apiserver's webhook informer
 }
 
@@ -197,9 +201,12 @@ codes, ms = [], []
 for line in open(lat):
     code, t = line.split()
     codes.append(code); ms.append(float(t) * 1000)
-bad = [c for c in codes if c != "201"]
-if bad:
-    sys.exit(f"apiserver-load: {len(bad)} of {len(codes)} creates did not return 201 (first: {bad[0]})")
+# A 409: generateName's 5 random characters named an existing Pod (a few per thousand creates in
+# one namespace); the call went through admission like the others, so it counts.
+bad = [c for c in codes if c != "201" and c != "409"]
+if bad or codes.count("409") > len(codes) // 100:
+    sys.exit(f"apiserver-load: {len(codes) - codes.count('201')} of {len(codes)} creates did not return 201 "
+             f"(first: {(bad or ['409'])[0]})")
 def read(path):
     return {n: (float(c), float(s)) for n, c, s in (l.split() for l in open(path))}
 b, a = read(before), read(after)
