@@ -62,6 +62,7 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   [[ -n ${shm:-} ]] && rm -rf "$shm"
+  rm -rf "${out:?}/bin"  # the unpacked kube-apiserver (~70 MB); results and logs stay
   sg_trim_logs "$work"
   echo "apiserver-load: stopped; results in $out" >&2
   exit "$rc"
