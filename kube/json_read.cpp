@@ -1,5 +1,7 @@
 #include "kube/json_read.h"
 
+#include <cstring>
+
 #include <simdjson.h>
 
 namespace sizeguard {
@@ -68,11 +70,15 @@ std::optional<size_t> json_too_deep_at(std::string_view body) {
   for (size_t i = 0; i < body.size(); ++i) {
     const char c = body[i];
     if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
+      // Most of a Kubernetes object is string contents: jump to the next quote (memchr) and
+      // skip it if an odd run of backslashes escapes it. The run cannot reach past the
+      // string's opening quote, which is not a backslash.
+      const void* quote = std::memchr(body.data() + i, '"', body.size() - i);
+      if (!quote) return std::nullopt;
+      i = static_cast<size_t>(static_cast<const char*>(quote) - body.data());
+      size_t backslashes = 0;
+      while (body[i - 1 - backslashes] == '\\') ++backslashes;
+      if (backslashes % 2 == 0) in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {

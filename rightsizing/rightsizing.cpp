@@ -766,7 +766,7 @@ void RecommendationReport::record(const AdmissionRequest& request, const Rightsi
     const int64_t replicas = result.replicas > 1 || row.kind.empty() ? result.replicas : row.replicas;
     row = Row{request.namespace_, owner_kind, result.workload.substr(second + 1), std::string(to_string(result.mode)),
               replicas, result.cpu_before, result.cpu_after, result.memory_before, result.memory_after, result.cold_start};
-    export_metrics();
+    export_metrics(request.namespace_);
     return;
   }
   Row row{request.namespace_, request.kind.kind, request.display_name(), std::string(to_string(result.mode)),
@@ -776,7 +776,7 @@ void RecommendationReport::record(const AdmissionRequest& request, const Rightsi
   auto it = rows_.find(key);
   replaced_[key] = it == rows_.end() ? std::nullopt : std::optional<Row>(it->second);
   rows_[key] = row;
-  export_metrics();
+  export_metrics(request.namespace_);
 }
 
 void RecommendationReport::validated(const AdmissionRequest& request, bool allowed) {
@@ -792,17 +792,15 @@ void RecommendationReport::validated(const AdmissionRequest& request, bool allow
   if (it->second) rows_[key] = *it->second;
   else rows_.erase(key);
   replaced_.erase(it);
-  export_metrics();
+  export_metrics(request.namespace_);
 }
 
-void RecommendationReport::export_metrics() {
-  struct Totals {
-    double cpu_before = 0, cpu_after = 0, memory_before = 0, memory_after = 0;
-    std::map<std::string, int> modes;
-  };
-  std::map<std::string, Totals> by_namespace;
-  for (const auto& [key, row] : rows_) {
-    Totals& t = by_namespace[row.ns];
+void RecommendationReport::export_metrics(const std::string& ns) {
+  Totals t;
+  // Every key starts with the row's namespace and a slash, so one namespace's rows are adjacent.
+  const std::string prefix = ns + "/";
+  for (auto it = rows_.lower_bound(prefix); it != rows_.end() && it->first.starts_with(prefix); ++it) {
+    const Row& row = it->second;
     const double n = static_cast<double>(row.replicas);
     t.cpu_before += row.cpu_before * n;
     t.cpu_after += row.cpu_after * n;
@@ -810,20 +808,36 @@ void RecommendationReport::export_metrics() {
     t.memory_after += row.memory_after * n;
     t.modes[row.mode]++;
   }
+  auto previous = totals_.find(ns);
+  if (previous != totals_.end() && previous->second == t) return;  // nothing changed
+  // A series disappears (the namespace's last row, or its last row in a mode, is gone): the
+  // families are rebuilt from the per-namespace totals. Otherwise this namespace's series are
+  // set over the old ones.
+  bool rebuild = t.modes.empty();
+  if (previous != totals_.end()) {
+    for (const auto& [mode, count] : previous->second.modes) rebuild = rebuild || !t.modes.contains(mode);
+  }
+  if (t.modes.empty()) totals_.erase(ns);
+  else totals_[ns] = std::move(t);
+  // Millicores and whole bytes: sums of doubles would otherwise print as 0.8999999999999999.
+  auto millis = [](double cores) { return std::round(cores * 1000) / 1000; };
+  auto set = [&](const std::string& name, const Totals& totals) {
+    metrics_.set("sizeguard_recommendation_cpu_cores", {{"namespace", name}, {"value", "current"}}, millis(totals.cpu_before));
+    metrics_.set("sizeguard_recommendation_cpu_cores", {{"namespace", name}, {"value", "recommended"}}, millis(totals.cpu_after));
+    metrics_.set("sizeguard_recommendation_memory_bytes", {{"namespace", name}, {"value", "current"}}, std::round(totals.memory_before));
+    metrics_.set("sizeguard_recommendation_memory_bytes", {{"namespace", name}, {"value", "recommended"}}, std::round(totals.memory_after));
+    for (const auto& [mode, count] : totals.modes) {
+      metrics_.set("sizeguard_recommendation_workloads", {{"namespace", name}, {"mode", mode}}, count);
+    }
+  };
+  if (!rebuild) {
+    set(ns, totals_[ns]);
+    return;
+  }
   metrics_.clear("sizeguard_recommendation_cpu_cores");
   metrics_.clear("sizeguard_recommendation_memory_bytes");
   metrics_.clear("sizeguard_recommendation_workloads");
-  // Millicores and whole bytes: sums of doubles would otherwise print as 0.8999999999999999.
-  auto millis = [](double cores) { return std::round(cores * 1000) / 1000; };
-  for (const auto& [ns, t] : by_namespace) {
-    metrics_.set("sizeguard_recommendation_cpu_cores", {{"namespace", ns}, {"value", "current"}}, millis(t.cpu_before));
-    metrics_.set("sizeguard_recommendation_cpu_cores", {{"namespace", ns}, {"value", "recommended"}}, millis(t.cpu_after));
-    metrics_.set("sizeguard_recommendation_memory_bytes", {{"namespace", ns}, {"value", "current"}}, std::round(t.memory_before));
-    metrics_.set("sizeguard_recommendation_memory_bytes", {{"namespace", ns}, {"value", "recommended"}}, std::round(t.memory_after));
-    for (const auto& [mode, count] : t.modes) {
-      metrics_.set("sizeguard_recommendation_workloads", {{"namespace", ns}, {"mode", mode}}, count);
-    }
-  }
+  for (const auto& [name, totals] : totals_) set(name, totals);
 }
 
 Json RecommendationReport::table() const {

@@ -73,8 +73,16 @@ class RecommendationReport {
     double cpu_before = 0, cpu_after = 0, memory_before = 0, memory_after = 0;
     bool cold_start = false;
   };
-  void export_metrics();  // with mutex_ held
+  struct Totals {
+    double cpu_before = 0, cpu_after = 0, memory_before = 0, memory_after = 0;
+    std::map<std::string, int> modes;
+    bool operator==(const Totals&) const = default;
+  };
+  // Recomputes one namespace's gauges (with mutex_ held): a review touches one row, and
+  // re-exporting every namespace's rows per review would cost O(workloads) on the request path.
+  void export_metrics(const std::string& ns);
   Metrics& metrics_;
+  std::map<std::string, Totals> totals_;  // per namespace, as exported
   mutable std::mutex mutex_;
   std::map<std::string, Row> rows_;
   std::map<std::string, std::optional<Row>> replaced_;  // key -> the row record() last replaced

@@ -188,6 +188,13 @@ TEST(ReviewDecode, NestingDeeperThanTheApiserverAcceptsIsADecodeError) {
   const auto in_string = decode_admission_review(prefix + "\"\\\"" + std::string(20000, '[') + "\"}}}");
   ASSERT_TRUE(std::holds_alternative<AdmissionRequest>(in_string));
   EXPECT_EQ(std::get<AdmissionRequest>(in_string).object["x"].get<std::string>().size(), 20001u);
+  // An escaped backslash does not escape the quote after it: the nesting after the string counts.
+  const std::string after = prefix + "\"a\\\\\",\"y\":";
+  EXPECT_EQ(decode_error(after + std::string(9998, '[') + std::string(9998, ']') + "}}}"),
+            "body nests arrays and objects more than 10000 levels deep (at byte " +
+                std::to_string(after.size() + 9997) + ")");
+  EXPECT_TRUE(std::holds_alternative<AdmissionRequest>(
+      decode_admission_review(after + std::string(9997, '[') + std::string(9997, ']') + "}}}")));
 }
 
 TEST(ReviewEncode, AllowedWithoutPatchHasNoPatchType) {

@@ -20,6 +20,7 @@ namespace sizeguard {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 PolicySet policy_set(const std::string& rightsizing, const std::string& extra_policies = "") {
   const std::string yaml = "apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: rs}\nspec:\n  rightsizing:\n" +
@@ -856,6 +857,36 @@ TEST(RightsizingPolicy, ColdStartAcceleratorsIsABoolean) {
   EXPECT_EQ(defaults.policies[0].rightsizing->memory_limit.strategy, LimitStrategy::Unchanged);
 }
 
+
+// The gauges are recomputed for the namespace a review touched; a namespace whose last row
+// goes away (a denied CREATE) loses its series, the others keep theirs.
+TEST_F(Rightsizing, ReportGaugesFollowTheRowsOfEachNamespace) {
+  Metrics metrics;
+  RecommendationReport report(metrics);
+  const auto set = policy_set("    target: templates\n");
+  const auto recs = snapshot({{"shop/Deployment/web/web", {"300m", "256Mi"}}, {"dev/Deployment/web/web", {"300m", "256Mi"}}});
+  const AdmissionRequest shop = deployment_request({container("web", {{"requests", {{"cpu", "2"}}}})});
+  AdmissionRequest dev = shop;
+  dev.namespace_ = "dev";
+  dev.object["metadata"]["namespace"] = "dev";
+  report.record(shop, run(shop, set, recs));
+  report.validated(shop, true);
+  report.record(dev, run(dev, set, recs));
+  std::string text = metrics.render();
+  EXPECT_THAT(text, HasSubstr("sizeguard_recommendation_cpu_cores{namespace=\"dev\",value=\"recommended\"}"));
+  EXPECT_THAT(text, HasSubstr("sizeguard_recommendation_workloads{namespace=\"dev\",mode=\"enforce\"} 1"));
+  const std::string shop_cpu = "sizeguard_recommendation_cpu_cores{namespace=\"shop\",value=\"current\"}";
+  ASSERT_THAT(text, HasSubstr(shop_cpu));
+  const std::string shop_line = text.substr(text.find(shop_cpu), text.find('\n', text.find(shop_cpu)) - text.find(shop_cpu));
+  report.validated(dev, false);
+  text = metrics.render();
+  EXPECT_THAT(text, Not(HasSubstr("namespace=\"dev\""))) << text;
+  EXPECT_THAT(text, HasSubstr(shop_line + "\n"));
+  EXPECT_THAT(text, HasSubstr("sizeguard_recommendation_workloads{namespace=\"shop\",mode=\"enforce\"} 1"));
+  // Recording the same numbers again changes nothing.
+  report.record(shop, run(shop, set, recs));
+  EXPECT_EQ(metrics.render(), text);
+}
 
 TEST_F(Rightsizing, ReportForgetsWhatTheValidatingWebhookDenied) {
   Metrics metrics;
