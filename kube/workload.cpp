@@ -1,5 +1,6 @@
 #include "kube/workload.h"
 
+#include <algorithm>
 #include <array>
 
 namespace sizeguard {
@@ -45,6 +46,34 @@ const Json* json_at(const Json& document, std::string_view pointer) {
     pos = next == std::string_view::npos ? pointer.size() : next;
   }
   return node;
+}
+
+bool has_controller_owner(const Json& object) {
+  if (!object.is_object()) return false;
+  const Json* owners = json_at(object, "/metadata/ownerReferences");  // metadata may be any type
+  if (!owners || !owners->is_array()) return false;
+  return std::any_of(owners->begin(), owners->end(), [](const Json& o) {
+    return o.is_object() && o.value("controller", Json(false)) == Json(true);
+  });
+}
+
+WorkloadView workload_view(const AdmissionRequest& request) {
+  WorkloadView view;
+  const Json& object = request.subject();
+  view.is_scale = request.sub_resource == "scale";
+  view.kind = view.is_scale ? workload_kind_from_resource(request.resource.resource) : workload_kind_from(request.kind.kind);
+  view.kind_name = view.is_scale ? std::string(to_string(view.kind)) : request.kind.kind;
+  if (view.kind == WorkloadKind::HorizontalPodAutoscaler) {
+    const Json* target = json_at(object, "/spec/scaleTargetRef/kind");
+    if (target && target->is_string()) view.hpa_target_kind = target->get<std::string>();
+  }
+  view.pod_spec_pointer = pod_spec_pointer(view.kind);
+  view.pod_metadata_pointer = pod_metadata_pointer(view.kind);
+  if (view.pod_spec_pointer) view.pod_spec = json_at(object, *view.pod_spec_pointer);
+  view.containers = containers(object, view.kind);
+  view.replicas = replicas(object, view.is_scale ? WorkloadKind::Scale : view.kind);
+  view.controller_owned = has_controller_owner(object);
+  return view;
 }
 
 WorkloadKind workload_kind_from(std::string_view kind) {

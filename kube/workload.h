@@ -68,4 +68,29 @@ const Json* json_at(const Json& document, std::string_view pointer);
 const Json& labels_of(const Json& object);
 const Json& annotations_of(const Json& object);
 
+// Whether the object has an ownerReference with controller: true (a controller made it).
+bool has_controller_owner(const Json& object);
+
+// The typed view of a request's object that right-sizing and the policy engine read:
+// computed once per request (the handlers build it), so no stage re-derives the kind,
+// the pod spec or the containers from the raw JSON. Pointers point into the request,
+// which must outlive the view.
+struct WorkloadView {
+  // The kind policies judge: for a Scale request (subresource "scale"), the kind it
+  // scales (deployments/scale -> Deployment); otherwise the object's kind.
+  WorkloadKind kind = WorkloadKind::Other;
+  bool is_scale = false;
+  std::string kind_name;        // the kind's name as policies list it
+  std::string hpa_target_kind;  // an HPA's spec.scaleTargetRef.kind, else ""
+  // Of request.subject() (the object; the old object on DELETE):
+  std::optional<std::string> pod_spec_pointer;      // pod_spec_pointer(kind)
+  std::optional<std::string> pod_metadata_pointer;  // pod_metadata_pointer(kind)
+  const Json* pod_spec = nullptr;                   // the PodSpec; null when absent
+  std::vector<ContainerRef> containers;             // containers(subject, kind)
+  std::optional<int64_t> replicas;                  // replicas(subject, Scale for a Scale request, else kind)
+  bool controller_owned = false;                    // has_controller_owner(subject)
+};
+
+WorkloadView workload_view(const AdmissionRequest& request);
+
 }  // namespace sizeguard

@@ -73,7 +73,7 @@ void run_replicas(RuleRun& run, const ReplicaRule& rule) {
   Subject& s = run.subject;
   const Json& object = s.object();
   if (s.is_scale()) {
-    check_replica_bounds(run, rule, replicas(object, WorkloadKind::Scale).value_or(0), "spec.replicas");
+    check_replica_bounds(run, rule, s.view().replicas.value_or(0), "spec.replicas");
   } else if (s.kind() == WorkloadKind::HorizontalPodAutoscaler) {
     const Json& spec = object.value("spec", Json::object());
     const Json& min_replicas = spec.value("minReplicas", Json(1));  // the apiserver's default
@@ -84,7 +84,7 @@ void run_replicas(RuleRun& run, const ReplicaRule& rule) {
     if (max_replicas.is_number_integer()) {
       check_replica_bounds(run, rule, max_replicas.get<int64_t>(), "spec.maxReplicas");
     }
-  } else if (auto value = replicas(object, s.kind())) {
+  } else if (auto value = s.view().replicas) {
     check_replica_bounds(run, rule, *value, "spec.replicas");
   }
 }
@@ -234,7 +234,7 @@ bool resources_apply(Subject& s) {
 
 void run_resources(RuleRun& run, const ResourceRule& rule) {
   Subject& s = run.subject;
-  for (const auto& c : containers(s.object(), s.kind())) {
+  for (const auto& c : s.view().containers) {
     if (c.type == ContainerType::Ephemeral) continue;
     const Json& resources = c.node->value("resources", Json::object());
     const std::string where = std::string(to_string(c.type)) + " " + c.name;
@@ -341,17 +341,22 @@ bool Decision::allowed() const {
 }
 
 std::variant<bool, ClusterStateError> policy_applies(const Policy& policy, const AdmissionRequest& request,
-                                                     ClusterState& state) {
+                                                     const WorkloadView& view, ClusterState& state) {
   if (request.operation == Operation::Connect || request.subject().is_null()) return false;
-  Subject subject(request, state);
+  Subject subject(request, view, state);
   return policy_matches(policy, subject);
 }
 
 Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
                            const EvaluationOptions& options) {
+  return evaluate_policies(request, workload_view(request), policies, state, options);
+}
+
+Decision evaluate_policies(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                           ClusterState& state, const EvaluationOptions& options) {
   Decision decision;
   if (request.operation == Operation::Connect || request.subject().is_null()) return decision;
-  Subject subject(request, state);
+  Subject subject(request, view, state);
 
   for (const Policy& policy : policies.policies) {
     MatchResult matched = policy_matches(policy, subject);

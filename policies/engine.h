@@ -12,6 +12,7 @@
 #include "policies/gpu_charge.h"
 #include "policies/policy.h"
 #include "kube/review.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 
@@ -87,6 +88,9 @@ struct Decision {
 // unavailable (<detail>)", saying when the policy's onClusterStateError makes it deny.
 StatusCause state_unavailable_cause(const std::string& subject, const std::string& detail, bool deny);
 
+// `view` is workload_view(request) (kube/workload.h); the overload without it builds one.
+Decision evaluate_policies(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                           ClusterState& state, const EvaluationOptions& options);
 Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& policies,
                            ClusterState& state, const EvaluationOptions& options);
 
@@ -94,7 +98,7 @@ Decision evaluate_policies(const AdmissionRequest& request, const PolicySet& pol
 // needed cluster state that could not be read. For rules evaluated outside this engine
 // (right-sizing at /mutate).
 std::variant<bool, ClusterStateError> policy_applies(const Policy& policy, const AdmissionRequest& request,
-                                                     ClusterState& state);
+                                                     const WorkloadView& view, ClusterState& state);
 
 // Cluster state for offline use with no cluster: every lookup fails with `reason`, so
 // rules that need state are reported as not evaluated instead of silently passing.

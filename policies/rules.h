@@ -36,32 +36,25 @@ inline std::string format_count(double value) {
   return text;
 }
 
-// Everything rules read about the request, with cluster lookups done at most once and
-// only when a rule needs them.
+// Everything rules read about the request: its typed view (kube/workload.h, computed once
+// per request), with cluster lookups done at most once and only when a rule needs them.
 class Subject {
  public:
-  Subject(const AdmissionRequest& request, ClusterState& state) : request_(request), state_(state) {
-    is_scale_ = request.sub_resource == "scale";
-    kind_ = is_scale_ ? workload_kind_from_resource(request.resource.resource)
-                      : workload_kind_from(request.kind.kind);
-    kind_name_ = is_scale_ ? std::string(to_string(kind_)) : request.kind.kind;
-    if (kind_ == WorkloadKind::HorizontalPodAutoscaler) {
-      const Json* target = json_at(object(), "/spec/scaleTargetRef/kind");
-      if (target && target->is_string()) hpa_target_kind_ = target->get<std::string>();
-    }
-  }
+  Subject(const AdmissionRequest& request, const WorkloadView& view, ClusterState& state)
+      : request_(request), view_(view), state_(state) {}
 
   const AdmissionRequest& request() const { return request_; }
+  const WorkloadView& view() const { return view_; }
   const Json& object() const { return request_.subject(); }
-  WorkloadKind kind() const { return kind_; }
-  bool is_scale() const { return is_scale_; }
+  WorkloadKind kind() const { return view_.kind; }
+  bool is_scale() const { return view_.is_scale; }
   // The kind policies match: a Scale request reports the kind it scales.
-  const std::string& kind_name() const { return kind_name_; }
+  const std::string& kind_name() const { return view_.kind_name; }
 
   bool kind_matches(const std::vector<std::string>& kinds) const {
     if (kinds.empty()) return true;
     auto listed = [&](const std::string& k) { return std::find(kinds.begin(), kinds.end(), k) != kinds.end(); };
-    return listed(kind_name_) || (!hpa_target_kind_.empty() && listed(hpa_target_kind_));
+    return listed(view_.kind_name) || (!view_.hpa_target_kind.empty() && listed(view_.hpa_target_kind));
   }
 
   const StateResult<Json>& namespace_labels() {
@@ -82,10 +75,10 @@ class Subject {
   }
 
   StateResult<Json> object_labels() {
-    if (!is_scale_) return labels_of(object());
+    if (!view_.is_scale) return labels_of(object());
     const auto& parent = scale_parent();
     if (auto* error = std::get_if<ClusterStateError>(&parent)) {
-      return ClusterStateError{"labels of the scaled " + kind_name_ + ": " + error->message};
+      return ClusterStateError{"labels of the scaled " + view_.kind_name + ": " + error->message};
     }
     return labels_of(std::get<Json>(parent));
   }
@@ -98,33 +91,18 @@ class Subject {
   // and scales the old one to 0), so rules about what people and agents manage judge the
   // owner. A Scale whose parent cannot be read counts as not owned: it is judged.
   bool controller_owned() {
+    if (!view_.is_scale) return view_.controller_owned;
     if (!controller_owned_) {
-      const Json* object = &this->object();
-      if (is_scale_) {
-        const auto& parent = scale_parent();
-        object = std::holds_alternative<Json>(parent) ? &std::get<Json>(parent) : nullptr;
-      }
-      controller_owned_ = object && has_controller_owner(*object);
+      const auto& parent = scale_parent();
+      controller_owned_ = std::holds_alternative<Json>(parent) && has_controller_owner(std::get<Json>(parent));
     }
     return *controller_owned_;
   }
 
-  static bool has_controller_owner(const Json& object) {
-    if (!object.is_object()) return false;
-    const Json* owners = json_at(object, "/metadata/ownerReferences");  // metadata may be any type
-    if (!owners || !owners->is_array()) return false;
-    return std::any_of(owners->begin(), owners->end(), [](const Json& o) {
-      return o.is_object() && o.value("controller", Json(false)) == Json(true);
-    });
-  }
-
  private:
   const AdmissionRequest& request_;
+  const WorkloadView& view_;
   ClusterState& state_;
-  bool is_scale_ = false;
-  WorkloadKind kind_ = WorkloadKind::Other;
-  std::string kind_name_;
-  std::string hpa_target_kind_;
   std::optional<StateResult<Json>> namespace_labels_;
   std::optional<StateResult<Json>> scale_parent_;
   std::optional<bool> controller_owned_;

@@ -105,12 +105,12 @@ std::optional<Mode> mode_word(const std::string& text, bool* off) {
 
 // Workload annotation > namespace label sizeguard.io/rightsize > namespace label
 // sizeguard.io/mode > spec.rightsizing.mode > spec.mode > --mode. nullopt: off.
-std::optional<Mode> rightsizing_mode(const AdmissionRequest& request, WorkloadKind kind, const Policy& policy,
+std::optional<Mode> rightsizing_mode(const AdmissionRequest& request, const WorkloadView& view, const Policy& policy,
                                      ClusterState& state, const EvaluationOptions& options,
                                      std::vector<std::string>& notes) {
   bool off = false;
   std::vector<std::string> annotations = {string_at(request.object, "/metadata/annotations/sizeguard.io~1rightsize")};
-  if (auto meta = pod_metadata_pointer(kind); meta && kind != WorkloadKind::Pod) {
+  if (const auto& meta = view.pod_metadata_pointer; meta && view.kind != WorkloadKind::Pod) {
     annotations.push_back(string_at(request.object, (*meta + "/annotations/sizeguard.io~1rightsize").c_str()));
   }
   for (const auto& value : annotations) {
@@ -147,11 +147,12 @@ struct ValidationBounds {
   std::map<std::string, std::pair<double, std::string>> ratio;
 };
 
-ValidationBounds validation_bounds(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state) {
+ValidationBounds validation_bounds(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                                   ClusterState& state) {
   ValidationBounds bounds;
   for (const auto& policy : policies.policies) {
     if (!policy.resources) continue;
-    auto applies = policy_applies(policy, request, state);
+    auto applies = policy_applies(policy, request, view, state);
     if (!std::holds_alternative<bool>(applies) || !std::get<bool>(applies)) continue;
     for (const auto& [name, q] : policy.resources->min) {
       auto it = bounds.min.find(name);
@@ -192,9 +193,9 @@ bool parse_recorded(const Json& text, std::optional<Quantity>& out) {
 
 // The explanation sizeguard wrote earlier: on the object, or on its pod template (a Pod
 // made from a right-sized template). Empty if there is none or it does not parse.
-Json previous_explanation(const Json& object, WorkloadKind kind) {
+Json previous_explanation(const Json& object, const WorkloadView& view) {
   std::vector<std::string> pointers = {"/metadata/annotations/sizeguard.io~1rightsized"};
-  if (auto meta = pod_metadata_pointer(kind); meta && kind != WorkloadKind::Pod) {
+  if (const auto& meta = view.pod_metadata_pointer; meta && view.kind != WorkloadKind::Pod) {
     pointers.push_back(*meta + "/annotations/sizeguard.io~1rightsized");
   }
   for (const auto& pointer : pointers) {
@@ -474,89 +475,67 @@ std::optional<Values> propose(const std::string& resource, const Values& origina
   return Values{next, limit};
 }
 
-}  // namespace
+// --- rightsize, step by step ---------------------------------------------------------------
 
-RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
-                            const RightsizingInputs& inputs, const EvaluationOptions& options) {
-  RightsizingResult result;
-  const WorkloadKind kind = workload_kind_from(request.kind.kind);
-  if (!request.sub_resource.empty() || request.object.is_null() || !pod_spec_pointer(kind)) return result;
+// The policy whose spec.rightsizing covers the request, or null: right-sizing looks only at
+// CREATE and UPDATE of objects with a pod spec (not subresources).
+const Policy* rightsizing_policy(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                                 ClusterState& state, std::vector<std::string>& notes) {
+  const WorkloadKind kind = view.kind;
+  if (!request.sub_resource.empty() || request.object.is_null() || !view.pod_spec_pointer) return nullptr;
   // Container resources of a Pod are immutable after creation, and so is a Job's pod
   // template (the apiserver rejects every such UPDATE): only CREATE for those.
   const bool create_only = kind == WorkloadKind::Pod || kind == WorkloadKind::Job;
   if (create_only ? request.operation != Operation::Create
                   : request.operation != Operation::Create && request.operation != Operation::Update) {
-    return result;
+    return nullptr;
   }
-  const Policy* policy = nullptr;
   for (const auto& p : policies.policies) {
     if (!p.rightsizing || !targets(*p.rightsizing, kind)) continue;
-    auto applies = policy_applies(p, request, state);
+    auto applies = policy_applies(p, request, view, state);
     if (auto* error = std::get_if<ClusterStateError>(&applies)) {
-      result.notes.push_back("right-sizing policy " + p.name + " not evaluated: " + error->message);
+      notes.push_back("right-sizing policy " + p.name + " not evaluated: " + error->message);
       continue;
     }
-    if (std::get<bool>(applies)) {
-      policy = &p;
-      break;
+    if (std::get<bool>(applies)) return &p;
     }
-  }
-  if (!policy) return result;
-  const RightsizingRule& rule = *policy->rightsizing;
-  auto mode = rightsizing_mode(request, kind, *policy, state, options, result.notes);
-  if (!mode) {
-    result.notes.push_back("right-sizing is off for this workload");
-    return result;
-  }
-  result.applies = true;
-  result.policy = policy->name;
-  result.mode = *mode;
-  result.replicas = kind == WorkloadKind::Pod ? 1 : replicas(request.object, kind).value_or(1);
+  return nullptr;
+}
 
-  std::vector<std::pair<std::string, std::string>> candidates;
-  if (kind == WorkloadKind::Pod) candidates = pod_owner_candidates(request.object, request.display_name());
-  else candidates.emplace_back(request.kind.kind, request.name);
-  const ValidationBounds bounds = validation_bounds(request, policies, state);
-  const Json::json_pointer spec_pointer(*pod_spec_pointer(kind));
-  const Json& pod_spec = request.object.contains(spec_pointer) ? request.object.at(spec_pointer) : Json::object();
-  const Json& pod_resources = member(pod_spec, "resources");
-  const Json previous = previous_explanation(request.object, kind);
-  // The QoS class the workload asked for, not one sizeguard's own values produced.
-  // (Without an earlier record the spec is the original: no copy of it to build.)
-  const bool is_guaranteed = member(previous, "containers").empty() ? guaranteed(pod_spec)
-                                                                    : guaranteed(original_pod_spec(pod_spec, previous));
+// What every container of one request is sized against.
+struct SizingContext {
+  const AdmissionRequest& request;
+  const RightsizingRule& rule;
+  const RightsizingInputs& inputs;
+  std::vector<std::pair<std::string, std::string>> candidates;  // workload keys, most specific first
+  ValidationBounds bounds;
+  const Json& pod_resources;  // spec.resources of the pod spec
+  Json previous;              // the explanation sizeguard wrote earlier (previous_explanation)
+  bool is_guaranteed = false;
+};
 
-  PatchBuilder patch(request.object);
-  Json explanation = {{"policy", policy->name}, {"containers", Json::object()}};
-  if (inputs.recommendations) explanation["model"] = inputs.recommendations->model_version;
-  else if (!inputs.model_version.empty()) explanation["model"] = inputs.model_version;
-  if (inputs.model) explanation["quantile"] = inputs.model->cpu_quantile;
-
-  const std::vector<ContainerRef> all_containers = containers(request.object, kind);
-  // The annotation records containers by name: twins could not be told apart (and the
-  // apiserver refuses them anyway), so such an object is left as written.
-  if (const std::string twin = duplicate_container_name(all_containers); !twin.empty()) {
-    result.notes.push_back("containers share the name " + twin + ": left as written");
-    return result;
-  }
-  size_t explanation_bytes = 0, omitted_containers = 0;
-  for (const auto& c : all_containers) {
-    if (c.type == ContainerType::Ephemeral) continue;
-    if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) continue;
-    if (glob_match_any(rule.exclude_containers, c.name)) continue;
+// Whether the container is one right-sizing may change (a note says why when it is not).
+bool sizes_container(const ContainerRef& c, const RightsizingRule& rule, std::vector<std::string>& notes) {
+  if (c.type == ContainerType::Ephemeral) return false;
+  if (!rule.include_containers.empty() && !glob_match_any(rule.include_containers, c.name)) return false;
+  if (glob_match_any(rule.exclude_containers, c.name)) return false;
     if (const char* bad = malformed_resources(*c.node)) {
       // A patch below it could not apply, and a warning would claim a change never made.
-      result.notes.push_back("container " + c.name + ": " + bad + ", left as written");
-      continue;
+    notes.push_back("container " + c.name + ": " + bad + ", left as written");
+    return false;
     }
-    const Json& resources = member(*c.node, "resources");
-    const Json& recorded_container = member(member(previous, "containers"), c.name);
+  return true;
+}
 
-    // The recommendation: the snapshot under the most specific workload key, else a
-    // cold-start estimate from the spec.
+// The recommendation: the snapshot under the most specific workload key, else a
+// cold-start estimate from the spec. Sets result.workload to the key it was found under.
+std::optional<ContainerRecommendation> recommendation_for(const SizingContext& ctx, const std::string& container,
+                                                          RightsizingResult& result) {
+  const AdmissionRequest& request = ctx.request;
+  const RightsizingInputs& inputs = ctx.inputs;
     std::optional<ContainerRecommendation> rec;
-    for (const auto& [owner_kind, owner_name] : candidates) {
-      const std::string key = request.namespace_ + "/" + owner_kind + "/" + owner_name + "/" + c.name;
+  for (const auto& [owner_kind, owner_name] : ctx.candidates) {
+    const std::string key = request.namespace_ + "/" + owner_kind + "/" + owner_name + "/" + container;
       if (inputs.recommendations) {
         auto it = inputs.recommendations->recommendations.find(key);
         if (it != inputs.recommendations->recommendations.end()) {
@@ -568,31 +547,33 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
     }
     if (!rec && (inputs.model || inputs.recommendations)) {
       UsageSeries series;
-      series.key = {request.namespace_, candidates.front().first, candidates.front().second, c.name};
+    series.key = {request.namespace_, ctx.candidates.front().first, ctx.candidates.front().second, container};
       rec = to_container_recommendation(cold_start_recommendation(series, inputs.model.get(), RecommendationPolicy{}));
       rec->cold_start = true;
-      result.workload = request.namespace_ + "/" + candidates.front().first + "/" + candidates.front().second;
+    result.workload = request.namespace_ + "/" + ctx.candidates.front().first + "/" + ctx.candidates.front().second;
     }
-    if (!rec) {
-      result.notes.push_back("no recommendation for container " + c.name + " (no snapshot and no model loaded)");
-      continue;
-    }
-    if (rec->cold_start && !rule.cold_start_accelerators && uses_accelerator(resources)) {
-      result.notes.push_back("container " + c.name + " uses an accelerator and has no usage history: left as written "
-                             "(spec.rightsizing.coldStart.accelerators opts in)");
-      continue;
-    }
-    if (rec->cold_start) result.cold_start = true;
+  return rec;
+}
 
+// One container's proposed values: what to write per resource, the lines of its warning,
+// its part of the explanation and its per-pod totals.
+struct ContainerSizing {
     struct Pending {
       std::string resource;
       Values current, next;
     };
     std::vector<Pending> pending;
-    Json container_explanation = {{"confidence", rec->confidence}};
-    if (rec->cold_start) container_explanation["coldStart"] = true;
+  Json explanation;
     std::vector<std::string> said;
     double cpu_before = 0, cpu_after = 0, memory_before = 0, memory_after = 0;
+};
+
+ContainerSizing size_container(const SizingContext& ctx, const ContainerRecommendation& rec, const Json& resources,
+                               const Json& recorded_container) {
+  const RightsizingRule& rule = ctx.rule;
+  ContainerSizing out;
+  out.explanation = {{"confidence", rec.confidence}};
+  if (rec.cold_start) out.explanation["coldStart"] = true;
     for (const std::string resource : kResources) {
       const Values current{resource_quantity(resources, "requests", resource), resource_quantity(resources, "limits", resource)};
       // Bounds hold against the values before sizeguard's first change in this line of
@@ -601,12 +582,12 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       const Json& recorded_resource = member(recorded_container, resource);
       const std::optional<Values> from_record = recorded_original(recorded_resource, current);
       const Values original = from_record.value_or(current);
-      if (from_record) container_explanation[resource] = recorded_resource;  // still true; kept
+    if (from_record) out.explanation[resource] = recorded_resource;  // still true; kept
 
       std::string clamp_note;
-      auto proposed = rec->cold_start
-                          ? propose_cold_start(resource, original, *rec, rule, bounds, pod_resources, clamp_note)
-                          : propose(resource, original, *rec, rule, bounds, is_guaranteed, clamp_note);
+    auto proposed = rec.cold_start
+                        ? propose_cold_start(resource, original, rec, rule, ctx.bounds, ctx.pod_resources, clamp_note)
+                        : propose(resource, original, rec, rule, ctx.bounds, ctx.is_guaranteed, clamp_note);
       if (!proposed) continue;
       Values next = *proposed;
       if (next.request == current.request && next.limit == current.limit) continue;
@@ -626,52 +607,29 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
       // request (recorded only when clamping or rounding made them differ).
       Json res_explanation = {{"request", {text_of(original.request), text_of(next.request)}}};
       if (original.limit != next.limit) res_explanation["limit"] = {text_of(original.limit), text_of(next.limit)};
-      if (const std::string& recommended = resource == "cpu" ? rec->cpu : rec->memory; recommended != text_of(next.request)) {
+    if (const std::string& recommended = resource == "cpu" ? rec.cpu : rec.memory; recommended != text_of(next.request)) {
         res_explanation["recommended"] = recommended;
       }
       if (!clamp_note.empty()) {
         line += " (clamped to " + clamp_note + ")";
         res_explanation["clampedTo"] = clamp_note;
       }
-      container_explanation[resource] = std::move(res_explanation);
-      said.push_back(line);
-      pending.push_back({resource, current, next});
+    out.explanation[resource] = std::move(res_explanation);
+    out.said.push_back(line);
+    out.pending.push_back({resource, current, next});
       const std::optional<Quantity> was = original.request ? original.request : original.limit;
       const double before_value = was ? was->as_double() : 0;
       const double after_value = next.request ? next.request->as_double() : 0;
-      (resource == "cpu" ? cpu_before : memory_before) += before_value;
-      (resource == "cpu" ? cpu_after : memory_after) += after_value;
+    (resource == "cpu" ? out.cpu_before : out.memory_before) += before_value;
+    (resource == "cpu" ? out.cpu_after : out.memory_after) += after_value;
     }
-    if (said.empty()) {
-      // Nothing to change: the records that still describe the container stay.
-      Json kept = Json::object();
-      for (const std::string resource : kResources) {
-        if (container_explanation.contains(resource)) kept[resource] = container_explanation[resource];
-      }
-      if (!kept.empty()) {
-        explanation_bytes += kept.dump().size() + c.name.size() + 4;
-        explanation["containers"][c.name] = std::move(kept);
-      }
-      continue;
-    }
-    Json top = Json::array();
-    for (size_t i = 0; i < rec->explanation.size() && i < 3; ++i) {
-      top.push_back({{"feature", rec->explanation[i].feature}, {"contribution", std::round(rec->explanation[i].contribution * 1000) / 1000}});
-    }
-    container_explanation["top"] = std::move(top);
-    // The apiserver rejects objects whose annotations exceed 256 KiB in total. A change the
-    // annotation cannot record would not be recognised on reinvocation and would be cut
-    // again, so past the budget containers are left as they are and counted.
-    const size_t size = container_explanation.dump().size() + c.name.size() + 4;
-    if (explanation_bytes + size > kMaxExplanationBytes) {
-      ++omitted_containers;
-      continue;
-    }
-    explanation_bytes += size;
-    explanation["containers"][c.name] = std::move(container_explanation);
+  return out;
+}
 
+// The container's changes into the patch, the result's changes and its per-pod totals.
+void write_changes(const ContainerRef& c, const ContainerSizing& sizing, PatchBuilder& patch, RightsizingResult& result) {
     const std::vector<std::string> base = split_pointer(c.pointer + "/resources");
-    for (const auto& p : pending) {
+  for (const auto& p : sizing.pending) {
       auto path = [&](const char* field) {
         auto tokens = base;
         tokens.push_back(field);
@@ -688,53 +646,160 @@ RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& po
         result.changes.push_back({c.name, p.resource, "limit", p.current.limit, p.next.limit});
       }
     }
-    result.cpu_before += cpu_before;
-    result.cpu_after += cpu_after;
-    result.memory_before += memory_before;
-    result.memory_after += memory_after;
+  result.cpu_before += sizing.cpu_before;
+  result.cpu_after += sizing.cpu_after;
+  result.memory_before += sizing.memory_before;
+  result.memory_after += sizing.memory_after;
+}
 
+// "sizeguard: container web: cpu request 2 → 350m (model m1, confidence 0.90)", with the
+// mode when the change is only reported.
+std::string change_warning(const std::string& container, const ContainerSizing& sizing,
+                           const ContainerRecommendation& rec, const Json& explanation, Mode mode) {
     char confidence[16];
-    std::snprintf(confidence, sizeof confidence, "%.2f", rec->confidence);
-    std::string why = rec->cold_start ? "cold start: no usage history, missing request filled from the spec estimate"
+  std::snprintf(confidence, sizeof confidence, "%.2f", rec.confidence);
+  std::string why = rec.cold_start ? "cold start: no usage history, missing request filled from the spec estimate"
                                       : "model " + explanation.value("model", std::string("?")) + ", confidence " + confidence;
     std::string text;
-    for (const auto& s : said) text += (text.empty() ? "" : "; ") + s;
-    const bool apply = result.mode == Mode::Enforce;
-    result.warnings.push_back(std::string("sizeguard: ") + (apply ? "" : "[" + std::string(to_string(result.mode)) + ", not applied] ") +
-                              "container " + c.name + ": " + text + " (" + why + ")");
+  for (const auto& s : sizing.said) text += (text.empty() ? "" : "; ") + s;
+  const bool apply = mode == Mode::Enforce;
+  return std::string("sizeguard: ") + (apply ? "" : "[" + std::string(to_string(mode)) + ", not applied] ") +
+         "container " + container + ": " + text + " (" + why + ")";
+}
+
+// Finishes a result with changes: drops them all when the pod-level resources would
+// refuse them (returns false), else writes the explanation annotation (on the object and
+// its pod template) and the patch.
+bool finish_patch(const WorkloadView& view, const SizingContext& ctx, PatchBuilder& patch, Json& explanation,
+                  size_t omitted_containers, ClusterState& state, RightsizingResult& result) {
+  // Pod-level resources (spec.resources) bound the containers: a patch the apiserver would
+  // reject is not made at all.
+  if (ctx.pod_resources.is_object() && !ctx.pod_resources.empty()) {
+    const Json& after_spec = patch.result().at(Json::json_pointer(*view.pod_spec_pointer));
+    if (const std::string why = pod_level_violation(after_spec); !why.empty()) {
+      result.warnings = {"sizeguard: right-sizing left the pod unchanged: " + why};
+      result.notes.push_back("pod-level resources: " + why);
+      result.changes.clear();
+      result.cpu_before = result.cpu_after = result.memory_before = result.memory_after = 0;
+      return false;
+    }
+  }
+  if (view.kind == WorkloadKind::Pod) result.replicas = owner_replicas(result.workload, state);
+  if (omitted_containers > 0) explanation["omittedContainers"] = omitted_containers;
+  const std::string annotation = explanation.dump();
+  patch.set({"metadata", "annotations", kRightsizedAnnotation}, annotation);
+  // Pods made from the template carry the record too, so right-sizing them again (target
+  // both) recognises the values as its own instead of cutting a second time.
+  if (view.kind != WorkloadKind::Pod && view.pod_metadata_pointer) {
+    auto tokens = split_pointer(*view.pod_metadata_pointer);
+    tokens.push_back("annotations");
+    tokens.push_back(kRightsizedAnnotation);
+    patch.set(tokens, annotation);
+  }
+  result.patch = patch.operations();
+  return true;
+}
+
+}  // namespace
+
+RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
+                            const RightsizingInputs& inputs, const EvaluationOptions& options) {
+  return rightsize(request, workload_view(request), policies, state, inputs, options);
+}
+
+RightsizingResult rightsize(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                            ClusterState& state, const RightsizingInputs& inputs, const EvaluationOptions& options) {
+  RightsizingResult result;
+  const Policy* policy = rightsizing_policy(request, view, policies, state, result.notes);
+  if (!policy) return result;
+  const WorkloadKind kind = view.kind;
+  auto mode = rightsizing_mode(request, view, *policy, state, options, result.notes);
+  if (!mode) {
+    result.notes.push_back("right-sizing is off for this workload");
+    return result;
+  }
+  result.applies = true;
+  result.policy = policy->name;
+  result.mode = *mode;
+  result.replicas = kind == WorkloadKind::Pod ? 1 : view.replicas.value_or(1);
+
+  static const Json no_pod_spec = Json::object();
+  const Json& pod_spec = view.pod_spec ? *view.pod_spec : no_pod_spec;
+  SizingContext ctx{request, *policy->rightsizing, inputs, {}, validation_bounds(request, view, policies, state),
+                    member(pod_spec, "resources"), previous_explanation(request.object, view), false};
+  if (kind == WorkloadKind::Pod) ctx.candidates = pod_owner_candidates(request.object, request.display_name());
+  else ctx.candidates.emplace_back(request.kind.kind, request.name);
+  // The QoS class the workload asked for, not one sizeguard's own values produced.
+  // (Without an earlier record the spec is the original: no copy of it to build.)
+  ctx.is_guaranteed = member(ctx.previous, "containers").empty() ? guaranteed(pod_spec)
+                                                                 : guaranteed(original_pod_spec(pod_spec, ctx.previous));
+
+  PatchBuilder patch(request.object);
+  Json explanation = {{"policy", policy->name}, {"containers", Json::object()}};
+  if (inputs.recommendations) explanation["model"] = inputs.recommendations->model_version;
+  else if (!inputs.model_version.empty()) explanation["model"] = inputs.model_version;
+  if (inputs.model) explanation["quantile"] = inputs.model->cpu_quantile;
+
+  // The annotation records containers by name: twins could not be told apart (and the
+  // apiserver refuses them anyway), so such an object is left as written.
+  if (const std::string twin = duplicate_container_name(view.containers); !twin.empty()) {
+    result.notes.push_back("containers share the name " + twin + ": left as written");
+    return result;
+  }
+  size_t explanation_bytes = 0, omitted_containers = 0;
+  for (const auto& c : view.containers) {
+    if (!sizes_container(c, ctx.rule, result.notes)) continue;
+    const Json& resources = member(*c.node, "resources");
+    const std::optional<ContainerRecommendation> rec = recommendation_for(ctx, c.name, result);
+    if (!rec) {
+      result.notes.push_back("no recommendation for container " + c.name + " (no snapshot and no model loaded)");
+      continue;
+    }
+    if (rec->cold_start && !ctx.rule.cold_start_accelerators && uses_accelerator(resources)) {
+      result.notes.push_back("container " + c.name + " uses an accelerator and has no usage history: left as written "
+                             "(spec.rightsizing.coldStart.accelerators opts in)");
+      continue;
+    }
+    if (rec->cold_start) result.cold_start = true;
+
+    ContainerSizing sizing = size_container(ctx, *rec, resources, member(member(ctx.previous, "containers"), c.name));
+    if (sizing.said.empty()) {
+      // Nothing to change: the records that still describe the container stay.
+      Json kept = Json::object();
+      for (const std::string resource : kResources) {
+        if (sizing.explanation.contains(resource)) kept[resource] = sizing.explanation[resource];
+      }
+      if (!kept.empty()) {
+        explanation_bytes += kept.dump().size() + c.name.size() + 4;
+        explanation["containers"][c.name] = std::move(kept);
+      }
+      continue;
+    }
+    Json top = Json::array();
+    for (size_t i = 0; i < rec->explanation.size() && i < 3; ++i) {
+      top.push_back({{"feature", rec->explanation[i].feature}, {"contribution", std::round(rec->explanation[i].contribution * 1000) / 1000}});
+    }
+    sizing.explanation["top"] = std::move(top);
+    // The apiserver rejects objects whose annotations exceed 256 KiB in total. A change the
+    // annotation cannot record would not be recognised on reinvocation and would be cut
+    // again, so past the budget containers are left as they are and counted.
+    const size_t size = sizing.explanation.dump().size() + c.name.size() + 4;
+    if (explanation_bytes + size > kMaxExplanationBytes) {
+      ++omitted_containers;
+      continue;
+    }
+    explanation_bytes += size;
+    explanation["containers"][c.name] = std::move(sizing.explanation);
+
+    write_changes(c, sizing, patch, result);
+    result.warnings.push_back(change_warning(c.name, sizing, *rec, explanation, result.mode));
   }
   if (omitted_containers > 0) {
     result.notes.push_back(std::to_string(omitted_containers) +
                            " containers left as written: the sizeguard.io/rightsized annotation has no room to record them");
   }
   if (result.changes.empty()) return result;
-
-  // Pod-level resources (spec.resources) bound the containers: a patch the apiserver would
-  // reject is not made at all.
-  if (const Json& after_spec = patch.result().at(spec_pointer); pod_resources.is_object() && !pod_resources.empty()) {
-    if (const std::string why = pod_level_violation(after_spec); !why.empty()) {
-      result.warnings = {"sizeguard: right-sizing left the pod unchanged: " + why};
-      result.notes.push_back("pod-level resources: " + why);
-      result.changes.clear();
-      result.cpu_before = result.cpu_after = result.memory_before = result.memory_after = 0;
-      return result;
-    }
-  }
-  if (kind == WorkloadKind::Pod) result.replicas = owner_replicas(result.workload, state);
-  if (omitted_containers > 0) explanation["omittedContainers"] = omitted_containers;
-  const std::string annotation = explanation.dump();
-  patch.set({"metadata", "annotations", kRightsizedAnnotation}, annotation);
-  // Pods made from the template carry the record too, so right-sizing them again (target
-  // both) recognises the values as its own instead of cutting a second time.
-  if (kind != WorkloadKind::Pod) {
-    if (auto meta = pod_metadata_pointer(kind)) {
-      auto tokens = split_pointer(*meta);
-      tokens.push_back("annotations");
-      tokens.push_back(kRightsizedAnnotation);
-      patch.set(tokens, annotation);
-    }
-  }
-  result.patch = patch.operations();
+  finish_patch(view, ctx, patch, explanation, omitted_containers, state, result);
   return result;
 }
 

@@ -18,6 +18,7 @@
 #include "recommender/recommend.h"
 #include "kube/metrics.h"
 #include "kube/review.h"
+#include "kube/workload.h"
 
 namespace sizeguard {
 
@@ -52,6 +53,10 @@ struct RightsizingResult {
   bool cold_start = false;
 };
 
+// `view` is workload_view(request) (kube/workload.h), built once per request by the
+// handlers; the overload without it builds one.
+RightsizingResult rightsize(const AdmissionRequest& request, const WorkloadView& view, const PolicySet& policies,
+                            ClusterState& state, const RightsizingInputs& inputs, const EvaluationOptions& options);
 RightsizingResult rightsize(const AdmissionRequest& request, const PolicySet& policies, ClusterState& state,
                             const RightsizingInputs& inputs, const EvaluationOptions& options);
 

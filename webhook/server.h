@@ -1,8 +1,9 @@
 // The admission server: an HTTPS listener for POST /mutate and /validate (answered by the
 // review core, webhook/admission_core.h) plus a plain-HTTP listener for /healthz, /readyz,
 // /metrics and any GET routes later code adds. Where its parts live: the event loop and
-// connections in connection_server.h, HTTP framing and limits in http_framing.*, the
-// certificate in tls_context.*, readiness in readiness.*, the routes here (server.cpp).
+// connections in connection_server.*, the workers that answer requests in worker_pool.*,
+// HTTP framing and limits in http_framing.*, the certificate in tls_context.*, readiness
+// in readiness.*, the routes here (server.cpp).
 #pragma once
 
 #include <chrono>

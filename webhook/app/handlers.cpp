@@ -56,16 +56,8 @@ Json findings_json(const Decision& decision) {
   return out;
 }
 
-bool controller_made_pod(const AdmissionRequest& request) {
-  if (request.kind.kind != "Pod" || !request.object.is_object()) return false;
-  const Json* owners = json_at(request.object, "/metadata/ownerReferences");
-  if (!owners || !owners->is_array()) return false;
-  for (const auto& owner : *owners) {
-    if (!owner.is_object()) continue;
-    auto controller = owner.find("controller");
-    if (controller != owner.end() && controller->is_boolean() && controller->get<bool>()) return true;
-  }
-  return false;
+bool controller_made_pod(const WorkloadView& view) {
+  return view.kind == WorkloadKind::Pod && view.controller_owned;
 }
 
 }  // namespace
@@ -132,7 +124,8 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
   const auto policies = context.policies();
   EvaluationOptions options = context.evaluation;
   options.now = context.clock();
-  const RightsizingResult result = rightsize(request, *policies, *context.cluster_state, context.rightsizing(), options);
+  const WorkloadView view = workload_view(request);  // once per request, read by every stage
+  const RightsizingResult result = rightsize(request, view, *policies, *context.cluster_state, context.rightsizing(), options);
   if (!result.applies) return response;
 
   const bool apply = result.mode == Mode::Enforce;
@@ -140,7 +133,7 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
   // A Pod a controller creates (a ReplicaSet's, a Job's) has no one to read its warnings but
   // the controller, which logs each one: the per-container lines stay in the annotation and
   // the audit log, the apiserver does not carry them. Notes about problems are still sent.
-  std::vector<std::string> warnings = controller_made_pod(request) ? std::vector<std::string>{} : result.warnings;
+  std::vector<std::string> warnings = controller_made_pod(view) ? std::vector<std::string>{} : result.warnings;
   std::vector<std::string> all = result.warnings;  // the audit line keeps them all (capped)
   for (const auto& note : result.notes) {
     warnings.push_back("sizeguard: " + note);
@@ -200,7 +193,7 @@ AdmissionResponse validate(const AdmissionRequest& request, AdmissionContext& co
   const auto policies = context.policies();
   EvaluationOptions options = context.evaluation;
   options.now = context.clock();
-  Decision decision = evaluate_policies(request, *policies, *context.cluster_state, options);
+  Decision decision = evaluate_policies(request, workload_view(request), *policies, *context.cluster_state, options);
   GpuReservationRun gpu_reservations;
   if (context.gpu_reservations) gpu_reservations = reserve_gpus(decision, *context.gpu_reservations, request, options.now);
   if (context.budgets) {

@@ -158,7 +158,11 @@ std::unique_ptr<Runtime> make_runtime(const RuntimeOptions& options, Metrics& me
     }
   }
   if (!options.recommendations.empty()) {
-    runtime->recommendations = std::make_unique<RecommendationStore>(options.recommendations, metrics, readiness);
+    RecommendationStore::StatusCallback on_status;
+    if (readiness) {
+      on_status = [readiness](bool ready, const std::string& reason) { readiness->set("recommendations", ready, reason); };
+    }
+    runtime->recommendations = std::make_unique<RecommendationStore>(options.recommendations, metrics, on_status);
     const std::string error = runtime->recommendations->reload();
     if (!error.empty() && require_policies) throw std::runtime_error("--recommendations: " + error);
     if (options.watch_policies) runtime->recommendations->start(poll);

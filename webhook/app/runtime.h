@@ -11,7 +11,7 @@
 
 #include "policies/store.h"
 #include "webhook/app/handlers.h"
-#include "webhook/app/recommendation_store.h"
+#include "recommender/recommendation_store.h"
 #include "webhook/audit.h"
 #include "kube/kubeapi.h"
 #include "kube/metrics.h"

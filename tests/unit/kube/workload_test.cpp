@@ -499,5 +499,60 @@ TEST(WorkloadSharedFixtureTest, DeleteHasNoObjectButOldObjectHasContainers) {
   expect_refs_resolve(request.subject(), refs);
 }
 
+// --- the per-request view ------------------------------------------------------------
+
+TEST(WorkloadViewTest, PodFromAReplicaSetPointsIntoTheRequest) {
+  const AdmissionRequest request = decode_apiserver_fixture("pod-create-from-replicaset.json");
+  const WorkloadView view = workload_view(request);
+  EXPECT_EQ(view.kind, WorkloadKind::Pod);
+  EXPECT_FALSE(view.is_scale);
+  EXPECT_EQ(view.kind_name, "Pod");
+  EXPECT_EQ(view.pod_spec_pointer, "/spec");
+  EXPECT_EQ(view.pod_metadata_pointer, "/metadata");
+  EXPECT_EQ(view.pod_spec, &request.object["spec"]);
+  ASSERT_EQ(view.containers.size(), 1u);
+  EXPECT_EQ(view.containers[0].node, &request.object["spec"]["containers"][0]);
+  EXPECT_EQ(view.replicas, std::nullopt);
+  EXPECT_TRUE(view.controller_owned) << "the ReplicaSet controller made it";
+}
+
+TEST(WorkloadViewTest, DeploymentHasItsTemplateAndReplicasAndNoController) {
+  const AdmissionRequest request = decode_apiserver_fixture("deployment-create.json");
+  const WorkloadView view = workload_view(request);
+  EXPECT_EQ(view.kind, WorkloadKind::Deployment);
+  EXPECT_EQ(view.pod_spec, &request.object["spec"]["template"]["spec"]);
+  EXPECT_EQ(view.containers.size(), 1u);
+  EXPECT_EQ(view.replicas, request.object.at("spec").at("replicas").get<int64_t>());
+  EXPECT_FALSE(view.controller_owned);
+}
+
+TEST(WorkloadViewTest, ScaleRequestsReportTheScaledKindAndTheScaleReplicas) {
+  const AdmissionRequest request = decode_apiserver_fixture("deployment-scale-update-kubectl-scale.json");
+  ASSERT_EQ(request.sub_resource, "scale");
+  const WorkloadView view = workload_view(request);
+  EXPECT_TRUE(view.is_scale);
+  EXPECT_EQ(view.kind, WorkloadKind::Deployment);
+  EXPECT_EQ(view.kind_name, "Deployment");
+  EXPECT_EQ(view.replicas, replicas(request.object, WorkloadKind::Scale));
+  EXPECT_EQ(view.pod_spec, nullptr) << "a Scale object has no pod template";
+  EXPECT_TRUE(view.containers.empty());
+}
+
+TEST(WorkloadViewTest, HorizontalPodAutoscalerNamesItsTargetKind) {
+  const AdmissionRequest request = decode_apiserver_fixture("hpa-v2-create-kubectl-autoscale.json");
+  const WorkloadView view = workload_view(request);
+  EXPECT_EQ(view.kind, WorkloadKind::HorizontalPodAutoscaler);
+  EXPECT_EQ(view.hpa_target_kind, request.object.at("spec").at("scaleTargetRef").at("kind").get<std::string>());
+  EXPECT_FALSE(view.hpa_target_kind.empty());
+}
+
+TEST(WorkloadViewTest, DeleteViewsTheOldObject) {
+  const AdmissionRequest request = decode_apiserver_fixture("deployment-delete.json");
+  const WorkloadView view = workload_view(request);
+  EXPECT_FALSE(view.containers.empty());
+  EXPECT_EQ(view.pod_spec, &request.old_object["spec"]["template"]["spec"]);
+  EXPECT_EQ(view.replicas, replicas(request.old_object, WorkloadKind::Deployment));
+}
+
 }  // namespace
 }  // namespace sizeguard

@@ -5,23 +5,26 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 
-#include "recommender/recommend.h"
 #include "kube/metrics.h"
 #include "kube/periodic.h"
-#include "webhook/server.h"
 #include "kube/shared_snapshot.h"
+#include "recommender/recommend.h"
 
 namespace sizeguard {
 
 class RecommendationStore {
  public:
-  // `readiness` (may be null) gets component "recommendations": not ready only until the
-  // first good load, degraded (with the reason) after a failed reload.
-  RecommendationStore(std::filesystem::path path, Metrics& metrics, Readiness* readiness);
+  // Called after every load attempt that changed something (as PolicyStore's): `ready` is
+  // false only until the first good load; `reason` says what is wrong (empty when all is
+  // well, "last reload failed, previous snapshot in force: ..." when degraded).
+  using StatusCallback = std::function<void(bool ready, const std::string& reason)>;
+
+  RecommendationStore(std::filesystem::path path, Metrics& metrics, StatusCallback on_status = {});
   ~RecommendationStore();
 
   // Reloads if the file changed; returns the error of this attempt, or "".
@@ -32,7 +35,7 @@ class RecommendationStore {
  private:
   std::filesystem::path path_;
   Metrics& metrics_;
-  Readiness* readiness_;
+  StatusCallback on_status_;
   SharedSnapshot<RecommendationSnapshot> current_;
   std::mutex reload_mutex_;
   size_t last_hash_ = 0;

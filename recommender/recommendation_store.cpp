@@ -1,4 +1,4 @@
-#include "webhook/app/recommendation_store.h"
+#include "recommender/recommendation_store.h"
 
 #include <fstream>
 #include <sstream>
@@ -9,8 +9,8 @@
 
 namespace sizeguard {
 
-RecommendationStore::RecommendationStore(std::filesystem::path path, Metrics& metrics, Readiness* readiness)
-    : path_(std::move(path)), metrics_(metrics), readiness_(readiness) {
+RecommendationStore::RecommendationStore(std::filesystem::path path, Metrics& metrics, StatusCallback on_status)
+    : path_(std::move(path)), metrics_(metrics), on_status_(std::move(on_status)) {
   metrics_.describe("sizeguard_recommendations_last_reload_success", MetricType::Gauge,
                     "1 if the last recommendations reload succeeded, 0 if it failed (the last good snapshot stays).");
   metrics_.describe("sizeguard_recommendations_loaded", MetricType::Gauge, "Containers in the recommendations snapshot in force.");
@@ -46,16 +46,15 @@ std::string RecommendationStore::reload() {
     loaded_once_ = true;
     metrics_.set("sizeguard_recommendations_last_reload_success", {}, 1);
     metrics_.set("sizeguard_recommendations_loaded", {}, static_cast<double>(count));
-    if (readiness_) readiness_->set("recommendations", true);
+    if (on_status_) on_status_(true, "");
     spdlog::info("recommendations: loaded {} containers from {}", count, path_.string());
     return "";
   } catch (const std::exception& e) {
     metrics_.increment("sizeguard_recommendations_load_errors_total");
     metrics_.set("sizeguard_recommendations_last_reload_success", {}, 0);
     const bool have = current_.load() != nullptr;
-    if (readiness_) {
-      readiness_->set("recommendations", have,
-                      have ? std::string("last reload failed, previous snapshot in force: ") + e.what() : e.what());
+    if (on_status_) {
+      on_status_(have, have ? std::string("last reload failed, previous snapshot in force: ") + e.what() : e.what());
     }
     spdlog::error("recommendations: {}{}", e.what(), have ? " (keeping the previous snapshot)" : "");
     return e.what();

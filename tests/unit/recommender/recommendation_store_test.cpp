@@ -1,6 +1,6 @@
 // The recommendations snapshot store: loads, keeps the last good snapshot when the file
 // breaks (a truncated write), and picks up the next good one.
-#include "webhook/app/recommendation_store.h"
+#include "recommender/recommendation_store.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 
 #include "recommender/publish.h"
 #include "webhook/devcerts.h"
+#include "webhook/readiness.h"
 
 namespace sizeguard {
 namespace {
@@ -19,13 +20,18 @@ std::string snapshot_json(const std::string& cpu) {
          R"({"cpu":")" + cpu + R"(","memory":"256Mi","confidence":0.9,"coldStart":false,"explanation":[]}}})";
 }
 
+// The store's status as `serve` wires it: component "recommendations" of the readiness.
+RecommendationStore::StatusCallback reports_to(Readiness& readiness) {
+  return [&readiness](bool ready, const std::string& reason) { readiness.set("recommendations", ready, reason); };
+}
+
 TEST(RecommendationStore, KeepsTheLastGoodSnapshotAndReportsWhy) {
   const auto dir = make_private_temp_directory("sizeguard-recs");
   const auto path = dir / "recommendations.json";
   std::ofstream(path) << snapshot_json("250m");
   Metrics metrics;
   Readiness readiness;
-  RecommendationStore store(path, metrics, &readiness);
+  RecommendationStore store(path, metrics, reports_to(readiness));
   EXPECT_EQ(store.current(), nullptr);
   EXPECT_EQ(store.reload(), "");
   ASSERT_NE(store.current(), nullptr);
@@ -53,7 +59,7 @@ TEST(RecommendationStore, AMissingFileIsNotReadyUntilItAppears) {
   const auto dir = make_private_temp_directory("sizeguard-recs");
   Metrics metrics;
   Readiness readiness;
-  RecommendationStore store(dir / "nope.json", metrics, &readiness);
+  RecommendationStore store(dir / "nope.json", metrics, reports_to(readiness));
   EXPECT_THAT(store.reload(), ::testing::HasSubstr("cannot read"));
   EXPECT_FALSE(readiness.report().ready);
   std::ofstream(dir / "nope.json") << snapshot_json("100m");
@@ -71,7 +77,7 @@ namespace {
 TEST(RecommendationStore, ReadsTheGzippedKeyThePublisherWritesForLargeSnapshots) {
   const auto dir = make_private_temp_directory("sizeguard-recs");
   Metrics metrics;
-  RecommendationStore store(dir / "recommendations.json", metrics, nullptr);
+  RecommendationStore store(dir / "recommendations.json", metrics);
   std::ofstream(dir / "recommendations.json.gz", std::ios::binary) << gzip_compress(snapshot_json("750m"));
   EXPECT_EQ(store.reload(), "");
   ASSERT_NE(store.current(), nullptr);
