@@ -7,7 +7,8 @@
 # Single stages:
 #   tests/run.sh --quick      stage 1 only
 #   tests/run.sh --sanitize   stage 2 only
-#   tests/run.sh --tsan       the concurrency tests (server, hot reload, budgets, GPU reservations, API client, watches)
+#   tests/run.sh --tsan       the concurrency tests (server, hot reload, budgets, GPU reservations, API client, watches,
+#                             background audit, buffered logs)
 #                             under ThreadSanitizer, build-tsan/
 #   --configure-only          install and configure the chosen stage's build, nothing else
 #                             (tests/fuzz/run.sh uses it with --sanitize)
@@ -133,11 +134,11 @@ run_tsan() {
   configure "$dir" g++ -DSIZEGUARD_TSAN=ON
   $configure_only && return
   cmake --build "$dir" -j "$jobs" --target sizeguard unit_kube unit_recommender unit_webhook integration_server_test \
-    integration_hostile_clients_test integration_policy_reload_test integration_budget_test integration_gpu_reservations_test integration_kubeapi_test integration_watch_test
+    integration_hostile_clients_test integration_policy_reload_test integration_budget_test integration_gpu_reservations_test integration_kubeapi_test integration_watch_test integration_background_audit_test
   # XGBoost's OpenMP runtime is not instrumented: one thread keeps model loading visible.
   OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
     run_ctest "$dir" --timeout 900 \
-      -R '^(integration\.(server|hostile_clients|policy_reload|budget|gpu_reservations|kubeapi|watch)_test\.|unit\.kube\.Metrics|unit\.recommender\.RecommendationStore|unit\.webhook\.LargeReviewLane|script\.(rightsizing_serve|cert_rotation)$)'
+      -R '^(integration\.(server|hostile_clients|policy_reload|budget|gpu_reservations|kubeapi|watch|background_audit)_test\.|unit\.kube\.Metrics|unit\.recommender\.RecommendationStore|unit\.webhook\.(LargeReviewLane|LineWriter)|script\.(rightsizing_serve|cert_rotation)$)'
 }
 
 summary=()

@@ -165,7 +165,9 @@ std::map<std::string, Json> build_policy_reports(const std::vector<ObjectAudit>&
     if (a.rightsizing) results.push_back({{a.kind, a.name, a.rightsizing->policy, "rightsizing"}, rightsizing_result(a)});
   }
   std::map<std::string, Json> reports;
-  for (auto& [ns, results] : by_ns) {
+  for (auto& entry : by_ns) {
+    const std::string& ns = entry.first;
+    auto& results = entry.second;  // a plain reference: clang 14 cannot capture structured bindings
     if (results.empty()) continue;
     std::stable_sort(results.begin(), results.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
     const std::size_t all = results.size();
