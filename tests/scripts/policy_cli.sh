@@ -55,6 +55,18 @@ assert docs[0]["status"]["details"]["causes"][0]["reason"] == "MissingRequest", 
 assert docs[1]["allowed"] is True, docs[1]
 PY
 
+# The quickstart's audit-only step: a Pod the ReplicaSet controller makes, in a namespace
+# labelled sizeguard.io/mode=audit, is left as written and review still says what right-sizing
+# would do (serve leaves such warnings to the annotation; review is read by a person).
+sed 's/environment: production/environment: production\n    sizeguard.io\/mode: audit/' \
+  "$src/deploy/quickstart/cluster-state.yaml" > "$work/cluster-audit.yaml"
+"$bin" review -f "$src/tests/fixtures/admission-apiserver-1.28/pod-create-from-replicaset.json" \
+  --policies "$src/policies/examples" --cluster-state "$work/cluster-audit.yaml" \
+  --model "$src/recommender/models/default" > "$work/audit.out" || fail "audit-mode review: $(cat "$work/audit.out")"
+grep -qF '(no changes)' "$work/audit.out" || fail "audit mode changed the Pod: $(cat "$work/audit.out")"
+grep -qF 'sizeguard: [audit, not applied] container app: cpu request none' "$work/audit.out" \
+  || fail "audit mode reported nothing: $(cat "$work/audit.out")"
+
 # A policy directory that does not load is bad input for review (exit 2), naming the error.
 set +e
 "$bin" review -f "$src/tests/fixtures/admission-apiserver-1.28/deployment-create.json" --policies "$work/prod.yaml" 2> "$work/err.out" >/dev/null; code=$?

@@ -133,7 +133,8 @@ AdmissionResponse mutate(const AdmissionRequest& request, AdmissionContext& cont
   // A Pod a controller creates (a ReplicaSet's, a Job's) has no one to read its warnings but
   // the controller, which logs each one: the per-container lines stay in the annotation and
   // the audit log, the apiserver does not carry them. Notes about problems are still sent.
-  std::vector<std::string> warnings = controller_made_pod(view) ? std::vector<std::string>{} : result.warnings;
+  std::vector<std::string> warnings =
+      context.quiet_controller_pods && controller_made_pod(view) ? std::vector<std::string>{} : result.warnings;
   std::vector<std::string> all = result.warnings;  // the audit line keeps them all (capped)
   for (const auto& note : result.notes) {
     warnings.push_back("sizeguard: " + note);

@@ -32,6 +32,9 @@ struct AdmissionContext {
   RecommendationReport* report = nullptr;
   Metrics* metrics = nullptr;
   AuditLog* audit = nullptr;
+  // serve: Pods a controller creates get no per-container right-sizing warnings (only the
+  // controller would read them); `review` sets false, since a person reads its output.
+  bool quiet_controller_pods = true;
 };
 
 // Declares the metric families the handlers record (call once per Metrics).

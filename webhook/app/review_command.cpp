@@ -434,6 +434,7 @@ int run_review(const ReviewFlags& flags) {
     std::cerr << "sizeguard review: " << printable(e.what()) << "\n";
     return 2;
   }
+  runtime->context.quiet_controller_pods = false;  // a person reads review's output
   std::optional<CheckOnlyGpuReservationStore> check_only;
   if (runtime->gpu_reservations) {
     runtime->context.gpu_reservations = &check_only.emplace(*runtime->gpu_reservations);
