@@ -20,16 +20,7 @@ warmup=${WARMUP:-2}
 reps=${REPS:-3}
 
 sg_prepare apiserver
-sg_pid="" floor_pid=""
-cleanup() {
-  [[ -n $sg_pid ]] && sg_stop "$sg_pid"
-  [[ -n $floor_pid ]] && sg_stop "$floor_pid"
-  sg_trim_logs "$work"
-}
-trap cleanup EXIT
-
-sg_start_sizeguard "$work"
-sg_start_floor "$work"
+sg_start_pair "$work"
 sg_log "sizeguard pid $sg_pid on :$sg_port, floor pid $floor_pid on :$floor_port; results in $out"
 
 results=$out/results.jsonl

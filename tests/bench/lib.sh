@@ -142,6 +142,20 @@ sg_trim_logs() {
   mv "$1/server.log.kept" "$1/server.log"
 }
 
+# sg_start_pair WORK: sizeguard and the floor server side by side (sg_pid, floor_pid), both
+# stopped and their logs trimmed when the script exits.
+sg_start_pair() {
+  sg_pair_work=$1 sg_pid="" floor_pid=""
+  trap sg_stop_pair EXIT
+  sg_start_sizeguard "$1"
+  sg_start_floor "$1"
+}
+sg_stop_pair() {
+  [[ -n $sg_pid ]] && sg_stop "$sg_pid"
+  [[ -n $floor_pid ]] && sg_stop "$floor_pid"
+  sg_trim_logs "$sg_pair_work"
+}
+
 # sg_metric NAME_WITH_LABELS: the value of one series on sizeguard's /metrics (empty if absent).
 sg_metric() {
   curl -fsS "http://127.0.0.1:$sg_metrics_port/metrics" | awk -v name="$1" '$1 == name { print $2 }'

@@ -22,16 +22,7 @@ rate=${RATE:-2000}
 pin=${PIN:-both}
 
 sg_prepare load
-sg_pid="" floor_pid=""
-cleanup() {
-  [[ -n $sg_pid ]] && sg_stop "$sg_pid"
-  [[ -n $floor_pid ]] && sg_stop "$floor_pid"
-  sg_trim_logs "$work"
-}
-trap cleanup EXIT
-
-sg_start_sizeguard "$work"
-sg_start_floor "$work"
+sg_start_pair "$work"
 sg_log "sizeguard pid $sg_pid on :$sg_port (metrics :$sg_metrics_port), floor pid $floor_pid on :$floor_port; results in $out"
 
 results=$out/results.jsonl

@@ -18,6 +18,7 @@
 
 #include "policies/api_cluster_state.h"
 #include "policies/loader.h"
+#include "support/child_process.h"
 #include "support/fake_apiserver.h"
 #include "webhook/app/background_audit.h"
 #include "webhook/devcerts.h"
@@ -283,39 +284,11 @@ TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
                                    "127.0.0.1:0", "--kubeconfig", (dir / "kubeconfig").string(), "--policies",
                                    (dir / "policy.yaml").string(), "--audit-log", "", "--audit-interval", "1s",
                                    "--budget-namespace", "sizeguard-system"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  struct Child {
-    pid_t pid;
-    int stop() {
-      int status = 0;
-      if (pid > 0 && ::kill(pid, SIGTERM) == 0) ::waitpid(pid, &status, 0);
-      pid = 0;
-      return status;
-    }
-    ~Child() { stop(); }
-  } child{pid};
-  auto log_text = [&] {
-    std::ifstream in(log);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  test::ChildProcess child(args, log);
+  ASSERT_TRUE(child.started());
+  auto log_text = [&] { return child.log_text(); };
   int metrics_port = 0;
-  ASSERT_TRUE(eventually([&] {
-    const std::string text = log_text();
-    const auto at = text.find("metrics_port=");
-    if (at != std::string::npos) metrics_port = std::atoi(text.c_str() + at + 13);
-    return metrics_port > 0;
-  })) << log_text();
+  ASSERT_TRUE(eventually([&] { return (metrics_port = child.logged_metrics_port()) > 0; })) << log_text();
   ASSERT_TRUE(eventually([&] { return c.report("shop").has_value(); })) << log_text();
   EXPECT_EQ((*c.report("shop"))["summary"]["fail"], 1);
   httplib::Client metrics("127.0.0.1", metrics_port);
@@ -331,8 +304,7 @@ TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
   auto lease = c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader");
   ASSERT_TRUE(lease);
   EXPECT_NE((*lease)["spec"]["holderIdentity"], "");
-  const int status = child.stop();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log_text();
+  EXPECT_EQ(child.terminate(), 0) << log_text();
   EXPECT_EQ((*c.api.get(kLeases, "leases", "sizeguard-system", "sizeguard-audit-leader"))["spec"]["holderIdentity"], "");
 }
 
@@ -362,34 +334,10 @@ TEST(BackgroundAudit, ServeWithTheAuditOffNeverTakesTheLease) {
   std::vector<std::string> args = {SIZEGUARD_BINARY, "serve", "--dev", "--listen", "127.0.0.1:0", "--metrics-listen",
                                    "127.0.0.1:0", "--kubeconfig", (dir / "kubeconfig").string(), "--policies", "",
                                    "--audit-log", "", "--audit-interval", "0", "--budget-namespace", "sizeguard-system"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  struct Child {
-    pid_t pid;
-    ~Child() {
-      ::kill(pid, SIGTERM);
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-    }
-  } child{pid};
+  test::ChildProcess child(args, log);
+  ASSERT_TRUE(child.started());
   int metrics_port = 0;
-  ASSERT_TRUE(eventually([&] {
-    std::ifstream in(log);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto at = text.find("metrics_port=");
-    if (at != std::string::npos) metrics_port = std::atoi(text.c_str() + at + 13);
-    return metrics_port > 0;
-  }));
+  ASSERT_TRUE(eventually([&] { return (metrics_port = child.logged_metrics_port()) > 0; })) << child.log_text();
   httplib::Client metrics("127.0.0.1", metrics_port);
   ASSERT_TRUE(eventually([&] {
     auto r = metrics.Get("/readyz");

@@ -30,6 +30,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include "support/child_process.h"
 #include "support/fixtures.h"
 #include "support/tls_client.h"
 #include "webhook/app/handlers.h"
@@ -707,28 +708,6 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-struct ChildProcess {
-  pid_t pid = -1;
-  ~ChildProcess() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-  int wait_exit() {
-    int status = 0;
-    for (int i = 0; i < 60'000; ++i) {  // hang guard: one minute
-      pid_t done = ::waitpid(pid, &status, WNOHANG);
-      if (done == pid) {
-        pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(1ms);
-    }
-    return -1;
-  }
-};
-
 TEST(ServeProcessTest, SigtermUnderLoadAnswersEveryAcceptedRequest) {
   TempDir dir;
   int port = free_port(), metrics_port = free_port();
@@ -738,19 +717,8 @@ TEST(ServeProcessTest, SigtermUnderLoadAnswersEveryAcceptedRequest) {
                                    "--listen", "127.0.0.1:" + std::to_string(port), "--metrics-listen",
                                    "127.0.0.1:" + std::to_string(metrics_port), "--workers", "2",
                                    "--drain-timeout", "20s", "--log-format", "json"};
-  ChildProcess child;
-  child.pid = ::fork();
-  ASSERT_GE(child.pid, 0);
-  if (child.pid == 0) {
-    int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
+  test::ChildProcess child(args, log_file);
+  ASSERT_TRUE(child.started());
   auto server_log = [&] { return std::filesystem::exists(log_file) ? test::read_file(log_file) : std::string(); };
 
   bool ready = false;
@@ -806,7 +774,7 @@ TEST(ServeProcessTest, SigtermUnderLoadAnswersEveryAcceptedRequest) {
   }
   for (int i = 0; i < 30'000 && answered.load() < 60; ++i) std::this_thread::sleep_for(1ms);
   ASSERT_GE(answered.load(), 60) << server_log();
-  ASSERT_EQ(::kill(child.pid, SIGTERM), 0);
+  ASSERT_EQ(::kill(child.pid(), SIGTERM), 0);
   signalled = true;
   int exit_code = child.wait_exit();
   for (auto& client : clients) client.join();

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "policies/watch_cluster_state.h"
+#include "support/child_process.h"
 #include "support/fake_apiserver.h"
 #include "webhook/app/handlers.h"
 #include "webhook/app/runtime.h"
@@ -439,35 +440,10 @@ TEST_F(ServeRuntimeTest, ServeBinaryIsNotReadyUntilEveryWatchHasListed) {
   std::vector<std::string> args = {SIZEGUARD_BINARY, "serve", "--dev", "--listen", "127.0.0.1:0",
                                    "--metrics-listen", "127.0.0.1:0", "--kubeconfig", kubeconfig,
                                    "--policies", "", "--audit-log", ""};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  struct Child {
-    pid_t pid;
-    ~Child() {
-      ::kill(pid, SIGTERM);
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-    }
-  } child{pid};
+  test::ChildProcess child(args, log);
+  ASSERT_TRUE(child.started());
   int metrics_port = 0;
-  ASSERT_TRUE(eventually([&] {
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto at = text.find("metrics_port=");
-    if (at == std::string::npos) return false;
-    metrics_port = std::atoi(text.c_str() + at + 13);
-    return metrics_port > 0;
-  })) << std::ifstream(log).rdbuf();
+  ASSERT_TRUE(eventually([&] { return (metrics_port = child.logged_metrics_port()) > 0; })) << child.log_text();
   httplib::Client metrics("127.0.0.1", metrics_port);
   auto readyz = metrics.Get("/readyz");
   ASSERT_TRUE(readyz);

@@ -14,6 +14,8 @@ pid=""
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [[ -f $work/server.log ]] && tail -20 "$work/server.log" >&2; exit 1; }
+# shellcheck source=tests/scripts/lib/serve.bash
+source "$src/tests/scripts/lib/serve.bash"
 
 mkdir -p "$work/policies"
 cp "$src"/policies/examples/*.yaml "$work/policies/"
@@ -38,14 +40,7 @@ YAML
   --model "$src/recommender/models/default" --kubeconfig "$work/kubeconfig" --audit-log '' \
   > "$work/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  grep -q 'webhook_port=' "$work/server.log" && break
-  kill -0 "$pid" 2>/dev/null || fail "serve exited"
-  sleep 0.1
-done
-port=$(grep -o 'webhook_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-metrics_port=$(grep -o 'metrics_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-[[ -n $port && -n $metrics_port ]] || fail "no listening line"
+wait_for_ports "$work/server.log" "$pid"
 
 # One review each way, so labelled series exist too (the check itself reads the families).
 for path in mutate validate; do

@@ -10,6 +10,8 @@ pid=""
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [[ -f $work/server.log ]] && tail -20 "$work/server.log" >&2; exit 1; }
+# shellcheck source=tests/scripts/lib/serve.bash
+source "$src/tests/scripts/lib/serve.bash"
 
 policy() {  # policy MODE
   mkdir -p "$work/policies-$1"
@@ -31,14 +33,7 @@ start() {  # start MODE: serve on free ports; sets pid, port, metrics_port
     --policies "$work/policies-$1" --model "$src/recommender/models/default" \
     --audit-log "$work/audit-$1.log" > "$work/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do
-    grep -q 'webhook_port=' "$work/server.log" && break
-    kill -0 "$pid" 2>/dev/null || fail "serve exited"
-    sleep 0.1
-  done
-  port=$(grep -o 'webhook_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-  metrics_port=$(grep -o 'metrics_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-  [[ -n $port && -n $metrics_port ]] || fail "no listening line"
+  wait_for_ports "$work/server.log" "$pid"
 }
 
 stop() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
