@@ -165,22 +165,20 @@ std::map<std::string, Json> build_policy_reports(const std::vector<ObjectAudit>&
     if (a.rightsizing) results.push_back({{a.kind, a.name, a.rightsizing->policy, "rightsizing"}, rightsizing_result(a)});
   }
   std::map<std::string, Json> reports;
-  for (auto& entry : by_ns) {
-    const std::string& ns = entry.first;
-    auto& results = entry.second;  // a plain reference: clang 14 cannot capture structured bindings
+  for (auto& [ns, results] : by_ns) {
     if (results.empty()) continue;
     std::stable_sort(results.begin(), results.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
     const std::size_t all = results.size();
-    auto bytes = [&] {
-      std::size_t total = 0;
-      for (const auto& r : results) total += r.second.dump().size() + 1;
-      return total;
-    };
-    if (bytes() > kMaxResultBytes) {
+    const auto encoded_bytes = [](const auto& r) { return r.second.dump().size() + 1; };
+    std::size_t total = 0;
+    for (const auto& r : results) total += encoded_bytes(r);
+    if (total > kMaxResultBytes) {
       std::erase_if(results, [](const auto& r) { return r.second["result"] == "pass"; });
-      std::size_t total = 0, keep = 0;
-      while (keep < results.size() && total + results[keep].second.dump().size() + 1 <= kMaxResultBytes) {
-        total += results[keep++].second.dump().size() + 1;
+      std::size_t kept_bytes = 0, keep = 0;
+      for (; keep < results.size(); ++keep) {
+        const std::size_t bytes = encoded_bytes(results[keep]);
+        if (kept_bytes + bytes > kMaxResultBytes) break;
+        kept_bytes += bytes;
       }
       results.resize(keep);
     }
