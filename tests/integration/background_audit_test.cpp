@@ -20,6 +20,7 @@
 #include "policies/loader.h"
 #include "support/child_process.h"
 #include "support/fake_apiserver.h"
+#include "support/temp_dir.h"
 #include "webhook/app/background_audit.h"
 #include "webhook/devcerts.h"
 
@@ -265,18 +266,9 @@ TEST(BackgroundAudit, ALeaseUnchangedForItsDurationIsTakenOverWhateverTheClocksS
 // and gives the Lease up on SIGTERM.
 TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
   Cluster c;
-  const auto dir = make_private_temp_directory("sizeguard-audit-test");
-  struct RemoveDir {
-    std::filesystem::path dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{dir};
-  std::ofstream(dir / "kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
-                                       "  cluster:\n    server: " << c.api.url() << "\n    certificate-authority: "
-                                    << c.api.ca_file().string() << "\nusers:\n- name: u\n  user:\n    token: "
-                                    << c.api.token() << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+  const test::TempDir temp("sizeguard-audit-test");
+  const auto& dir = temp.path;
+  c.api.write_kubeconfig(dir / "kubeconfig");
   std::ofstream(dir / "policy.yaml") << "apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: requirements}\n"
                                         "spec:\n  resources:\n    required: {requests: [cpu, memory]}\n";
   const std::string log = (dir / "serve.log").string();
@@ -311,18 +303,9 @@ TEST(BackgroundAudit, ServeAuditsOnItsIntervalAndReleasesTheLeaseOnShutdown) {
 // --audit-interval 0: no Lease, no reports, no audit metrics; a bad value is refused.
 TEST(BackgroundAudit, ServeWithTheAuditOffNeverTakesTheLease) {
   Cluster c;
-  const auto dir = make_private_temp_directory("sizeguard-audit-off-test");
-  struct RemoveDir {
-    std::filesystem::path dir;
-    ~RemoveDir() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{dir};
-  std::ofstream(dir / "kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
-                                       "  cluster:\n    server: " << c.api.url() << "\n    certificate-authority: "
-                                    << c.api.ca_file().string() << "\nusers:\n- name: u\n  user:\n    token: "
-                                    << c.api.token() << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+  const test::TempDir temp("sizeguard-audit-off-test");
+  const auto& dir = temp.path;
+  c.api.write_kubeconfig(dir / "kubeconfig");
   const std::string base = std::string(SIZEGUARD_BINARY) + " serve --dev --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "
                            "--kubeconfig " + (dir / "kubeconfig").string() + " --policies '' --audit-log '' ";
   EXPECT_EQ(WEXITSTATUS(std::system((base + "--audit-interval -5s > /dev/null 2> " + (dir / "bad").string()).c_str())), 2);

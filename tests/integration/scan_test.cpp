@@ -49,10 +49,7 @@ class ScanTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = make_private_temp_directory("sizeguard-scan-test");
-    std::ofstream(dir_ / "kubeconfig") << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
-                                          "  cluster:\n    server: " << api_.url() << "\n    certificate-authority: "
-                                       << api_.ca_file().string() << "\nusers:\n- name: u\n  user:\n    token: "
-                                       << api_.token() << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+    api_.write_kubeconfig(dir_ / "kubeconfig");
     std::ofstream(dir_ / "policies.yaml")
         << "apiVersion: sizeguard.io/v1\nkind: Policy\nmetadata: {name: requirements}\nspec:\n  mode: enforce\n"
            "  resources:\n    required: {requests: [cpu, memory]}\n---\n"

@@ -31,6 +31,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "support/child_process.h"
+#include "support/temp_dir.h"
 #include "support/fixtures.h"
 #include "support/tls_client.h"
 #include "webhook/app/handlers.h"
@@ -87,12 +88,8 @@ std::string webhook_for(const std::filesystem::path& fixture) {
 
 std::string uid_of(const std::string& body) { return Json::parse(body)["request"]["uid"].get<std::string>(); }
 
-struct TempDir {
-  std::filesystem::path path = make_private_temp_directory("sizeguard-server-test");
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("sizeguard-server-test") {}
 };
 
 class ServerTest : public ::testing::Test {

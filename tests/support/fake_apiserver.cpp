@@ -346,6 +346,13 @@ void FakeApiServer::stop() {
 std::string FakeApiServer::url() const { return "https://127.0.0.1:" + std::to_string(port_); }
 std::filesystem::path FakeApiServer::ca_file() const { return directory_ / "ca.crt"; }
 
+void FakeApiServer::write_kubeconfig(const std::filesystem::path& path) const {
+  std::ofstream(path) << "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n"
+                         "  cluster:\n    server: " << url() << "\n    certificate-authority: " << ca_file().string()
+                      << "\nusers:\n- name: u\n  user:\n    token: " << token()
+                      << "\ncontexts:\n- name: fake\n  context: {cluster: fake, user: u}\n";
+}
+
 std::string FakeApiServer::token() const {
   std::lock_guard lock(mutex_);
   return token_;

@@ -63,6 +63,8 @@ class FakeApiServer {
   std::string token() const;
   // A client configuration that trusts this server's CA and carries its token.
   KubeConfig client_config(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
+  // The same as a kubeconfig file (context "fake", CA by file path), for a child `sizeguard`.
+  void write_kubeconfig(const std::filesystem::path& path) const;
   void set_token(std::string token);  // e.g. to simulate rotation
 
   // Stores `object` (its metadata.name names it; metadata.namespace is set to `ns`) with
