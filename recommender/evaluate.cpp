@@ -363,7 +363,10 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
   auto margin = [](double m, double fallback) { return std::isfinite(m) && m > 0 ? m : fallback; };
   meta.calibrated_cpu_margin = margin(raw.cpu.matched_margin, 1.1);
   meta.calibrated_memory_margin = margin(raw.memory.matched_margin, 1.1);
-  auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix) {
+  // blend_only: a resource whose raw prediction spends a risk budget (spend_risk_budget) is a
+  // candidate only blended with VPA: alone it is a shape, not a level (the memory budget's centre
+  // is set for the blend), and picked on two or three recent days it cost July 2.8 points.
+  auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix, bool blend_only) {
     ModelMetadata::Gate g;
     g.decided = true;
     g.model_slack = std::isfinite(ours.matched_slack) ? ours.matched_slack : 0;
@@ -375,8 +378,8 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     // another: 0.71 on July memory left 98% of Alibaba's memory windows above).
     g.baseline_margin = std::max(1.0, margin(base.matched_margin, 1));
     // Without windows to judge (e.g. CPU-only data for memory) the model stays.
-    g.use_model = !(std::isfinite(ours.matched_slack) && std::isfinite(base.matched_slack)) ||
-                  ours.matched_slack < base.matched_slack;
+    const bool judged = std::isfinite(ours.matched_slack) && std::isfinite(base.matched_slack);
+    g.use_model = !judged || (!blend_only && ours.matched_slack < base.matched_slack);
     // The blend wins only by beating both, and only at a margin >= 1: like the baseline, a
     // candidate built on VPA is never cut below it (a July memory blend margin of 0.79 left
     // 92% of the Google trace's memory windows above the recommendation).
@@ -386,8 +389,8 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     g.use_model = g.use_model || g.use_blend;
     return g;
   };
-  meta.cpu_gate = decide(raw.cpu, vpa.cpu, blend.cpu);
-  meta.memory_gate = decide(raw.memory, vpa.memory, blend.memory);
+  meta.cpu_gate = decide(raw.cpu, vpa.cpu, blend.cpu, model.metadata().budget_cpu_risk > 0);
+  meta.memory_gate = decide(raw.memory, vpa.memory, blend.memory, model.metadata().budget_memory_risk > 0);
   meta.gate_first_day = first_day, meta.gate_last_day = last_day;
   e.cpu_gate = meta.cpu_gate;
   e.memory_gate = meta.memory_gate;

@@ -42,6 +42,10 @@ class XgbDMatrix {
   void set_labels(const std::vector<float>& labels) {
     check(XGDMatrixSetFloatInfo(h_, "label", labels.data(), labels.size()), "XGDMatrixSetFloatInfo(label)");
   }
+  // Each row's starting margin (the trees add to it): a learned correction of a baseline.
+  void set_base_margin(const std::vector<float>& base) {
+    check(XGDMatrixSetFloatInfo(h_, "base_margin", base.data(), base.size()), "XGDMatrixSetFloatInfo(base_margin)");
+  }
   DMatrixHandle get() const { return h_; }
 
  private:
@@ -116,7 +120,7 @@ json metadata_to_json(const ModelMetadata& m) {
               {"cpu_quantile", m.cpu_quantile},
               {"memory_quantile", m.memory_quantile},
               {"horizon_seconds", m.horizon_seconds},
-              {"targets", {{"cpu", m.cpu_target}, {"memory", m.memory_target}, {"transform", m.transform}}},
+              {"targets", {{"cpu", m.cpu_target}, {"memory", m.memory_target}, {"transform", m.transform}, {"base", m.base}}},
               {"size_weight_power", m.size_weight_power},
               {"rounds", m.rounds},
               {"valid_loss", {{"cpu", m.valid_loss_cpu}, {"memory", m.valid_loss_memory}}},
@@ -154,6 +158,8 @@ json metadata_to_json(const ModelMetadata& m) {
                  {"cpu", gate(m.cpu_gate)},
                  {"memory", gate(m.memory_gate)}};
   }
+  if (m.budget_cpu_risk > 0 || m.budget_memory_risk > 0)
+    j["risk_budget"] = {{"cpu", m.budget_cpu_risk}, {"memory", m.budget_memory_risk}};
   if (!m.input_low.empty()) j["input_range"] = {{"quantiles", {0.005, 0.995}}, {"low", m.input_low}, {"high", m.input_high}};
   return j;
 }
@@ -170,6 +176,9 @@ ModelMetadata metadata_from_json(const json& j) {
   m.cpu_target = t.at("cpu").get<std::string>();
   m.memory_target = t.at("memory").get<std::string>();
   m.transform = t.at("transform").get<std::string>();
+  m.base = t.value("base", std::string("level"));  // absent in models trained before the VPA base
+  if (m.base != "level" && m.base != "vpa")
+    throw json::other_error::create(501, "targets.base must be 'level' or 'vpa', not '" + m.base + "'", &t);
   m.size_weight_power = j.at("size_weight_power").get<double>();
   m.rounds = j.at("rounds").get<int>();
   m.valid_loss_cpu = j.at("valid_loss").at("cpu").get<double>();
@@ -209,6 +218,12 @@ ModelMetadata metadata_from_json(const json& j) {
       gate->baseline_margin = r.at("baseline_margin").get<double>();
     }
   }
+  if (j.contains("risk_budget")) {  // absent in models from before the risk budget: off
+    m.budget_cpu_risk = j.at("risk_budget").value("cpu", 0.0);
+    m.budget_memory_risk = j.at("risk_budget").value("memory", 0.0);
+    for (double v : {m.budget_cpu_risk, m.budget_memory_risk})
+      if (!(v >= 0 && v < 1)) throw json::other_error::create(501, "risk_budget.cpu/memory must be in [0, 1)", &j);
+  }
   if (j.contains("input_range")) {
     m.input_low = j.at("input_range").at("low").get<std::vector<double>>();
     m.input_high = j.at("input_range").at("high").get<std::vector<double>>();
@@ -226,6 +241,7 @@ ModelMetadata metadata_from_json(const json& j) {
 // 5-minute sample exceeds with probability 1 - q); a memory row's single label is the peak.
 struct Dataset {
   std::vector<float> x, y, q, w;          // y: the representative label (CPU quantile / peak)
+  std::vector<float> base;                // starting margin: 0, or log(vpa / level)
   std::vector<float> labels;
   std::vector<size_t> offsets{0};         // row i's labels: [offsets[i], offsets[i + 1])
   std::vector<double> cold_cpu, cold_memory;  // target / request ratios
@@ -235,9 +251,10 @@ struct Dataset {
     y.insert(y.end(), o.y.begin(), o.y.end());
     q.insert(q.end(), o.q.begin(), o.q.end());
     w.insert(w.end(), o.w.begin(), o.w.end());
-    const size_t base = labels.size();
+    base.insert(base.end(), o.base.begin(), o.base.end());
+    const size_t first = labels.size();
     labels.insert(labels.end(), o.labels.begin(), o.labels.end());
-    for (size_t i = 1; i < o.offsets.size(); ++i) offsets.push_back(base + o.offsets[i]);
+    for (size_t i = 1; i < o.offsets.size(); ++i) offsets.push_back(first + o.offsets[i]);
     cold_cpu.insert(cold_cpu.end(), o.cold_cpu.begin(), o.cold_cpu.end());
     cold_memory.insert(cold_memory.end(), o.cold_memory.begin(), o.cold_memory.end());
   }
@@ -260,12 +277,21 @@ void input_ranges_of(const std::vector<float>& x, size_t width, std::vector<doub
   }
 }
 
+// The starting margin of a row whose prediction is a correction of `base` (same units as the
+// target: log(x / level), x floored like the targets).
+double base_margin_of(double base, double level, int memory) {
+  return std::log(std::max(base, memory ? kMemoryFloorBytes : kCpuFloorCores) / level);
+}
+
+// `base`: VPA's recommendation at the origin for a model with base "vpa", else null.
 void add_rows(Dataset& d, const FeatureRow& row, const Targets& t, const UsageSeries& s, int64_t origin,
-              const TrainOptions& o) {
+              const TrainOptions& o, const BaselineRecommendation* base) {
   for (int memory = 0; memory < 2; ++memory) {
     d.x.insert(d.x.end(), row.values.begin(), row.values.end());
     d.x.push_back(static_cast<float>(memory));
     const double level = memory ? row.memory_level : row.cpu_level;
+    d.base.push_back(base ? static_cast<float>(base_margin_of(memory ? base->memory_bytes : base->cpu_cores, level, memory))
+                          : 0.0f);
     const double target = memory ? std::max(t.memory, kMemoryFloorBytes) : std::max(t.cpu, kCpuFloorCores);
     d.y.push_back(static_cast<float>(std::log(target / level)));
     d.q.push_back(static_cast<float>(memory ? o.memory_quantile : o.cpu_quantile));
@@ -368,6 +394,10 @@ void QuantileModel::set_calibration(double cpu_margin, double memory_margin) {
   impl_->metadata.calibrated_cpu_margin = cpu_margin;
   impl_->metadata.calibrated_memory_margin = memory_margin;
 }
+void QuantileModel::set_risk_budget(double cpu_risk, double memory_risk) {
+  impl_->metadata.budget_cpu_risk = cpu_risk;
+  impl_->metadata.budget_memory_risk = memory_risk;
+}
 void QuantileModel::set_gate(const ModelMetadata::Gate& cpu, const ModelMetadata::Gate& memory, int first_day,
                              int last_day) {
   impl_->metadata.cpu_gate = cpu;
@@ -408,6 +438,8 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   meta.memory_quantile = o.memory_quantile;
   meta.horizon_seconds = o.horizon_seconds;
   meta.size_weight_power = o.size_weight_power;
+  meta.base = o.vpa_base ? "vpa" : "level";
+  meta.budget_cpu_risk = o.budget_cpu_risk, meta.budget_memory_risk = o.budget_memory_risk;
   meta.xgboost_version = xgboost_version();
   meta.created_at = format_utc(std::chrono::system_clock::now());
   meta.data_start = std::numeric_limits<int64_t>::max();
@@ -432,6 +464,8 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
     if (s.samples.empty()) return;
     const int64_t step = typical_step(s);
     const double expected = static_cast<double>(o.horizon_seconds) / static_cast<double>(step);
+    VpaEstimator vpa;  // fed the samples before each origin (origins ascend)
+    size_t fed = 0;
     for (int64_t t = utc_midnight(meta.train_begin); t + o.horizon_seconds <= meta.train_end; t += o.stride_seconds) {
       if (t < meta.train_begin) continue;
       const bool valid = t >= meta.valid_begin;
@@ -441,7 +475,12 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
       const FeatureRow row = compute_features(s, t);
       if (row.history_samples < static_cast<size_t>(o.min_history_samples)) continue;
       Dataset& d = valid ? valid_parts[i] : train_parts[i];
-      add_rows(d, row, target, s, t, o);
+      BaselineRecommendation base;
+      if (o.vpa_base) {
+        for (; fed < s.samples.size() && s.samples[fed].timestamp < t; ++fed) vpa.add(s.samples[fed]);
+        base = vpa.recommend(t);
+      }
+      add_rows(d, row, target, s, t, o, o.vpa_base ? &base : nullptr);
       const ResourceSpec spec = spec_at(s, t);  // the request in force at the origin
       const double request_cpu = spec.cpu_request.value_or(0), request_mem = spec.memory_request.value_or(0);
       if (!valid && request_cpu > 0) d.cold_cpu.push_back(target.cpu / request_cpu);
@@ -479,6 +518,7 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   XgbDMatrix dvalid(valid.x.data(), valid.rows(), cols, threads);
   dtrain.set_labels(train.y);
   dvalid.set_labels(valid.y);
+  if (o.vpa_base) dtrain.set_base_margin(train.base), dvalid.set_base_margin(valid.base);
   XgbBooster booster({dtrain.get(), dvalid.get()});
   booster.set("booster", "gbtree");
   booster.set("tree_method", "hist");
@@ -606,7 +646,13 @@ void QuantileModel::predict_raw(const float* inputs, size_t n, std::vector<float
   out.assign(result, result + n);
 }
 
-void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out) const {
+bool QuantileModel::needs_baseline() const { return impl_->metadata.base == "vpa"; }
+
+void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out,
+                            const std::vector<Prediction>* base) const {
+  const bool corrects = needs_baseline();
+  if (corrects && (!base || base->size() != rows.size()))
+    throw ModelError("this model corrects the VPA baseline: predict needs each row's VPA recommendation", false);
   const size_t cols = impl_->inputs;
   std::vector<float> x(rows.size() * 2 * cols);
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -621,14 +667,22 @@ void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Pre
   predict_raw(x.data(), rows.size() * 2, margins);
   out.resize(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
-    out[i].cpu_cores = rows[i].cpu_level * std::exp(static_cast<double>(margins[2 * i]));
-    out[i].memory_bytes = rows[i].memory_level * std::exp(static_cast<double>(margins[2 * i + 1]));
+    // Trees only (base_score 0): the starting margin is added here, as training added it.
+    double cpu = margins[2 * i], memory = margins[2 * i + 1];
+    if (corrects) {
+      cpu += base_margin_of((*base)[i].cpu_cores, rows[i].cpu_level, 0);
+      memory += base_margin_of((*base)[i].memory_bytes, rows[i].memory_level, 1);
+    }
+    out[i].cpu_cores = rows[i].cpu_level * std::exp(cpu);
+    out[i].memory_bytes = rows[i].memory_level * std::exp(memory);
   }
 }
 
-Prediction QuantileModel::predict(const FeatureRow& row) const {
+Prediction QuantileModel::predict(const FeatureRow& row, const Prediction* base) const {
   std::vector<Prediction> out;
-  predict(std::vector<FeatureRow>{row}, out);
+  std::vector<Prediction> bases;
+  if (base) bases.push_back(*base);
+  predict(std::vector<FeatureRow>{row}, out, base ? &bases : nullptr);
   return out.front();
 }
 
@@ -679,6 +733,14 @@ double round_up_clamped(double value, double min, double max, double step) {
 }
 
 namespace {
+
+// spend_risk_budget's shape (chosen on July 2013 days 17-20, see docs/recommender.md): z in
+// [0, 2.5] (no series below its median, none above its p99.4); sigma at least 0.02 (0.3
+// when the 7-day quantiles are missing); the memory model predicts the day's peak, taken as
+// z = 2.33 (the p99 of 288 samples) of the day's samples, and the centre is lowered by 0.5 so
+// the blend's matched margin stays above 1 (the gate's rule for candidates built on VPA).
+constexpr double kBudgetLowZ = 0, kBudgetHighZ = 2.5, kBudgetMinSigma = 0.02, kBudgetDefaultSigma = 0.3;
+constexpr double kBudgetPeakZ = 2.33, kBudgetMemoryShift = -0.5, kBytesPerGiB = 1073741824.0;
 
 double confidence_of(const FeatureRow& row) {
   static const size_t cpu_burst = static_cast<size_t>(
@@ -739,16 +801,69 @@ DistributionCheck out_of_distribution(const ModelMetadata& m, const FeatureRow& 
   return out;
 }
 
+void spend_risk_budget(const std::vector<FeatureRow>& rows, std::vector<Prediction>& predictions, double cpu_risk,
+                       double memory_risk) {
+  static const auto index = [](const char* name) {
+    return static_cast<size_t>(std::find(feature_names().begin(), feature_names().end(), name) - feature_names().begin());
+  };
+  static const size_t p50[2] = {index("cpu_p50_7d"), index("mem_p50_7d")}, p95[2] = {index("cpu_p95_7d"), index("mem_p95_7d")};
+  const size_t n = std::min(rows.size(), predictions.size());
+  if (n == 0) return;
+  for (int memory = 0; memory < 2; ++memory) {
+    const double risk = memory ? memory_risk : cpu_risk;
+    if (!(risk > 0 && risk < 1)) continue;
+    // Per series: log-normal centre mu and spread sigma (log units) of the next day's samples.
+    std::vector<double> mu(n), sigma(n);
+    for (size_t k = 0; k < n; ++k) {
+      const double a = rows[k].values[p50[memory]], b = rows[k].values[p95[memory]];
+      sigma[k] = std::max(kBudgetMinSigma, std::isfinite(a) && std::isfinite(b) ? (b - a) / 1.6448536 : kBudgetDefaultSigma);
+      mu[k] = memory ? std::log(predictions[k].memory_bytes / kBytesPerGiB) - kBudgetPeakZ * sigma[k] + kBudgetMemoryShift
+                     : std::log(predictions[k].cpu_cores);
+    }
+    // Minimising r + lambda * P(usage > r) puts r where the density per unit of resource is
+    // 1 / lambda: r sigma = lambda phi(z) with log r = mu + z sigma, i.e.
+    // z^2 / 2 + sigma z + (mu + log sigma - log lambda + log sqrt(2 pi)) = 0 (the upper root).
+    // Without a root every level costs more than it saves: the lowest z.
+    auto z_of = [&](size_t k, double log_lambda) {
+      const double c = mu[k] + std::log(sigma[k]) - log_lambda + 0.91893853320467274;
+      const double d = sigma[k] * sigma[k] - 2 * c;
+      return std::clamp(d < 0 ? kBudgetLowZ : -sigma[k] + std::sqrt(d), kBudgetLowZ, kBudgetHighZ);
+    };
+    auto mean_risk = [&](double log_lambda) {
+      double sum = 0;
+      for (size_t k = 0; k < n; ++k) sum += 0.5 * std::erfc(z_of(k, log_lambda) / std::sqrt(2.0));
+      return sum / static_cast<double>(n);
+    };
+    double low = -60, high = 60;  // the mean risk falls as lambda grows
+    for (int it = 0; it < 100; ++it) {
+      const double mid = (low + high) / 2;
+      (mean_risk(mid) > risk ? low : high) = mid;
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const double v = std::exp(mu[k] + z_of(k, high) * sigma[k]);
+      (memory ? predictions[k].memory_bytes : predictions[k].cpu_cores) = memory ? v * kBytesPerGiB : v;
+    }
+  }
+}
+
 std::vector<Recommendation> recommend_batch(const QuantileModel& model, const std::vector<UsageSeries>& series,
                                             int64_t now, const RecommendationPolicy& policy, size_t top_features,
                                             int threads) {
   std::vector<Recommendation> out(series.size());
   std::vector<FeatureRow> all(series.size());
+  // VPA per series, up front for a correcting model (its base) or a policy that uses it for
+  // every series; else only for series the distribution guard sends to it (below).
+  const bool need_vpa = model.needs_baseline() || !policy.cpu_from_model || !policy.memory_from_model ||
+                        policy.cpu_blend || policy.memory_blend;
+  std::vector<BaselineRecommendation> vpa(series.size());
   {
-    // Features (and the baseline where it may be needed) in parallel over series.
+    // Features and the baseline in parallel over series.
     std::atomic<size_t> next{0};
     auto work = [&] {
-      for (size_t i; (i = next++) < series.size();) all[i] = compute_features(series[i], now);
+      for (size_t i; (i = next++) < series.size();) {
+        all[i] = compute_features(series[i], now);
+        if (need_vpa && all[i].history_samples > 0) vpa[i] = vpa_recommend(series[i], now);
+      }
     };
     const int n = std::max(1, std::min(threads > 0 ? threads : hardware_threads(0), static_cast<int>(series.size() / 16 + 1)));
     std::vector<std::thread> pool;
@@ -758,6 +873,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   }
   std::vector<FeatureRow> rows;
   std::vector<size_t> index;
+  std::vector<Prediction> bases;
   for (size_t i = 0; i < series.size(); ++i) {
     if (all[i].history_samples == 0) {
       out[i] = cold_start_recommendation(series[i], &model.metadata(), policy, now);
@@ -765,10 +881,12 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     }
     rows.push_back(std::move(all[i]));
     index.push_back(i);
+    if (need_vpa) bases.push_back({vpa[i].cpu_cores, vpa[i].memory_bytes});
   }
   all.clear();
   std::vector<Prediction> predictions;
-  model.predict(rows, predictions);
+  model.predict(rows, predictions, model.needs_baseline() ? &bases : nullptr);
+  if (policy.risk_budget) spend_risk_budget(rows, predictions, model.metadata().budget_cpu_risk, model.metadata().budget_memory_risk);
   std::vector<std::vector<Contribution>> cpu_ex, mem_ex;
   if (top_features > 0) cpu_ex = model.explain(rows, false, top_features), mem_ex = model.explain(rows, true, top_features);
   const double memory_margin = policy.memory_margin > 0 ? policy.memory_margin : policy.margin;
@@ -783,7 +901,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     r.cpu_blended = r.cpu_from_model && policy.cpu_blend;
     r.memory_blended = r.memory_from_model && policy.memory_blend;
     if (!r.cpu_from_model || !r.memory_from_model || r.cpu_blended || r.memory_blended) {
-      const BaselineRecommendation b = vpa_recommend(series[index[k]], now);
+      BaselineRecommendation& b = vpa[index[k]];
+      if (!b.has_history) b = vpa_recommend(series[index[k]], now);
       if (!r.cpu_from_model) cpu = b.cpu_cores * policy.baseline_cpu_margin;
       if (!r.memory_from_model) memory = b.memory_bytes * policy.baseline_memory_margin;
       if (r.cpu_blended) cpu = std::sqrt(predictions[k].cpu_cores * b.cpu_cores) * policy.blend_cpu_margin;

@@ -77,6 +77,14 @@ struct TrainOptions {
   double subsample = 0.8, colsample = 0.8, min_child_weight = 20, lambda = 1;
   int nthread = 0;  // 0: std::thread::hardware_concurrency()
   uint64_t seed = 7;
+  // Learn a correction to the VPA-style baseline instead of a level from scratch: each row
+  // starts from base_margin = log(vpa / level) (vpa_recommend at the origin), so the trees
+  // fit log(target / vpa) and a tree-less model is VPA itself.
+  bool vpa_base = false;
+  // Pooled risk the raw predictions spend per batch (spend_risk_budget; 0 = off), recorded in
+  // the model's metadata. Memory on: chosen on July 2013 days 17-20. CPU off by default: 0.1
+  // (the best on those days) helped July and Azure but cost Google 3 points (docs/recommender.md).
+  double budget_cpu_risk = 0, budget_memory_risk = 0.01;
   std::function<void(const TrainProgress&)> progress;  // after each round
 };
 
@@ -88,6 +96,9 @@ struct ModelMetadata {
   int64_t horizon_seconds = kSecondsPerDay;
   std::string cpu_target = "cpu_quantile_of_next_horizon_samples", memory_target = "memory_peak_next_horizon";
   std::string transform = "log(target / level)";
+  // "level": the prediction is level x exp(trees); "vpa": vpa x exp(trees), a learned
+  // correction of the VPA-style baseline (TrainOptions::vpa_base).
+  std::string base = "level";
   double size_weight_power = 0;
   int rounds = 0;
   double valid_loss_cpu = 0, valid_loss_memory = 0;
@@ -117,6 +128,10 @@ struct ModelMetadata {
   // Out-of-distribution guard: per input (feature_names() order) the 0.5% and 99.5% quantiles
   // over the training rows; empty in older models (no guard).
   std::vector<double> input_low, input_high;
+  // Risk budget (spend_risk_budget): the pooled share of windows the raw predictions may leave
+  // above them, spent across the series of a batch where it saves the most; 0 = off (older
+  // models: the bare prediction).
+  double budget_cpu_risk = 0, budget_memory_risk = 0;
   std::string xgboost_version, created_at;
 };
 
@@ -147,6 +162,7 @@ class QuantileModel {
 
   const ModelMetadata& metadata() const;
   void set_calibration(double cpu_margin, double memory_margin);  // before save()
+  void set_risk_budget(double cpu_risk, double memory_risk);      // 0 = off
   void set_gate(const ModelMetadata::Gate& cpu, const ModelMetadata::Gate& memory, int first_day, int last_day);
   // Records input_low/high from `series` at the origins of this model's training period (for
   // a model trained before the guard existed; train() records them itself).
@@ -154,9 +170,13 @@ class QuantileModel {
   std::string version() const;  // "xgb-" + hash of the model JSON
   bool loaded() const;
 
-  // Batch prediction (one in-place XGBoost call for all rows).
-  void predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out) const;
-  Prediction predict(const FeatureRow& row) const;
+  // Batch prediction (one in-place XGBoost call for all rows). A model with base "vpa" needs
+  // each row's VPA recommendation (`base`, vpa_recommend at the row's origin; ModelError
+  // without it) and returns base x exp(trees).
+  bool needs_baseline() const;
+  void predict(const std::vector<FeatureRow>& rows, std::vector<Prediction>& out,
+               const std::vector<Prediction>* base = nullptr) const;
+  Prediction predict(const FeatureRow& row, const Prediction* base = nullptr) const;
   // Raw margins for n rows of model_inputs().size() floats each (for benchmarks and tests).
   void predict_raw(const float* inputs, size_t n, std::vector<float>& out) const;
   // SHAP contributions, top `top` by |value| (target_is_memory and the bias left out).
@@ -181,6 +201,9 @@ struct RecommendationPolicy {
   double blend_cpu_margin = 1, blend_memory_margin = 1;
   // Series whose features lie far outside the training data get the baseline (out_of_distribution).
   bool distribution_guard = true;
+  // Spend the model's risk budget (ModelMetadata::budget_*) on the raw predictions; false: the
+  // bare predictions (for comparisons).
+  bool risk_budget = true;
   double cpu_min = 0.01, cpu_max = 64;                                   // cores
   double memory_min = 16.0 * 1048576, memory_max = 1024.0 * 1073741824;  // bytes
   double cpu_step = 0.005;                                               // 5m
@@ -200,6 +223,17 @@ struct DistributionCheck {
   bool cpu = false, memory = false;
 };
 DistributionCheck out_of_distribution(const ModelMetadata& metadata, const FeatureRow& row);
+
+// Per-series risk budgeting. One margin on every series' forecast spends the pooled risk (share
+// of all 5-minute windows above the recommendation) evenly; but a window is a window whatever
+// the series' size, while slack counts cores and bytes. So each series' level is moved along a
+// log-normal model of its next day (centre: the prediction; spread: (p95 - p50) / 1.645 of its
+// last 7 days, the features cpu/mem_p50_7d and _p95_7d) to where one more unit of resource
+// buys the same drop in risk for every series, with the multiplier chosen so the model's mean
+// risk over the batch is `cpu_risk` / `memory_risk` (0: left alone). Large or bursty series
+// take more risk, small or smooth ones less. The calibrated margin still sets the final risk.
+void spend_risk_budget(const std::vector<FeatureRow>& rows, std::vector<Prediction>& predictions, double cpu_risk,
+                       double memory_risk);
 
 // Clamp to [min, max], then round up to a multiple of step (down if that passes max).
 double round_up_clamped(double value, double min, double max, double step);

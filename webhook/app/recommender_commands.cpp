@@ -201,6 +201,13 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--eta", o->eta, "learning rate (default 0.1)");
   cmd->add_option("--min-child-weight", o->min_child_weight, "minimum (weighted) rows per leaf (default 20)");
   cmd->add_option("--threads", o->nthread, "threads (default: all cores)");
+  auto base = std::make_shared<std::string>("level");
+  cmd->add_option("--base", *base, "what the trees correct: 'level' (the recent p95, default) or 'vpa' (learn log(target / VPA))")
+      ->check(CLI::IsMember({"level", "vpa"}));
+  auto budget = std::make_shared<std::vector<double>>(std::vector<double>{o->budget_cpu_risk, o->budget_memory_risk});
+  cmd->add_option("--risk-budget", *budget,
+                  "pooled risk CPU,MEMORY the raw predictions spend per batch, series by series (0 = off; default 0,0.01)")
+      ->delimiter(',')->expected(2);
   auto from_model = std::make_shared<std::string>();
   cmd->add_option("--from-model", *from_model,
                   "no boosting: load this model and redo the end of training only (input ranges over its training "
@@ -208,6 +215,10 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->callback([=, &exit_code] {
     run("train", exit_code, [&] {
       TrainOptions options = *o;
+      options.vpa_base = *base == "vpa";
+      for (double v : *budget)
+        if (!(v >= 0 && v < 1)) throw InputError("--risk-budget: each risk must be in [0, 1)");
+      options.budget_cpu_risk = (*budget)[0], options.budget_memory_risk = (*budget)[1];
       options.horizon_seconds = parse_duration(*horizon, "--horizon");
       if (!(options.cpu_quantile > 0 && options.cpu_quantile < 1)) throw InputError("--quantile must be in (0, 1)");
       if (!(options.memory_quantile > 0 && options.memory_quantile < 1)) throw InputError("--memory-quantile must be in (0, 1)");
@@ -238,6 +249,7 @@ void add_train(CLI::App& app, int& exit_code) {
         model = QuantileModel::load(*from_model);
         // The guard's ranges describe the data the model was trained on: kept when recorded.
         if (model.metadata().input_low.empty()) model.record_input_ranges(series);
+        model.set_risk_budget(options.budget_cpu_risk, options.budget_memory_risk);
       }
       if (tty()) std::cerr << "\n";
       // Calibrate the margins that meet the target risks on the validation days: inside the

@@ -190,17 +190,23 @@ TEST(Backtest, HeadlineScoresWhatRecommendWrites) {
   for (const auto& r : e.recs) {
     const auto it = std::find_if(data.begin(), data.end(), [&](const UsageSeries& s) { return s.key.to_string() == r.series; });
     ASSERT_NE(it, data.end());
+    // `recommend` writes the whole fleet in one batch (the model's risk budget is spent across it).
+    const auto i = static_cast<size_t>(it - data.begin());
     if (r.method == "model") {
-      const Recommendation shipped = recommend(model, *it, r.day_start, policy, 0);
+      const Recommendation shipped = recommend_batch(model, data, r.day_start, policy, 0)[i];
       EXPECT_DOUBLE_EQ(r.cpu_cores, shipped.cpu_cores);
       EXPECT_DOUBLE_EQ(r.memory_bytes, shipped.memory_bytes);
       EXPECT_EQ(std::fmod(r.memory_bytes, 1048576.0), 0.0);  // rounded to Mi as written
       EXPECT_GE(r.cpu_cores, policy.cpu_min);
       ++checked;
     } else if (r.method == "raw") {
-      const Prediction p = model.predict(compute_features(*it, r.day_start));
-      EXPECT_DOUBLE_EQ(r.cpu_cores, p.cpu_cores);
-      EXPECT_DOUBLE_EQ(r.memory_bytes, p.memory_bytes);
+      std::vector<FeatureRow> rows;
+      for (const auto& s : data) rows.push_back(compute_features(s, r.day_start));
+      std::vector<Prediction> p;
+      model.predict(rows, p);
+      spend_risk_budget(rows, p, model.metadata().budget_cpu_risk, model.metadata().budget_memory_risk);
+      EXPECT_DOUBLE_EQ(r.cpu_cores, p[i].cpu_cores);
+      EXPECT_DOUBLE_EQ(r.memory_bytes, p[i].memory_bytes);
     }
   }
   EXPECT_EQ(checked, 18u);
@@ -248,6 +254,9 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   const auto& g = m.cpu_gate;
   EXPECT_EQ(g.use_blend, g.blend_margin >= 1 && g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
   EXPECT_EQ(g.use_model, g.use_blend || g.model_slack < g.baseline_slack);
+  // Memory spends a risk budget (train's default): its prediction ships only blended with VPA.
+  ASSERT_GT(m.budget_memory_risk, 0);
+  EXPECT_EQ(m.memory_gate.use_model, m.memory_gate.use_blend);
   // The fallback never cuts below VPA's own target.
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_margin, std::max(1.0, e.methods[1].cpu.matched_margin));
   EXPECT_DOUBLE_EQ(m.calibrated_cpu_margin, e.methods[4].cpu.matched_margin);
@@ -264,9 +273,11 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_FALSE(r.cpu_from_model);
   EXPECT_TRUE(r.memory_from_model);
   EXPECT_DOUBLE_EQ(r.cpu_cores, round_up_clamped(vpa_recommend(data[2], t).cpu_cores * 1.3, 0.01, 64, 0.005));
-  EXPECT_DOUBLE_EQ(r.memory_bytes, round_up_clamped(model.predict(compute_features(data[2], t)).memory_bytes *
-                                                        policy.memory_margin, policy.memory_min, policy.memory_max,
-                                                    policy.memory_step));
+  // Memory from the model: its prediction with the model's risk budget spent (one series: all of it).
+  std::vector<Prediction> predicted{model.predict(compute_features(data[2], t))};
+  spend_risk_budget({compute_features(data[2], t)}, predicted, m.budget_cpu_risk, m.budget_memory_risk);
+  EXPECT_DOUBLE_EQ(r.memory_bytes, round_up_clamped(predicted[0].memory_bytes * policy.memory_margin, policy.memory_min,
+                                                    policy.memory_max, policy.memory_step));
   EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:gate");
   // The blend: sqrt(prediction x VPA) x its margin, for CPU only.
   ModelMetadata::Gate mixed = m.cpu_gate;

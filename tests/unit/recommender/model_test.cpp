@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -45,6 +46,7 @@ TrainOptions fast_options() {
   o.max_depth = 4;
   o.min_child_weight = 20;
   o.nthread = 2;
+  o.budget_memory_risk = 0;  // the bare predictions; RiskBudget.* turn the budget on
   return o;
 }
 
@@ -288,6 +290,127 @@ TEST(Recommendation, FromModelAndColdStart) {
   EXPECT_TRUE(def.cold_start);
   EXPECT_DOUBLE_EQ(def.cpu_cores, 0.05);
   EXPECT_DOUBLE_EQ(def.memory_bytes, 128.0 * 1048576);
+}
+
+
+// ---- per-series risk budgeting (spend_risk_budget) ----------------------------------------
+
+// A feature row whose 7-day p50 and p95 (log units) give the budget's spread sigma.
+FeatureRow row_with_spread(double sigma) {
+  FeatureRow r;
+  r.values.assign(feature_count(), 0.0f);
+  const auto& names = feature_names();
+  auto set = [&](const char* name, double v) {
+    r.values[static_cast<size_t>(std::find(names.begin(), names.end(), name) - names.begin())] = static_cast<float>(v);
+  };
+  set("cpu_p50_7d", 0), set("cpu_p95_7d", 1.6448536 * sigma);
+  set("mem_p50_7d", 0), set("mem_p95_7d", 1.6448536 * sigma);
+  return r;
+}
+
+double upper_tail(double z) { return 0.5 * std::erfc(z / std::sqrt(2.0)); }
+
+TEST(RiskBudget, SpendsThePooledRiskWhereItSavesMost) {
+  // Four series alike in spread, their forecasts (the log-normal centre) 8x apart in size.
+  std::vector<FeatureRow> rows;
+  std::vector<Prediction> p;
+  for (double cores : {1.0, 2.0, 4.0, 8.0}) rows.push_back(row_with_spread(0.5)), p.push_back({cores, 1e9});
+  const std::vector<Prediction> before = p;
+  spend_risk_budget(rows, p, 0.1, 0);
+  std::vector<double> z;
+  double risk = 0, cores = 0;
+  for (size_t k = 0; k < p.size(); ++k) {
+    z.push_back(std::log(p[k].cpu_cores / before[k].cpu_cores) / 0.5);
+    risk += upper_tail(z.back()) / static_cast<double>(p.size());
+    cores += p[k].cpu_cores;
+    EXPECT_EQ(p[k].memory_bytes, 1e9) << "memory budget 0: left alone";
+  }
+  EXPECT_NEAR(risk, 0.1, 1e-6) << "the pooled risk is the budget";
+  // A window is a window whatever the size, so the large series take more of the risk.
+  for (size_t k = 1; k < z.size(); ++k) EXPECT_LT(z[k], z[k - 1]) << k;
+  // And it costs fewer cores than spending it evenly (every series at its own p90).
+  double even = 0;
+  for (const auto& b : before) even += b.cpu_cores * std::exp(1.2815516 * 0.5);
+  EXPECT_LT(cores, 0.95 * even);  // 7% fewer here
+  // The same sizes, one series far burstier: it gets a lower z (its tail is expensive).
+  std::vector<FeatureRow> mixed{row_with_spread(0.2), row_with_spread(1.5)};
+  std::vector<Prediction> q{{1.0, 1e9}, {1.0, 1e9}};
+  spend_risk_budget(mixed, q, 0.05, 0);
+  EXPECT_LT(std::log(q[1].cpu_cores) / 1.5, std::log(q[0].cpu_cores) / 0.2);
+  // Memory: the prediction is the day's peak, the centre 2.33 sigma (and 0.5) below it; one
+  // series alone gets the budget itself.
+  std::vector<FeatureRow> one{row_with_spread(0.1)};
+  std::vector<Prediction> m{{1.0, 4e9}};
+  spend_risk_budget(one, m, 0, 0.01);
+  EXPECT_NEAR(upper_tail((std::log(m[0].memory_bytes / 4e9) + 2.33 * 0.1 + 0.5) / 0.1), 0.01, 1e-6);
+  EXPECT_EQ(m[0].cpu_cores, 1.0);
+}
+
+TEST(RiskBudget, RecordedInTheModelAndSpentByRecommend) {
+  const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-model-budget-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  trained().save(dir);
+  QuantileModel model = QuantileModel::load(dir);
+  EXPECT_EQ(model.metadata().budget_memory_risk, 0) << "no risk_budget in the metadata: off";
+  model.set_risk_budget(0.05, 0.01);
+  model.save(dir / "budget");
+  const QuantileModel budgeted = QuantileModel::load(dir / "budget");
+  EXPECT_DOUBLE_EQ(budgeted.metadata().budget_cpu_risk, 0.05);
+  EXPECT_DOUBLE_EQ(budgeted.metadata().budget_memory_risk, 0.01);
+  EXPECT_DOUBLE_EQ(TrainOptions{}.budget_memory_risk, 0.01) << "train records a memory budget by default";
+  auto data = synthetic(12, 8, 21);
+  const int64_t t = kStart + 8 * kSecondsPerDay;
+  RecommendationPolicy policy;
+  policy.margin = 1.2;
+  const auto spent = recommend_batch(budgeted, data, t, policy, 0);
+  policy.risk_budget = false;
+  const auto bare = recommend_batch(budgeted, data, t, policy, 0);
+  std::vector<FeatureRow> rows;
+  for (const auto& s : data) rows.push_back(compute_features(s, t));
+  std::vector<Prediction> expected;
+  budgeted.predict(rows, expected);
+  for (size_t i = 0; i < data.size(); ++i) EXPECT_EQ(bare[i].raw.memory_bytes, expected[i].memory_bytes);
+  spend_risk_budget(rows, expected, 0.05, 0.01);
+  size_t moved = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    EXPECT_DOUBLE_EQ(spent[i].raw.cpu_cores, expected[i].cpu_cores);
+    EXPECT_DOUBLE_EQ(spent[i].raw.memory_bytes, expected[i].memory_bytes);
+    EXPECT_DOUBLE_EQ(spent[i].memory_bytes, round_up_clamped(expected[i].memory_bytes * 1.2, policy.memory_min,
+                                                             policy.memory_max, policy.memory_step));
+    moved += spent[i].raw.memory_bytes != bare[i].raw.memory_bytes;
+  }
+  EXPECT_EQ(moved, data.size());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Model, VpaBaseLearnsACorrectionOfTheBaseline) {
+  auto data = synthetic(12, 10, 3);
+  TrainOptions o = fast_options();
+  o.max_rounds = 20;
+  o.vpa_base = true;
+  const QuantileModel model = QuantileModel::train(data, o);
+  EXPECT_EQ(model.metadata().base, "vpa");
+  EXPECT_TRUE(model.needs_baseline());
+  const int64_t t = kStart + 9 * kSecondsPerDay;
+  const FeatureRow row = compute_features(data[4], t);
+  EXPECT_THROW(model.predict(row), ModelError) << "a correction needs its baseline";
+  const BaselineRecommendation v = vpa_recommend(data[4], t);
+  const Prediction base{v.cpu_cores, v.memory_bytes};
+  const Prediction p = model.predict(row, &base);
+  // prediction = VPA x exp(trees): the trees' raw output is the log ratio to VPA.
+  std::vector<float> x(row.values.begin(), row.values.end()), out;
+  x.push_back(0.0f);
+  model.predict_raw(x.data(), 1, out);
+  EXPECT_NEAR(std::log(p.cpu_cores / v.cpu_cores), out[0], 1e-5);
+  // recommend supplies VPA itself.
+  RecommendationPolicy policy;
+  policy.margin = 1.0, policy.distribution_guard = false, policy.risk_budget = false;
+  EXPECT_DOUBLE_EQ(recommend(model, data[4], t, policy, 0).raw.cpu_cores, p.cpu_cores);
+  const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-model-vpa-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  model.save(dir);
+  EXPECT_EQ(QuantileModel::load(dir).metadata().base, "vpa");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
