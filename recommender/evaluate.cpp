@@ -383,10 +383,9 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     // The blend wins only by beating both, and only at a margin >= 1: like the baseline, a
     // candidate built on VPA is never cut below it (a July memory blend margin of 0.79 left
     // 92% of the Google trace's memory windows above the recommendation).
-    // (With blend_only the model alone is no candidate, so the blend need not beat it.)
     g.use_blend = mix.matched_margin >= 1 && std::isfinite(mix.matched_slack) && std::isfinite(base.matched_slack) &&
                   std::isfinite(ours.matched_slack) && mix.matched_slack < base.matched_slack &&
-                  (blend_only || mix.matched_slack < ours.matched_slack);
+                  mix.matched_slack < ours.matched_slack;
     g.use_model = g.use_model || g.use_blend;
     return g;
   };
