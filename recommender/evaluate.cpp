@@ -365,7 +365,9 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
   meta.calibrated_memory_margin = margin(raw.memory.matched_margin, 1.1);
   // blend_only: a resource whose raw prediction spends a risk budget (spend_risk_budget) is a
   // candidate only blended with VPA: alone it is a shape, not a level (the memory budget's centre
-  // is set for the blend), and picked on two or three recent days it cost July 2.8 points.
+  // is set for the blend). The blend must still beat the model alone, as a check that the shape
+  // fits these days: without that check Google's own model shipped the blend on days it
+  // under-provisioned memory in 2.2% of windows (docs/recommender.md).
   auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix, bool blend_only) {
     ModelMetadata::Gate g;
     g.decided = true;
