@@ -408,9 +408,7 @@ Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSerie
   return e;
 }
 
-namespace {
 const char* gate_name(const ModelMetadata::Gate& g) { return g.use_blend ? "blend" : g.use_model ? "model" : "baseline"; }
-}  // namespace
 
 RecentGate gate_on_recent_days(const QuantileModel& model, ModelMetadata& meta, const std::vector<UsageSeries>& series,
                                int64_t before, int max_days, int min_days) {
@@ -467,7 +465,7 @@ void write_table(std::ostream& out, const Evaluation& e) {
     out << "gate " << name << ": ";
     if (!g.decided) out << "none in this model (model used)";
     else
-      out << (!g.use_model ? "baseline" : g.use_blend ? "blend" : "model")
+      out << gate_name(g)
           << " (training backtest slack at matched risk: model " << pct(g.model_slack) << ", vpa " << pct(g.baseline_slack)
           << ", blend " << pct(g.blend_slack) << ")";
     out << (from_model ? "" : " [forced to baseline]") << "\n";

@@ -132,6 +132,9 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& metadata, cons
 // (day >= 2) and do not overlap the model's training period (its train_begin..train_end, so
 // a model is never gated on the days it learned from); the last `max_days` of them are used,
 // and only if there are at least `min_days`. Returns false (metadata untouched) otherwise.
+// What a decided gate ships: "model", "blend" or "baseline".
+const char* gate_name(const ModelMetadata::Gate& gate);
+
 struct RecentGate {
   bool regated = false;
   int first_day = 0, last_day = 0;

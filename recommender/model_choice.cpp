@@ -106,8 +106,8 @@ ModelChoice choose_model(const std::vector<UsageSeries>& series, const ModelChoi
       promote(staging, o.store);
       c.source = ModelSource::trained;
       c.policy = shipped_policy(m);
-      c.reason = days + ": trained on them; gate cpu " + (m.cpu_gate.use_model ? "model" : "baseline") + ", memory " +
-                 (m.memory_gate.use_model ? "model" : "baseline") + "; kept as the last good model";
+      c.reason = days + ": trained on them; gate cpu " + gate_name(m.cpu_gate) + ", memory " + gate_name(m.memory_gate) +
+                 "; kept as the last good model";
       c.model = std::move(model);
       return c;
     }

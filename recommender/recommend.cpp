@@ -9,6 +9,7 @@
 
 #include "kube/quantity.h"
 #include "kube/utc_time.h"
+#include "recommender/evaluate.h"
 
 namespace sizeguard {
 namespace {
@@ -24,7 +25,111 @@ double parse_quantity(const json& j, const std::string& where) {
   return q->as_double();
 }
 
+const char* const kSources[] = {"model", "blend", "baseline"};
+
+json source_to_json(const ShippedSource& s) {
+  json j = {{"source", s.source}, {"margin", std::round(s.margin * 1e4) / 1e4}, {"baselineSeries", s.baseline_series}};
+  if (s.gated)
+    j["slackAtMatchedRisk"] = {{"model", std::round(s.model_slack * 1e6) / 1e6},
+                               {"blend", std::round(s.blend_slack * 1e6) / 1e6},
+                               {"baseline", std::round(s.baseline_slack * 1e6) / 1e6}};
+  return j;
+}
+
+ShippedSource parse_source(const json& j, const std::string& where) {
+  if (!j.is_object()) throw SnapshotError(where + ": expected an object");
+  ShippedSource s;
+  if (!j.contains("source") || !j["source"].is_string() ||
+      std::find(std::begin(kSources), std::end(kSources), j["source"].get<std::string>()) == std::end(kSources))
+    throw SnapshotError(where + ".source: expected \"model\", \"blend\" or \"baseline\"");
+  s.source = j["source"].get<std::string>();
+  if (j.contains("margin")) {
+    if (!j["margin"].is_number() || !(j["margin"].get<double>() > 0)) throw SnapshotError(where + ".margin: expected a positive number");
+    s.margin = j["margin"].get<double>();
+  }
+  if (j.contains("baselineSeries")) {
+    if (!j["baselineSeries"].is_number_unsigned()) throw SnapshotError(where + ".baselineSeries: expected a count");
+    s.baseline_series = j["baselineSeries"].get<size_t>();
+  }
+  if (j.contains("slackAtMatchedRisk")) {
+    const json& slack = j["slackAtMatchedRisk"];
+    for (const char* name : kSources)
+      if (!slack.is_object() || !slack.contains(name) || !slack[name].is_number())
+        throw SnapshotError(where + ".slackAtMatchedRisk: expected numbers model, blend and baseline");
+    s.gated = true;
+    s.model_slack = slack["model"].get<double>(), s.blend_slack = slack["blend"].get<double>();
+    s.baseline_slack = slack["baseline"].get<double>();
+  }
+  return s;
+}
+
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * fraction);
+  return buf;
+}
+
 }  // namespace
+
+SnapshotDecision describe_decision(const ModelMetadata& m, const RecommendationPolicy& policy,
+                                   const std::vector<Recommendation>& recs, const std::vector<UsageSeries>& series,
+                                   std::string model_choice) {
+  SnapshotDecision d;
+  d.model = std::move(model_choice);
+  auto shipped = [&](const ModelMetadata::Gate& gate, bool from_model, bool blend, double margin, double blend_margin,
+                     double baseline_margin) {
+    ShippedSource s;
+    s.source = !from_model ? "baseline" : blend ? "blend" : "model";
+    s.margin = !from_model ? baseline_margin : blend ? blend_margin : margin;
+    // The gate's slacks explain the choice only when the policy followed it (not forced to vpa).
+    s.gated = gate.decided && s.source == gate_name(gate);
+    if (s.gated) s.model_slack = gate.model_slack, s.blend_slack = gate.blend_slack, s.baseline_slack = gate.baseline_slack;
+    return s;
+  };
+  d.cpu = shipped(m.cpu_gate, policy.cpu_from_model, policy.cpu_blend, policy.margin, policy.blend_cpu_margin,
+                  policy.baseline_cpu_margin);
+  d.memory = shipped(m.memory_gate, policy.memory_from_model, policy.memory_blend,
+                     policy.memory_margin > 0 ? policy.memory_margin : policy.margin, policy.blend_memory_margin,
+                     policy.baseline_memory_margin);
+  for (const auto& r : recs) {
+    if (r.cold_start) {
+      ++d.cold_start;
+      continue;
+    }
+    d.cpu.baseline_series += policy.cpu_from_model && !r.cpu_from_model;
+    d.memory.baseline_series += policy.memory_from_model && !r.memory_from_model;
+  }
+  if ((d.cpu.gated || d.memory.gated) && m.gate_first_day > 0 && !series.empty()) {
+    const int64_t day1 = day_one(series);
+    auto date = [&](int day) { return format_utc(day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay).substr(0, 10); };
+    d.gate_days = date(m.gate_first_day) + ".." + date(m.gate_last_day);
+  }
+  return d;
+}
+
+json decision_to_json(const SnapshotDecision& d) {
+  json j = {{"model", d.model}, {"cpu", source_to_json(d.cpu)}, {"memory", source_to_json(d.memory)},
+            {"coldStart", d.cold_start}};
+  if (!d.gate_days.empty()) j["gateDays"] = d.gate_days;
+  return j;
+}
+
+std::vector<std::string> decision_summary(const SnapshotDecision& d) {
+  std::vector<std::string> lines;
+  for (auto [name, s] : {std::pair{"cpu", &d.cpu}, std::pair{"memory", &d.memory}}) {
+    char margin[32];
+    std::snprintf(margin, sizeof margin, " x%.2f", s->margin);
+    std::string line = std::string(name) + ": " + (s->source == "baseline" ? "vpa baseline" : s->source) + margin;
+    if (s->gated)
+      line += " (slack at matched risk" + (d.gate_days.empty() ? "" : " on " + d.gate_days) + ": model " +
+              percent(s->model_slack) + ", blend " + percent(s->blend_slack) + ", vpa " + percent(s->baseline_slack) + ")";
+    else
+      line += " (not gated)";
+    if (s->baseline_series) line += "; " + std::to_string(s->baseline_series) + " series on vpa (out of distribution)";
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
 
 ContainerRecommendation to_container_recommendation(const Recommendation& r) {
   ContainerRecommendation c;
@@ -77,6 +182,7 @@ std::string snapshot_to_json(const RecommendationSnapshot& snapshot) {
   json j = {{"modelVersion", snapshot.model_version},
             {"generatedAt", snapshot.generated_at},
             {"recommendations", recs}};
+  if (snapshot.decision) j["decision"] = decision_to_json(*snapshot.decision);
   return j.dump(2) + "\n";
 }
 
@@ -109,6 +215,19 @@ RecommendationSnapshot parse_recommendations(const std::string& text, const std:
   };
   s.model_version = string_field("modelVersion");
   s.generated_at = string_field("generatedAt");
+  if (j.contains("decision")) {
+    const json& d = j["decision"];
+    if (!d.is_object()) throw SnapshotError(source + ": decision: expected an object");
+    SnapshotDecision decision;
+    if (d.contains("model") && d["model"].is_string()) decision.model = d["model"].get<std::string>();
+    if (d.contains("gateDays") && d["gateDays"].is_string()) decision.gate_days = d["gateDays"].get<std::string>();
+    for (auto [name, target] : {std::pair{"cpu", &decision.cpu}, std::pair{"memory", &decision.memory}}) {
+      if (!d.contains(name)) throw SnapshotError(source + ": decision: missing '" + name + "'");
+      *target = parse_source(d[name], source + ": decision." + name);
+    }
+    if (d.contains("coldStart") && d["coldStart"].is_number_unsigned()) decision.cold_start = d["coldStart"].get<size_t>();
+    s.decision = std::move(decision);
+  }
   if (!j.contains("recommendations") || !j["recommendations"].is_object())
     throw SnapshotError(source + ": missing object field 'recommendations'");
   for (const auto& [key, r] : j["recommendations"].items()) {

@@ -743,6 +743,37 @@ PY
   else
     bad "no PolicyReport sizeguard-audit in $ns after 60 s: $(tail -3 "$work/sizeguard.log" | tr '\n' ' ' | cut -c1-300)"
   fi
+  # An HPA created before its namespace became production (so admission had no floor to apply)
+  # scales the workload under the floor: the audit finds it through the autoscaling/v2 LIST.
+  hpa_ns=$run-hpa
+  mkns "$hpa_ns"
+  kubectl -n "$hpa_ns" apply -f - > "$work/hpa.out" 2>&1 <<YAML || bad "HPA create failed: $(oneline "$work/hpa.out")"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 4
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}}]
+YAML
+  kubectl label namespace "$hpa_ns" environment=production --overwrite >/dev/null
+  hpa_report() {
+    kubectl -n "$hpa_ns" get policyreport sizeguard-audit -o json > "$work/polr-hpa.json" 2>/dev/null \
+      && python3 - "$work/polr-hpa.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+hits = [x for x in r["results"] if any(res["kind"] == "HorizontalPodAutoscaler" for res in x["resources"])]
+assert any(x["policy"] == "production-replica-floor" and x["result"] == "fail" and "minReplicas" in x["message"]
+           for x in hits), hits
+print(next(x["message"] for x in hits if x["result"] == "fail"))
+PY
+  }
+  if until_true 60 hpa_report > "$work/polr-hpa.out"; then
+    ok "PolicyReport $hpa_ns/sizeguard-audit finds the HPA under the floor: $(tail -1 "$work/polr-hpa.out" | cut -c1-200)"
+  else
+    bad "no HPA result in $hpa_ns/sizeguard-audit after 60 s: $(head -c 400 "$work/polr-hpa.json" 2>/dev/null)"
+  fi
   holder=$(kubectl -n "$budget_ns" get lease sizeguard-audit-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
   [[ -n $holder ]] && ok "leader Lease $budget_ns/sizeguard-audit-leader held by $holder" || bad "no holder on the audit leader Lease"
   if [[ -n ${mport:-} ]]; then

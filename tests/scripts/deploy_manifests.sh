@@ -315,7 +315,7 @@ for current in variants:
     # The background audit: LIST of the audited kinds, its own PolicyReports (webhook/app/background_audit.cpp).
     audit = one(docs, "ClusterRole", "sizeguard-audit")
     want_audit = {("", "pods", "list", A)} | {("apps", r, "list", A) for r in ("deployments", "statefulsets", "daemonsets", "replicasets")} | \
-                 {("batch", r, "list", A) for r in ("jobs", "cronjobs")} | \
+                 {("batch", r, "list", A) for r in ("jobs", "cronjobs")} | {("autoscaling", "horizontalpodautoscalers", "list", A)} | \
                  {("wgpolicyk8s.io", r, v, A) for r in ("policyreports", "clusterpolicyreports") for v in ("get", "list", "create", "update", "delete")}
     check(grants(audit) == want_audit, f"ClusterRole sizeguard-audit grants {sorted(grants(audit) ^ want_audit)} differently")
     bound("ClusterRoleBinding", "sizeguard-audit", "ClusterRole", "sizeguard-audit", "sizeguard")

@@ -50,6 +50,33 @@ PY
   --out "$work/fixed.json" 2> "$work/fixed.err" || fail "recommend --no-regate: $(cat "$work/fixed.err")"
 ! grep -q "gated on days" "$work/fixed.err" || fail "--no-regate regated: $(cat "$work/fixed.err")"
 
+# The snapshot records the decision the log states (per resource: model, blend or vpa, on which
+# days, by how much), and `report --recommendations` shows it.
+python3 - "$work/recs.json" "$work/rec.err" <<'PY' || fail "snapshot decision"
+import json, re, sys
+d = json.load(open(sys.argv[1]))["decision"]
+log = open(sys.argv[2]).read()
+m = re.search(r"gated on days 21-24 here: cpu (\w+), memory (\w+)", log)
+assert m, log
+assert (d["cpu"]["source"], d["memory"]["source"]) == m.groups(), (d, m.groups())
+assert d["gateDays"] == "2013-07-21..2013-07-24", d
+for r in ("cpu", "memory"):
+    s = d[r]["slackAtMatchedRisk"]
+    # vpa ships unless a candidate beat it (the blend is no candidate at a matched margin < 1)
+    assert d[r]["source"] == "baseline" or s[d[r]["source"]] <= s["baseline"], d[r]
+    assert d[r]["margin"] >= 1 or d[r]["source"] == "model", d[r]
+assert "gated on days 21-24" in d["model"], d
+PY
+: > "$work/empty-audit.log"
+"$bin" report --audit-log "$work/empty-audit.log" --recommendations "$work/recs.json" > "$work/report.txt" \
+  || fail "report --recommendations"
+grep -q "^  cpu: .*slack at matched risk on 2013-07-21..2013-07-24" "$work/report.txt" || fail "report: $(cat "$work/report.txt")"
+python3 - "$work/fixed.json" <<'PY' || fail "--no-regate decision"
+import json, sys
+d = json.load(open(sys.argv[1]))["decision"]
+assert "--no-regate" in d["model"] and d["gateDays"] == "2013-07-17..2013-07-20", d  # July's own gate days
+PY
+
 if ! command -v chromium >/dev/null; then
   echo "SKIP: chromium not installed, HTML rendering not checked (tests/run.sh installs it)"
   exit 0

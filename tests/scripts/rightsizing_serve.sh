@@ -26,12 +26,12 @@ spec:
 YAML
 }
 
-start() {  # start MODE: serve on free ports; sets pid, port, metrics_port
+start() {  # start MODE [FLAG...]: serve on free ports; sets pid, port, metrics_port
   policy "$1"
   : > "$work/server.log"
   "$bin" serve --dev --dev-cert-dir "$work/certs" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
     --policies "$work/policies-$1" --model "$src/recommender/models/default" \
-    --audit-log "$work/audit-$1.log" > "$work/server.log" 2>&1 &
+    --audit-log "$work/audit-$1.log" "${@:2}" > "$work/server.log" 2>&1 &
   pid=$!
   wait_for_ports "$work/server.log" "$pid"
 }
@@ -89,8 +89,19 @@ assert [w["workload"] for w in r["workloads"]] == ["shop/Deployment/web"], r
 w = r["workloads"][0]
 assert w["replicas"] == 3 and w["cpuCores"]["current"] == 3 and w["cpuCores"]["recommended"] == 1.5, w' || fail "report counts"
 
-# Enforce mode: the Pod from the ReplicaSet gets a patch with requests.
-start enforce
+# Enforce mode: the Pod from the ReplicaSet gets a patch with requests. Serve reads a snapshot
+# from `recommend`, and GET /recommendations says which model and gate decision it came from.
+"$bin" recommend --model "$src/recommender/models/default" --bitbrains "$src/tests/fixtures/usage/bitbrains-sample" \
+  --out "$work/snapshot.json" 2> "$work/recommend.err" || fail "recommend: $(cat "$work/recommend.err")"
+start enforce --recommendations "$work/snapshot.json"
+curl -fsS "http://127.0.0.1:$metrics_port/recommendations" > "$work/recs-enforce.json" || fail "GET /recommendations"
+python3 - "$work/recs-enforce.json" "$work/snapshot.json" <<'PY' || fail "recommender decision in GET /recommendations"
+import json, sys
+table, snap = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+r = table["recommender"]
+assert r["modelVersion"] == snap["modelVersion"] and r["recommendations"] == len(snap["recommendations"]), r
+assert r["decision"] == snap["decision"] and r["decision"]["cpu"]["source"] in ("model", "blend", "baseline"), r
+PY
 post pod-create-from-replicaset.json > "$work/enforce-answer.json"
 python3 - "$work/enforce-answer.json" <<'PY' || fail "enforce answer"
 import base64, json, sys

@@ -321,10 +321,22 @@ AuditRun audit_cluster(KubeClient& client, const BackgroundAuditOptions& options
   return run;
 }
 
+std::map<ViolationKey, int> count_violations(const std::vector<ObjectAudit>& audits) {
+  std::map<ViolationKey, int> violations;
+  for (const auto& a : audits) {
+    if (a.skipped) continue;
+    for (const auto& r : a.results) {
+      if (r.result == "fail" || r.result == "warn") ++violations[{r.policy, r.rule, a.namespace_}];
+    }
+    if (a.rightsizing && !a.rightsizing->changes.empty()) ++violations[{a.rightsizing->policy, "rightsizing", a.namespace_}];
+  }
+  return violations;
+}
+
 void describe_audit_metrics(Metrics& metrics) {
   metrics.describe("sizeguard_audit_violations", MetricType::Gauge,
-                   "Existing objects failing a rule (fail or warn) at the last background audit, by policy, rule "
-                   "and namespace (only on the leader).");
+                   "Existing objects failing a rule (fail or warn; rule rightsizing: requests it would change) at "
+                   "the last background audit, by policy, rule and namespace (only on the leader).");
   metrics.describe("sizeguard_audit_runs_total", MetricType::Counter,
                    "Background audit runs by result (success, error).");
   metrics.describe("sizeguard_audit_last_run_timestamp_seconds", MetricType::Gauge,
@@ -422,14 +434,8 @@ void BackgroundAudit::run_audit() {
     return;
   }
   if (options_.metrics) {
-    std::map<std::tuple<std::string, std::string, std::string>, int> violations;
-    for (const auto& a : run.audits) {
-      for (const auto& r : a.results) {
-        if (r.result == "fail" || r.result == "warn") ++violations[{r.policy, r.rule, a.namespace_}];
-      }
-    }
     options_.metrics->clear("sizeguard_audit_violations");
-    for (const auto& [key, count] : violations) {
+    for (const auto& [key, count] : count_violations(run.audits)) {
       const auto& [policy, rule, ns] = key;
       options_.metrics->set("sizeguard_audit_violations", {{"policy", policy}, {"rule", rule}, {"namespace", ns}}, count);
     }

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -34,6 +35,11 @@ inline constexpr const char* kPolicyReportApi = "/apis/wgpolicyk8s.io/v1alpha2";
 // properties current, recommended, savings, coldStart and confidence. Results are sorted,
 // so the same findings make the same object. Namespaces without results have no entry.
 std::map<std::string, Json> build_policy_reports(const std::vector<ObjectAudit>& audits);
+
+// sizeguard_audit_violations: objects per (policy, rule, namespace) with a fail or warn result,
+// right-sizing (rule "rightsizing") when it would change an object, as its report result says.
+using ViolationKey = std::tuple<std::string, std::string, std::string>;
+std::map<ViolationKey, int> count_violations(const std::vector<ObjectAudit>& audits);
 
 // --- the Kubernetes API ------------------------------------------------------------------
 

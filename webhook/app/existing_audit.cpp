@@ -118,6 +118,8 @@ const std::vector<AuditedResource>& audited_resources() {
       {"ReplicaSet", "apps", "v1", "replicasets"},
       {"Job", "batch", "v1", "jobs"},
       {"CronJob", "batch", "v1", "cronjobs"},
+      // Its min/max replicas are judged by the replica rules, as on admission.
+      {"HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"},
   };
   return kResources;
 }
@@ -194,6 +196,7 @@ ObjectAudit audit_existing_object(const Json& object, const AuditedResource& kin
   }
 
   if (!inputs.rightsizing.recommendations && !inputs.rightsizing.model) return audit;
+  if (!pod_spec_pointer(workload)) return audit;  // an HPA: no containers to size
   RightsizingResult sized = rightsize(request, *inputs.policies, state, inputs.rightsizing, inputs.evaluation);
   const Json* sized_object = &request.object;
   AdmissionRequest pod;

@@ -21,7 +21,7 @@ struct AuditedResource {
   const char* resource;  // "deployments"
   std::string collection_path() const;  // "/apis/apps/v1/deployments", "/api/v1/pods"
 };
-// Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob.
+// Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, HorizontalPodAutoscaler.
 const std::vector<AuditedResource>& audited_resources();
 // nullptr when the kind is not audited.
 const AuditedResource* audited_resource(std::string_view kind);

@@ -348,13 +348,22 @@ void add_recommend(CLI::App& app, int& exit_code) {
           if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
       }
       QuantileModel model;
+      ModelMetadata meta;  // the gate and margins what ships follows
+      std::string model_choice;
       const double margin = policy->margin;
       if (store->empty()) {
         model = QuantileModel::load(*model_dir);
-        ModelMetadata meta = model.metadata();  // its calibrated margins and gate, as saved
+        meta = model.metadata();  // its calibrated margins and gate, as saved
         // A model meets data it did not learn from: what ships follows the input's own recent
         // days (model, blend or VPA per resource), never a gate from another fleet.
-        if (!*no_regate) std::cerr << "model: " << gate_on_recent_days(model, meta, series, now, *regate_days).note << "\n";
+        model_choice = "--model " + *model_dir + ": ";
+        if (*no_regate) {
+          model_choice += "its saved gate (--no-regate)";
+        } else {
+          const std::string note = gate_on_recent_days(model, meta, series, now, *regate_days).note;
+          std::cerr << "model: " << note << "\n";
+          model_choice += note;
+        }
         *policy = shipped_policy(meta);
       } else {
         ModelChoiceOptions choice_options;
@@ -367,11 +376,14 @@ void add_recommend(CLI::App& app, int& exit_code) {
         ModelChoice choice = choose_model(series, choice_options);
         std::cerr << "model: " << to_string(choice.source) << " (" << choice.reason << ")\n";
         model = std::move(choice.model);
+        meta = model.metadata();
+        model_choice = std::string(to_string(choice.source)) + ": " + choice.reason;
         *policy = choice.policy;
       }
       if (margin_option->count() > 0) policy->margin = margin, policy->memory_margin = 0;  // overrides the model's
       const auto recs = recommend_batch(model, series, now, *policy, *top);
-      const auto snapshot = make_snapshot(series, recs, model.version(), now);
+      auto snapshot = make_snapshot(series, recs, model.version(), now);
+      snapshot.decision = describe_decision(meta, *policy, recs, series, model_choice);
       if (*out == "-") std::cout << snapshot_to_json(snapshot);
       else if (!out->empty()) save_recommendations(snapshot, *out);
       if (target) {
@@ -388,11 +400,9 @@ void add_recommend(CLI::App& app, int& exit_code) {
         if (r.cold_start) continue;
         cpu_base += !r.cpu_from_model, mem_base += !r.memory_from_model, far += r.out_of_distribution;
       }
-      std::cerr << "baseline (vpa) instead of the model: cpu " << cpu_base << ", memory " << mem_base
-                << " recommendations (gate: cpu "
-                << (!policy->cpu_from_model ? "baseline" : policy->cpu_blend ? "blend" : "model") << ", memory "
-                << (!policy->memory_from_model ? "baseline" : policy->memory_blend ? "blend" : "model") << "; " << far
-                << " out of the training distribution)\n";
+      for (const auto& line : decision_summary(*snapshot.decision)) std::cerr << "shipped " << line << "\n";
+      std::cerr << "baseline (vpa) instead of the model: cpu " << cpu_base << ", memory " << mem_base << " recommendations ("
+                << far << " out of the training distribution)\n";
       std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
                 << snapshot.generated_at << " to " << (out->empty() ? "" : *out)
                 << (target ? (out->empty() ? "" : " and ") + std::string("configmap ") + *publish : "") << "\n";

@@ -1,20 +1,24 @@
 // `sizeguard report --audit-log FILE`: what right-sizing did or would do, per workload
-// (the latest audit record of each), with the estimated monthly savings.
+// (the latest audit record of each), with the estimated monthly savings; with
+// --recommendations, also which model and gate decision the snapshot in force came from.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "webhook/app/commands.h"
 #include "kube/review.h"
+#include "recommender/recommend.h"
 
 namespace sizeguard {
 namespace {
 
 struct ReportFlags {
   std::string audit_log;
+  std::string recommendations;  // snapshot from `sizeguard recommend`, optional
   double price_core_hour = 0.0316;  // on-demand x86 vCPU-hour, order of magnitude of the big clouds
   double price_gib_hour = 0.0042;
   std::string output = "table";
@@ -24,6 +28,15 @@ constexpr double kHoursPerMonth = 730;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 int run_report(const ReportFlags& flags) {
+  std::optional<RecommendationSnapshot> snapshot;
+  if (!flags.recommendations.empty()) {
+    try {
+      snapshot = load_recommendations(flags.recommendations);
+    } catch (const SnapshotError& e) {
+      std::cerr << "sizeguard report: " << e.what() << "\n";
+      return 2;
+    }
+  }
   std::ifstream in(flags.audit_log);
   if (!in) {
     std::cerr << "sizeguard report: cannot read " << flags.audit_log << "\n";
@@ -101,13 +114,25 @@ int run_report(const ReportFlags& flags) {
                     {"time", record.value("time", "")}});
   }
   if (flags.output == "json") {
-    std::cout << Json({{"workloads", rows},
-                       {"totalMonthlySavings", std::round(total_savings * 100) / 100},
-                       {"pricePerCoreHour", flags.price_core_hour},
-                       {"pricePerGiBHour", flags.price_gib_hour}})
-                     .dump(2)
-              << "\n";
+    Json out = {{"workloads", rows},
+                {"totalMonthlySavings", std::round(total_savings * 100) / 100},
+                {"pricePerCoreHour", flags.price_core_hour},
+                {"pricePerGiBHour", flags.price_gib_hour}};
+    if (snapshot) {
+      out["recommender"] = {{"modelVersion", snapshot->model_version}, {"generatedAt", snapshot->generated_at}};
+      if (snapshot->decision) out["recommender"]["decision"] = decision_to_json(*snapshot->decision);
+    }
+    std::cout << out.dump(2) << "\n";
     return 0;
+  }
+  if (snapshot) {
+    std::printf("recommendations: model %s, generated %s\n", snapshot->model_version.c_str(), snapshot->generated_at.c_str());
+    if (!snapshot->decision) {
+      std::printf("  (no gate decision recorded: snapshot from an older build)\n");
+    } else {
+      if (!snapshot->decision->model.empty()) std::printf("  %s\n", snapshot->decision->model.c_str());
+      for (const auto& line : decision_summary(*snapshot->decision)) std::printf("  %s\n", line.c_str());
+    }
   }
   std::printf("%-48s %-8s %5s %17s %19s %10s\n", "WORKLOAD", "MODE", "PODS", "CPU now→rec", "MEM GiB now→rec", "$/MONTH");
   for (const auto& row : rows) {
@@ -129,6 +154,9 @@ void add_report_command(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<ReportFlags>();
   auto* cmd = app.add_subcommand("report", "Current vs recommended resources per workload from an audit log, with savings");
   cmd->add_option("--audit-log", flags->audit_log, "audit log written by `serve --audit-log`")->required();
+  cmd->add_option("--recommendations", flags->recommendations,
+                  "snapshot from `sizeguard recommend`: also show its model and which source (model, blend, vpa) "
+                  "shipped per resource");
   cmd->add_option("--price-core-hour", flags->price_core_hour, "price of one core for one hour")->capture_default_str();
   cmd->add_option("--price-gib-hour", flags->price_gib_hour, "price of one GiB of memory for one hour")->capture_default_str();
   cmd->add_option("--output", flags->output, "table or json")

@@ -189,9 +189,17 @@ int run_serve(ServeFlags flags) {
         [&context](const AdmissionRequest& request) { return mutate(request, context); },
         [&context](const AdmissionRequest& request) { return validate(request, context); }};
     server = std::make_unique<AdmissionServer>(flags.server, std::move(handlers), metrics, readiness, logger);
-    // Current vs recommended per workload, as right-sizing has seen them.
-    server->add_get_route("/recommendations", [report = runtime->report.get()](const auto&) {
-      return HttpAnswer{200, "application/json", report->table().dump(2) + "\n"};
+    // Current vs recommended per workload, as right-sizing has seen them, and which
+    // recommendations are in force (the snapshot's model and gate decision).
+    server->add_get_route("/recommendations", [report = runtime->report.get(),
+                                               store = runtime->recommendations.get()](const auto&) {
+      Json table = report->table();
+      if (auto snapshot = store ? store->current() : nullptr) {
+        table["recommender"] = {{"modelVersion", snapshot->model_version}, {"generatedAt", snapshot->generated_at},
+                                {"recommendations", snapshot->recommendations.size()}};
+        if (snapshot->decision) table["recommender"]["decision"] = decision_to_json(*snapshot->decision);
+      }
+      return HttpAnswer{200, "application/json", table.dump(2) + "\n"};
     });
   } catch (const std::exception& e) {
     std::cerr << "sizeguard serve: " << e.what() << "\n";

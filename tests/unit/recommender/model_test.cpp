@@ -495,5 +495,68 @@ TEST(Snapshot, LoaderErrorsAreClear) {
   EXPECT_THROW(load_recommendations("/nonexistent/recs.json"), SnapshotError);
 }
 
+// The snapshot says what shipped per resource and why, so the report can show the gate's
+// decision; a forced fallback (too little history) is not credited to the gate.
+TEST(Snapshot, DecisionSaysWhichSourceShippedAndWhy) {
+  ModelMetadata meta;
+  meta.calibrated_cpu_margin = 2.5, meta.calibrated_memory_margin = 1.1;
+  meta.cpu_gate = {true, true, true, 0.62, 0.60, 1.2, 0.52, 1.4};       // blend won
+  meta.memory_gate = {true, false, false, 0.80, 0.78, 1.05, 0.79, 1.0};  // vpa won
+  meta.gate_first_day = 17, meta.gate_last_day = 20;
+  const RecommendationPolicy policy = shipped_policy(meta);
+  std::vector<UsageSeries> series(1);
+  series[0].key = {"team-a", "Deployment", "web", "app"};
+  series[0].samples.push_back({1372636800, 0.5, 1e9});  // 2013-07-01T00:00Z: day 1
+  std::vector<Recommendation> recs(3);
+  recs[0].cpu_from_model = true, recs[0].memory_from_model = false;
+  recs[1].cpu_from_model = false, recs[1].memory_from_model = false, recs[1].out_of_distribution = true;
+  recs[2].cold_start = true;
+  const SnapshotDecision d = describe_decision(meta, policy, recs, series, "bundled-default: 3.0 days of history");
+  EXPECT_EQ(d.cpu.source, "blend");
+  EXPECT_DOUBLE_EQ(d.cpu.margin, 1.4);
+  EXPECT_TRUE(d.cpu.gated);
+  EXPECT_DOUBLE_EQ(d.cpu.blend_slack, 0.52);
+  EXPECT_EQ(d.cpu.baseline_series, 1u);  // the out-of-distribution series
+  EXPECT_EQ(d.memory.source, "baseline");
+  EXPECT_DOUBLE_EQ(d.memory.margin, 1.05);
+  EXPECT_EQ(d.memory.baseline_series, 0u);  // all of memory is vpa by the gate, none "anyway"
+  EXPECT_EQ(d.cold_start, 1u);
+  EXPECT_EQ(d.gate_days, "2013-07-17..2013-07-20");
+  const auto lines = decision_summary(d);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "cpu: blend x1.40 (slack at matched risk on 2013-07-17..2013-07-20: model 62.0%, blend 52.0%, "
+                      "vpa 60.0%); 1 series on vpa (out of distribution)");
+  EXPECT_EQ(lines[1].rfind("memory: vpa baseline x1.05 (", 0), 0u) << lines[1];
+
+  RecommendationSnapshot snap;
+  snap.model_version = "xgb-1", snap.generated_at = "2013-07-21T00:00:00Z", snap.decision = d;
+  const auto back = parse_recommendations(snapshot_to_json(snap));
+  ASSERT_TRUE(back.decision);
+  EXPECT_EQ(back.decision->model, d.model);
+  EXPECT_EQ(back.decision->cpu.source, "blend");
+  EXPECT_DOUBLE_EQ(back.decision->cpu.model_slack, 0.62);
+  EXPECT_EQ(back.decision->gate_days, d.gate_days);
+  EXPECT_EQ(snapshot_to_json(back), snapshot_to_json(snap));
+  EXPECT_FALSE(parse_recommendations(R"({"modelVersion": "v", "generatedAt": "x", "recommendations": {}})").decision);
+
+  // Too little history: every resource forced to vpa; the gate's numbers do not explain that.
+  RecommendationPolicy forced = policy;
+  forced.cpu_from_model = forced.memory_from_model = false;
+  const SnapshotDecision f = describe_decision(meta, forced, recs, series, "baseline: 0.5 days of history");
+  EXPECT_EQ(f.cpu.source, "baseline");
+  EXPECT_FALSE(f.cpu.gated);
+  EXPECT_TRUE(f.gate_days.empty() || f.memory.gated);
+  EXPECT_NE(decision_summary(f)[0].find("(not gated)"), std::string::npos);
+
+  try {
+    parse_recommendations(R"({"modelVersion": "v", "generatedAt": "x", "recommendations": {},
+                              "decision": {"cpu": {"source": "magic"}, "memory": {"source": "model"}}})",
+                          "recs.json");
+    FAIL() << "an unknown source loaded";
+  } catch (const SnapshotError& e) {
+    EXPECT_STREQ(e.what(), "recs.json: decision.cpu.source: expected \"model\", \"blend\" or \"baseline\"");
+  }
+}
+
 }  // namespace
 }  // namespace sizeguard

@@ -2,6 +2,8 @@
 // kube-apiserver sent in its AdmissionReviews (tests/fixtures/admission-apiserver-1.28).
 #include "webhook/app/existing_audit.h"
 
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -191,6 +193,45 @@ spec:
   EXPECT_FALSE(none.rightsizing);
 }
 
+// An HPA's minReplicas below a replica floor is what scales the workload under it: the audit
+// finds it as admission of the HPA would, and has nothing to right-size there.
+TEST(ExistingAudit, AnHpaIsJudgedByTheReplicaRulesAndNotSized) {
+  const PolicySet set = policies(R"(apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: floor}
+spec:
+  mode: warn
+  replicas: {min: 3}
+---
+apiVersion: sizeguard.io/v1
+kind: Policy
+metadata: {name: rs}
+spec:
+  rightsizing: {mode: audit}
+)");
+  const AdmissionRequest hpa = fixture("hpa-v2-create-kubectl-autoscale.json");  // capture/web, 2..6
+  ASSERT_NE(audited_resource("HorizontalPodAutoscaler"), nullptr);
+  EXPECT_EQ(audited_resource("HorizontalPodAutoscaler")->collection_path(), "/apis/autoscaling/v2/horizontalpodautoscalers");
+  FileClusterState state(std::vector<Json>{namespace_object("capture")});
+  ExistingAuditInputs inputs{&set, &state, {snapshot("capture/Deployment/web/app", "250m", "1Gi"), nullptr, ""}, {}};
+  const ObjectAudit audit = audit_existing_object(as_listed(hpa.object), resource("HorizontalPodAutoscaler"), inputs);
+  ASSERT_FALSE(audit.skipped) << *audit.skipped;
+  EXPECT_EQ(audit.api_version, "autoscaling/v2");
+  const Decision decision = evaluate_policies(hpa, set, state, {});
+  ASSERT_EQ(audit.results.size(), decision.outcomes.size());
+  auto floor = std::find_if(audit.results.begin(), audit.results.end(), [](const AuditResult& r) { return r.policy == "floor"; });
+  ASSERT_NE(floor, audit.results.end());
+  EXPECT_EQ(floor->result, "warn");
+  EXPECT_EQ(floor->reason, "ReplicasBelowMin");
+  EXPECT_THAT(floor->message, HasSubstr("spec.minReplicas"));
+  EXPECT_FALSE(audit.rightsizing);
+
+  Json raised = hpa.object;
+  raised["spec"]["minReplicas"] = 3;
+  const ObjectAudit ok = audit_existing_object(as_listed(raised), resource("HorizontalPodAutoscaler"), inputs);
+  for (const auto& r : ok.results) EXPECT_EQ(r.result, "pass") << r.policy << ": " << r.message;
+}
+
 TEST(ExistingAudit, SynthesizedCreateCarriesKindAndNoUser) {
   const AdmissionRequest r = synthesize_create(as_listed(fixture("cronjob-create.json").object), resource("CronJob"));
   EXPECT_EQ(r.operation, Operation::Create);
@@ -203,7 +244,7 @@ TEST(ExistingAudit, SynthesizedCreateCarriesKindAndNoUser) {
   EXPECT_TRUE(r.user_info.username.empty());
   EXPECT_EQ(resource("Pod").collection_path(), "/api/v1/pods");
   EXPECT_EQ(resource("CronJob").collection_path(), "/apis/batch/v1/cronjobs");
-  EXPECT_EQ(audited_resource("HorizontalPodAutoscaler"), nullptr);
+  EXPECT_EQ(audited_resource("ConfigMap"), nullptr);
 }
 
 }  // namespace

@@ -86,9 +86,15 @@ TEST(PolicyReports, RightsizingIsARuleWithCurrentRecommendedSavingsColdStartAndC
   EXPECT_EQ(p["replicas"], "3");
   for (const auto& [key, value] : p.items()) EXPECT_TRUE(value.is_string()) << key;  // the CRD: map of strings
 
-  // Requests that already match: a pass.
+  // The violations gauge counts it as the report does: a warn.
+  ObjectAudit other = audit("shop", "api", {result("requirements", "fail"), result("floor", "pass")});
+  EXPECT_EQ(count_violations({a, other}), (std::map<ViolationKey, int>{{{"requirements", "resources", "shop"}, 1},
+                                                                       {{"rightsizing", "rightsizing", "shop"}, 1}}));
+
+  // Requests that already match: a pass, and no violation.
   a.rightsizing->changes.clear();
   EXPECT_EQ(build_policy_reports({a}).at("shop")["results"][0]["result"], "pass");
+  EXPECT_TRUE(count_violations({a}).empty());
 }
 
 TEST(PolicyReports, ClusterScopedObjectsGoToTheClusterPolicyReport) {
