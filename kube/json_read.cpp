@@ -13,6 +13,9 @@ namespace {
 
 using Json = nlohmann::json;
 
+// decode_admission_review skips its depth pre-scan when simdjson accepted a body.
+static_assert(simdjson::DEFAULT_MAX_DEPTH <= kMaxJsonDepth);
+
 // Bodies up to this size reuse one parser per thread; larger ones get a parser of their
 // own, so a single 3 MiB review does not leave megabytes of buffers on every worker.
 constexpr size_t kReusedParserCapacity = 256 * 1024;
@@ -112,11 +115,18 @@ void erase_paths(Json& document, const OmitPaths& omit) {
 std::optional<Json> parse_json(std::string_view text) { return parse_json(text, {}); }
 
 std::optional<Json> parse_json(std::string_view text, std::initializer_list<std::string_view> omit) {
-  const OmitPaths paths = split_pointers(omit);
-  if (auto parsed = parse_with_simdjson(text, paths)) return parsed;
+  if (auto parsed = parse_json_simdjson(text, omit)) return parsed;
+  return parse_json_nlohmann(text, omit);
+}
+
+std::optional<Json> parse_json_simdjson(std::string_view text, std::initializer_list<std::string_view> omit) {
+  return parse_with_simdjson(text, split_pointers(omit));
+}
+
+std::optional<Json> parse_json_nlohmann(std::string_view text, std::initializer_list<std::string_view> omit) {
   Json document = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return std::nullopt;
-  erase_paths(document, paths);
+  erase_paths(document, split_pointers(omit));
   return document;
 }
 

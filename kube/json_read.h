@@ -23,6 +23,13 @@ std::optional<nlohmann::json> parse_json(std::string_view text);
 // nothing.
 std::optional<nlohmann::json> parse_json(std::string_view text, std::initializer_list<std::string_view> omit);
 
+// parse_json's two steps, for a caller that checks the text between them (the depth pre-scan
+// below costs a pass over the text, and is needed only when simdjson declined it): simdjson's
+// tree (nullopt when it declines: invalid JSON, nesting deeper than 1024 levels, integers
+// beyond 64 bits), then nlohmann's verdict.
+std::optional<nlohmann::json> parse_json_simdjson(std::string_view text, std::initializer_list<std::string_view> omit);
+std::optional<nlohmann::json> parse_json_nlohmann(std::string_view text, std::initializer_list<std::string_view> omit);
+
 // Go's encoding/json (so the apiserver) refuses JSON nested deeper than this. Deeper
 // documents would overflow the stack later, in nlohmann's recursive copies and dumps, so
 // every reader checks it first.
