@@ -31,7 +31,7 @@ namespace {
 std::string file_stamp(const std::filesystem::path& path) {
   std::string stamp;
   const auto now = std::time(nullptr);
-  for (const std::string name : {path.string(), path.string() + ".gz"}) {
+  for (const std::string& name : {path.string(), path.string() + ".gz"}) {
     struct stat st {};
     if (::stat(name.c_str(), &st) != 0) {
       stamp += "-;";
