@@ -1,6 +1,9 @@
 #include "kube/json_read.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include <simdjson.h>
 
@@ -10,17 +13,55 @@ namespace {
 
 using Json = nlohmann::json;
 
+// decode_admission_review skips its depth pre-scan when simdjson accepted a body.
+static_assert(simdjson::DEFAULT_MAX_DEPTH <= kMaxJsonDepth);
+
 // Bodies up to this size reuse one parser per thread; larger ones get a parser of their
 // own, so a single 3 MiB review does not leave megabytes of buffers on every worker.
 constexpr size_t kReusedParserCapacity = 256 * 1024;
 
-Json to_json(simdjson::dom::element element) {
+// The keys of the pointers to leave out, split at '/': a pointer is followed while the
+// object keys on the way match its segments, and the member at its last segment is skipped.
+using OmitPaths = std::vector<std::vector<std::string_view>>;
+
+OmitPaths split_pointers(std::initializer_list<std::string_view> pointers) {
+  OmitPaths out;
+  for (std::string_view pointer : pointers) {
+    std::vector<std::string_view> segments;
+    while (pointer.starts_with('/')) {
+      pointer.remove_prefix(1);
+      const size_t end = std::min(pointer.find('/'), pointer.size());
+      segments.push_back(pointer.substr(0, end));
+      pointer.remove_prefix(end);
+    }
+    if (!segments.empty()) out.push_back(std::move(segments));
+  }
+  return out;
+}
+
+// `active`: the pointers whose first `depth` segments led here (empty almost everywhere).
+Json to_json(simdjson::dom::element element, const std::vector<const std::vector<std::string_view>*>& active = {},
+             size_t depth = 0) {
   using Type = simdjson::dom::element_type;
   switch (element.type()) {
     case Type::OBJECT: {
       Json object(nlohmann::json::value_t::object);
-      // operator[] so a repeated key keeps its last value, as nlohmann's parser does.
-      for (auto field : simdjson::dom::object(element)) object[std::string(field.key)] = to_json(field.value);
+      std::vector<const std::vector<std::string_view>*> below;
+      for (auto field : simdjson::dom::object(element)) {
+        below.clear();
+        bool omitted = false;
+        for (const auto* path : active) {
+          if ((*path)[depth] != field.key) continue;
+          if (path->size() == depth + 1) omitted = true;
+          else below.push_back(path);
+        }
+        if (omitted) {
+          object.erase(std::string(field.key));  // a repeated key: the last one wins, and it is omitted
+          continue;
+        }
+        // operator[] so a repeated key keeps its last value, as nlohmann's parser does.
+        object[std::string(field.key)] = below.empty() ? to_json(field.value) : to_json(field.value, below, depth + 1);
+      }
       return object;
     }
     case Type::ARRAY: {
@@ -44,7 +85,7 @@ Json to_json(simdjson::dom::element element) {
   return Json();
 }
 
-std::optional<Json> parse_with_simdjson(std::string_view text) {
+std::optional<Json> parse_with_simdjson(std::string_view text, const OmitPaths& omit) {
   thread_local simdjson::dom::parser reused;
   simdjson::dom::parser once;
   simdjson::dom::parser& parser = text.size() <= kReusedParserCapacity ? reused : once;
@@ -52,15 +93,40 @@ std::optional<Json> parse_with_simdjson(std::string_view text) {
   if (parser.parse(text.data(), text.size(), /*realloc_if_needed=*/true).get(root) != simdjson::SUCCESS) {
     return std::nullopt;
   }
-  return to_json(root);
+  std::vector<const std::vector<std::string_view>*> active;
+  for (const auto& path : omit) active.push_back(&path);
+  return to_json(root, active, 0);
+}
+
+// The nlohmann fallback builds everything; the omitted members are erased afterwards.
+void erase_paths(Json& document, const OmitPaths& omit) {
+  for (const auto& path : omit) {
+    Json* at = &document;
+    for (size_t i = 0; at && i + 1 < path.size(); ++i) {
+      auto it = at->is_object() ? at->find(std::string(path[i])) : at->end();
+      at = it == at->end() ? nullptr : &*it;
+    }
+    if (at && at->is_object()) at->erase(std::string(path.back()));
+  }
 }
 
 }  // namespace
 
-std::optional<Json> parse_json(std::string_view text) {
-  if (auto parsed = parse_with_simdjson(text)) return parsed;
+std::optional<Json> parse_json(std::string_view text) { return parse_json(text, {}); }
+
+std::optional<Json> parse_json(std::string_view text, std::initializer_list<std::string_view> omit) {
+  if (auto parsed = parse_json_simdjson(text, omit)) return parsed;
+  return parse_json_nlohmann(text, omit);
+}
+
+std::optional<Json> parse_json_simdjson(std::string_view text, std::initializer_list<std::string_view> omit) {
+  return parse_with_simdjson(text, split_pointers(omit));
+}
+
+std::optional<Json> parse_json_nlohmann(std::string_view text, std::initializer_list<std::string_view> omit) {
   Json document = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return std::nullopt;
+  erase_paths(document, split_pointers(omit));
   return document;
 }
 

@@ -3,6 +3,7 @@
 // tokenizes, then the tree is built from its DOM. Same result as nlohmann::json::parse.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <string_view>
 
@@ -14,6 +15,20 @@ namespace sizeguard {
 // simdjson declines — nesting deeper than 1024, integers beyond 64 bits — are parsed by
 // nlohmann, so the result never depends on which parser ran).
 std::optional<nlohmann::json> parse_json(std::string_view text);
+
+// parse_json without the members at `omit`, JSON pointers through object keys only (no array
+// indices, no ~ escapes), e.g. "/request/object/metadata/managedFields": the same tree as
+// parse_json followed by erasing them, but they are never built, so a large subtree nobody
+// reads costs no allocations. A pointer whose path is missing or not made of objects omits
+// nothing.
+std::optional<nlohmann::json> parse_json(std::string_view text, std::initializer_list<std::string_view> omit);
+
+// parse_json's two steps, for a caller that checks the text between them (the depth pre-scan
+// below costs a pass over the text, and is needed only when simdjson declined it): simdjson's
+// tree (nullopt when it declines: invalid JSON, nesting deeper than 1024 levels, integers
+// beyond 64 bits), then nlohmann's verdict.
+std::optional<nlohmann::json> parse_json_simdjson(std::string_view text, std::initializer_list<std::string_view> omit);
+std::optional<nlohmann::json> parse_json_nlohmann(std::string_view text, std::initializer_list<std::string_view> omit);
 
 // Go's encoding/json (so the apiserver) refuses JSON nested deeper than this. Deeper
 // documents would overflow the stack later, in nlohmann's recursive copies and dumps, so

@@ -46,8 +46,8 @@ struct AdmissionRequest {
   std::string namespace_;
   Operation operation = Operation::Create;
   UserInfo user_info;
-  Json object;      // null on DELETE
-  Json old_object;  // null on CREATE/CONNECT
+  Json object;      // null on DELETE; without metadata.managedFields (see decode_admission_review)
+  Json old_object;  // null on CREATE/CONNECT; without metadata.managedFields
   Json options;
   bool dry_run = false;
 
@@ -61,7 +61,9 @@ struct DecodeError {
   std::string message;  // says exactly what is wrong, e.g. "request.uid is missing"
 };
 
-// Parses an AdmissionReview body. Never throws.
+// Parses an AdmissionReview body. Never throws. object and oldObject come without their
+// metadata.managedFields: no policy, right-sizing step or answer reads them (the apiserver
+// keeps them; a patch never touches them), and building them cost a quarter of the decode.
 std::variant<AdmissionRequest, DecodeError> decode_admission_review(std::string_view body);
 
 // A Kubernetes metav1.StatusCause: `reason` holds our stable reason code.

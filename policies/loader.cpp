@@ -826,8 +826,8 @@ PolicyLoad parse_policies(std::string_view text, const std::string& source) {
 
 namespace {
 
-PolicyLoad load_once(const fs::path& path, const fs::path& base) {
-  PolicyLoad out;
+PolicyFiles read_once(const fs::path& path, const fs::path& base) {
+  PolicyFiles out;
   std::error_code ec;
   std::vector<fs::path> files;
   if (fs::is_directory(base, ec)) {
@@ -841,18 +841,50 @@ PolicyLoad load_once(const fs::path& path, const fs::path& base) {
   } else {
     out.errors.push_back(path.string() + ": no such file or directory");
   }
-  std::map<std::string, std::string> seen;  // policy name -> where
   size_t hash = 0;
   for (const auto& file : files) {
     std::string error;
     auto text = read_text(file, &error);
     const std::string source = file.filename().string();
-    out.files.push_back(source);
     if (!text) {
+      out.files.push_back({source, std::nullopt});
       out.errors.push_back(error);
       continue;
     }
     hash = hash * 31 + std::hash<std::string>{}(source + '\0' + *text);
+    out.files.push_back({source, std::move(text)});
+  }
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%016zx", hash);
+  out.fingerprint = std::to_string(files.size()) + ":" + buffer;
+  return out;
+}
+
+}  // namespace
+
+PolicyFiles read_policy_files(const fs::path& path) {
+  std::error_code ec;
+  const fs::path data_link = path / "..data";
+  if (!fs::is_directory(path, ec) || !fs::exists(data_link, ec)) return read_once(path, path);
+  // A ConfigMap volume: read the files of one ..data generation directly.
+  PolicyFiles out;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const fs::path generation = fs::canonical(data_link, ec);
+    if (ec) continue;
+    out = read_once(path, generation);
+    if (fs::canonical(data_link, ec) == generation && !ec) return out;
+  }
+  return out;
+}
+
+PolicyLoad parse_policy_files(const PolicyFiles& files) {
+  PolicyLoad out;
+  out.errors = files.errors;
+  out.fingerprint = files.fingerprint;
+  std::map<std::string, std::string> seen;  // policy name -> where
+  for (const auto& [source, text] : files.files) {
+    out.files.push_back(source);
+    if (!text) continue;  // its read error is among files.errors
     PolicyLoad one = parse_policies(*text, source);
     out.errors.insert(out.errors.end(), one.errors.begin(), one.errors.end());
     for (auto& policy : one.policies) {
@@ -864,27 +896,9 @@ PolicyLoad load_once(const fs::path& path, const fs::path& base) {
       out.policies.push_back(std::move(policy));
     }
   }
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%016zx", hash);
-  out.fingerprint = std::to_string(files.size()) + ":" + buffer;
   return out;
 }
 
-}  // namespace
-
-PolicyLoad load_policies(const fs::path& path) {
-  std::error_code ec;
-  const fs::path data_link = path / "..data";
-  if (!fs::is_directory(path, ec) || !fs::exists(data_link, ec)) return load_once(path, path);
-  // A ConfigMap volume: read the files of one ..data generation directly.
-  PolicyLoad out;
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    const fs::path generation = fs::canonical(data_link, ec);
-    if (ec) continue;
-    out = load_once(path, generation);
-    if (fs::canonical(data_link, ec) == generation && !ec) return out;
-  }
-  return out;
-}
+PolicyLoad load_policies(const fs::path& path) { return parse_policy_files(read_policy_files(path)); }
 
 }  // namespace sizeguard

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -29,5 +31,15 @@ PolicyLoad parse_policies(std::string_view text, const std::string& source);
 // order. Policy names must be unique across the whole set. If the ..data symlink is
 // swapped while reading, the read starts over, so a set never mixes two generations.
 PolicyLoad load_policies(const std::filesystem::path& path);
+
+// load_policies in two steps, so that a poller can skip the parse when nothing changed:
+// reading the files and their fingerprint is cheap, parsing the YAML is not.
+struct PolicyFiles {
+  std::vector<std::pair<std::string, std::optional<std::string>>> files;  // name, text (none: unreadable)
+  std::vector<std::string> errors;  // listing and reading errors
+  std::string fingerprint;          // as PolicyLoad::fingerprint
+};
+PolicyFiles read_policy_files(const std::filesystem::path& path);
+PolicyLoad parse_policy_files(const PolicyFiles& files);
 
 }  // namespace sizeguard

@@ -29,8 +29,10 @@ PolicyStore::~PolicyStore() { stop(); }
 std::vector<std::string> PolicyStore::reload() {
   if (path_.empty()) return {};
   std::lock_guard lock(reload_mutex_);
-  PolicyLoad load = load_policies(path_);
-  if (load.fingerprint == last_fingerprint_ && !last_fingerprint_.empty()) return {};
+  // Every poll reads the files (a few KiB); only a change is parsed.
+  const PolicyFiles files = read_policy_files(path_);
+  if (files.fingerprint == last_fingerprint_ && !last_fingerprint_.empty()) return {};
+  PolicyLoad load = parse_policy_files(files);
   last_fingerprint_ = load.fingerprint;
 
   if (!load.ok()) {

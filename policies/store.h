@@ -38,8 +38,9 @@ class PolicyStore {
   std::shared_ptr<const PolicySet> current() const { return current_.load(); }
 
   // Polls for changes every `interval` on a background thread until stop()/destruction.
-  // Polling reads a few small files; it catches the kubelet's ..data symlink swap and
-  // plain edits alike, which inotify on a symlinked tree does not do reliably.
+  // Polling reads a few small files and parses them only when their fingerprint changed; it
+  // catches the kubelet's ..data symlink swap and plain edits alike, which inotify on a
+  // symlinked tree does not do reliably.
   void start(std::chrono::milliseconds interval);
   void stop();
 

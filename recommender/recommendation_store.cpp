@@ -1,5 +1,8 @@
 #include "recommender/recommendation_store.h"
 
+#include <sys/stat.h>
+
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -19,8 +22,38 @@ RecommendationStore::RecommendationStore(std::filesystem::path path, Metrics& me
 
 RecommendationStore::~RecommendationStore() { poller_.stop(); }
 
+namespace {
+
+// What identifies a version of `path` (and of `path`.gz) without reading it: device, inode,
+// size and modification/change times, following symlinks (a ConfigMap's ..data swap gives
+// new inodes). "" when a stamp cannot tell: a file modified within 2 s of now may be written
+// again within the same filesystem clock tick, size unchanged, and must be read.
+std::string file_stamp(const std::filesystem::path& path) {
+  std::string stamp;
+  const auto now = std::time(nullptr);
+  for (const std::string& name : {path.string(), path.string() + ".gz"}) {
+    struct stat st {};
+    if (::stat(name.c_str(), &st) != 0) {
+      stamp += "-;";
+      continue;
+    }
+    if (now - st.st_mtim.tv_sec < 2 || now - st.st_ctim.tv_sec < 2) return "";
+    stamp += std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+             std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
+             std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec) + ";";
+  }
+  return stamp;
+}
+
+}  // namespace
+
 std::string RecommendationStore::reload() {
   std::lock_guard lock(reload_mutex_);
+  // A poll every few seconds must not read and hash a snapshot of hundreds of KiB that did
+  // not change.
+  std::string stamp = file_stamp(path_);
+  if (loaded_once_ && !stamp.empty() && stamp == last_stamp_) return "";
+  last_stamp_ = std::move(stamp);
   // The publisher gzips snapshots above 900 KiB into "<name>.gz" (ConfigMaps hold 1 MiB)
   // and drops the plain key: read whichever exists.
   std::filesystem::path source = path_;

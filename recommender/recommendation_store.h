@@ -28,6 +28,9 @@ class RecommendationStore {
   ~RecommendationStore();
 
   // Reloads if the file changed; returns the error of this attempt, or "".
+  // The file is read and hashed only when its stat (inode, size, modification and change
+  // times) differs from the last attempt's, or was taken within 2 s of a write (a second
+  // write in the same clock tick would keep the times: those are always re-read).
   std::string reload();
   std::shared_ptr<const RecommendationSnapshot> current() const { return current_.load(); }  // null before the first load
   void start(std::chrono::milliseconds interval);
@@ -39,6 +42,7 @@ class RecommendationStore {
   SharedSnapshot<RecommendationSnapshot> current_;
   std::mutex reload_mutex_;
   size_t last_hash_ = 0;
+  std::string last_stamp_;  // the stat of the last attempt, "" when it must be read again
   bool loaded_once_ = false;
   PeriodicTask poller_;
 };

@@ -146,6 +146,12 @@ class ConnectionServer final : public httplib::Server {
   // any further complete ordinary request already buffered behind it, then gives the
   // connection back to the loop.
   void serve_requests(Connection* c, bool on_lane);
+  // In a worker, after answering a keep-alive request with nothing buffered behind it:
+  // waits up to kWorkerLinger for the next request on the connection and reads what
+  // arrives. True if bytes of it are in c.in (framed by the caller; a partial request goes
+  // back to the loop); false to give the connection back (nothing came, the client closed
+  // it, draining, or too few idle workers to keep one waiting).
+  bool await_next_request(Connection& c);
 
   // In a worker: the lane's queue is full. The request is already buffered whole, so a
   // 429 keeps the connection in step without reading anything.

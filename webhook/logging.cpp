@@ -242,7 +242,11 @@ void describe_log_drop_metric(Metrics& metrics) {
 void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view message,
                std::initializer_list<LogField> fields) {
   if (!logger.should_log(level)) return;
-  std::string payload(message);
+  std::size_t size = message.size();
+  for (const auto& field : fields) size += field.key.size() + field.value.size() + 2;
+  std::string payload;
+  payload.reserve(size);
+  payload += message;
   for (const auto& field : fields) {
     payload += kFieldStart;
     payload += field.key;
@@ -253,31 +257,33 @@ void log_event(spdlog::logger& logger, spdlog::level::level_enum level, std::str
 }
 
 void log_decision(spdlog::logger& logger, const DecisionRecord& record) {
-  std::string latency = format_millis(record.latency);
-  std::string decision(decision_label(record));
+  const auto level = !record.request ? spdlog::level::warn : record.response ? spdlog::level::info : spdlog::level::err;
+  if (!logger.should_log(level)) return;  // the fields below are not worth formatting
+  const std::string latency = format_millis(record.latency);
+  const std::string_view decision = decision_label(record);
   if (!record.request) {
-    log_event(logger, spdlog::level::warn, "admission request rejected",
-              {{"webhook", std::string(to_string(record.webhook))},
+    log_event(logger, level, "admission request rejected",
+              {{"webhook", to_string(record.webhook)},
                {"status", std::to_string(record.http_status), true},
                {"decision", decision},
-               {"error", std::string(record.error)},
+               {"error", record.error},
                {"latency_ms", latency, true}});
     return;
   }
   const AdmissionRequest& request = *record.request;
-  std::string reason;
+  std::string_view reason;
   if (record.response && record.response->status) {
     const Status& status = *record.response->status;
     reason = status.causes.empty() ? status.reason : status.causes.front().reason;
   }
-  if (!record.error.empty()) reason = std::string(record.error);
-  log_event(logger, record.response ? spdlog::level::info : spdlog::level::err, "admission decision",
-            {{"webhook", std::string(to_string(record.webhook))},
+  if (!record.error.empty()) reason = record.error;
+  log_event(logger, level, "admission decision",
+            {{"webhook", to_string(record.webhook)},
              {"uid", request.uid},
              {"kind", request.kind.kind},
              {"namespace", request.namespace_},
              {"name", request.display_name()},
-             {"operation", std::string(to_string(request.operation))},
+             {"operation", to_string(request.operation)},
              {"username", request.user_info.username},
              {"dry_run", request.dry_run ? "true" : "false", true},
              {"decision", decision},

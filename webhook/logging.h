@@ -28,9 +28,11 @@ spdlog::level::level_enum parse_log_level(std::string_view text);
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, LogFormat format,
                                             spdlog::sink_ptr sink = nullptr);
 
+// Fields are views: log_event copies them into the line before it returns, so temporaries
+// in the call's braces (std::to_string(...)) live long enough, and no field is copied twice.
 struct LogField {
   std::string_view key;
-  std::string value;
+  std::string_view value;
   bool number = false;  // rendered unquoted in JSON (value must be a JSON number)
 };
 

@@ -30,6 +30,12 @@ class WorkerPool final : public httplib::TaskQueue {
   // Runs every queued job (accepted connections are served, not dropped), then joins.
   void shutdown() override;
 
+  // Workers waiting for a job right now.
+  std::size_t idle() const {
+    std::lock_guard lock(mutex_);
+    return idle_.size();
+  }
+
  private:
   struct Idle {
     std::condition_variable wake;
@@ -39,7 +45,7 @@ class WorkerPool final : public httplib::TaskQueue {
   void run();
 
   std::string thread_name_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::deque<std::function<void()>> jobs_;
   std::vector<Idle*> idle_;  // most recently idle last
   bool stopping_ = false;

@@ -17,7 +17,9 @@
 # "apiserver-seen ms per call" is that histogram's sum ÷ count.
 #
 # Environment: SIZEGUARD_K8S_DIR (default ../shared/k8s), ETCD_BIN, BUILD_DIR (default build-bench,
-# Release; built unless NO_BUILD=1), SIZEGUARD_BIN (another sizeguard to measure), REPS (3),
+# Release; built unless NO_BUILD=1), SIZEGUARD_BIN (another sizeguard to measure), BASELINE_BIN (a
+# second sizeguard, e.g. a build of main, served beside it with the same flags and measured in the
+# same rotation as a fourth row, to compare two builds in one run), REPS (3),
 # ONE (200 creates, 1 client), FOUR (400 creates per client, 4 clients), WARM (20 creates before
 # each load), OUT (results folder, kept).
 #
@@ -64,6 +66,7 @@ stop_all() {
   [[ -n ${shm:-} ]] && rm -rf "$shm"
   rm -rf "${out:?}/bin"  # the unpacked kube-apiserver (~70 MB); results and logs stay
   sg_trim_logs "$work"
+  [[ -d $work/baseline ]] && sg_trim_logs "$work/baseline"
   echo "apiserver-load: stopped; results in $out" >&2
   exit "$rc"
 }
@@ -119,9 +122,24 @@ pids+=("$sg_pid")
 sg_start_floor "$work"
 pids+=("$floor_pid")
 sg_log "sizeguard pid $sg_pid on :$sg_port, floor pid $floor_pid on :$floor_port"
+servers=(sizeguard floor)
+urls=("sizeguard=https://127.0.0.1:$sg_port" "floor=https://127.0.0.1:$floor_port")
+base_pid=""
+if [[ -n ${BASELINE_BIN:-} ]]; then
+  mkdir -p "$work/baseline"
+  ln -sf "$work/certs" "$work/baseline/certs"
+  ln -sf "$work/recommendations.json" "$work/baseline/recommendations.json"
+  read -r new_pid new_port new_metrics <<<"$sg_pid $sg_port $sg_metrics_port"
+  sg_bin=$BASELINE_BIN sg_start_sizeguard "$work/baseline"
+  read -r base_pid base_port <<<"$sg_pid $sg_port"
+  read -r sg_pid sg_port sg_metrics_port <<<"$new_pid $new_port $new_metrics"
+  pids+=("$base_pid")
+  servers+=(baseline)
+  urls+=("baseline=https://127.0.0.1:$base_port")
+  sg_log "baseline ($BASELINE_BIN) pid $base_pid on :$base_port"
+fi
 # deploy/base/webhooks.yaml by URL, sent only namespaces labelled sizeguard.io/bench=SERVER.
-python3 - "$root/deploy/base/webhooks.yaml" "$(base64 -w0 "$work/certs/ca.crt")" \
-  "sizeguard=https://127.0.0.1:$sg_port" "floor=https://127.0.0.1:$floor_port" "$out" <<'PY'
+python3 - "$root/deploy/base/webhooks.yaml" "$(base64 -w0 "$work/certs/ca.crt")" "${urls[@]}" "$out" <<'PY'
 import json, sys, yaml
 src, bundle, *servers, out = sys.argv[1:]
 for server, url in (s.split("=", 1) for s in servers):
@@ -140,7 +158,7 @@ registered=none
 register() {  # register SERVER|none: exactly that server's two configurations
   local s kind
   [[ $1 == "$registered" ]] && return 0
-  for s in sizeguard floor; do
+  for s in "${servers[@]}"; do
     for kind in mutatingwebhookconfigurations validatingwebhookconfigurations; do
       if [[ $s == "$1" ]]; then
         kpost "$api/apis/admissionregistration.k8s.io/v1/$kind" "@$out/$s-$kind.json"
@@ -178,6 +196,7 @@ load() {
   for ((i = 0; i < n; i++)); do args+=(-o /dev/null "$url"); done
   [[ $server == sizeguard ]] && pid=$sg_pid
   [[ $server == floor ]] && pid=$floor_pid
+  [[ $server == baseline ]] && pid=$base_pid
   admission_counts > "$out/adm.before"
   local t0 c0 a0 t1 c1 a1
   c0=$([[ -n $pid ]] && cpu_us "$pid" || echo 0)
@@ -240,14 +259,15 @@ phase() {  # phase SERVER REP
   load warm 1 "$warm" "$1" "$ns" > /dev/null
   load one 1 "$one" "$1" "$ns" >> "$results"
   load four 4 "$four" "$1" "$ns" >> "$results"
-  if [[ $1 == sizeguard ]]; then  # the comparison holds only if sizeguard did patch the Pods
+  if [[ $1 == sizeguard || $1 == baseline ]]; then  # the comparison holds only if sizeguard did patch the Pods
     [[ $(kapi "$api/api/v1/namespaces/$ns/pods?limit=1") == *sizeguard.io/rightsized* ]] \
       || sg_die "the Pods in $ns were not right-sized: is /mutate registered?"
   fi
 }
-orders=("none floor sizeguard" "sizeguard none floor" "floor sizeguard none")
+order=(none "${servers[@]}")  # rotated by one every repetition
 for rep in $(seq 1 "$reps"); do
-  for s in ${orders[(rep - 1) % 3]}; do phase "$s" "$rep"; done
+  n=${#order[@]}
+  for ((i = 0; i < n; i++)); do phase "${order[(i + rep - 1) % n]}" "$rep"; done
 done
 register none
 
@@ -273,7 +293,9 @@ for load in ("one", "four"):
           "| apiserver-seen ms per call, mutate / validate | apiserver CPU ms per create |")
     print("|---|---|---|---|---|---|---|---|")
     base = med(load, "none", lambda r: r["p50_ms"])
-    for s in ("none", "floor", "sizeguard"):
+    for s in ("none", "floor", "sizeguard", "baseline"):
+        if not any(r["server"] == s for r in rows):
+            continue
         p50 = med(load, s, lambda r: r["p50_ms"])
         added = "–" if s == "none" else f"{p50 - base:+.2f}"
         cpu = med(load, s, lambda r: r["webhook_cpu_us_per_review"])
@@ -286,6 +308,11 @@ for load in ("one", "four"):
     g = med(load, "sizeguard", lambda r: r["p50_ms"]) - base
     fc = med(load, "floor", lambda r: r["webhook_cpu_us_per_review"])
     gc = med(load, "sizeguard", lambda r: r["webhook_cpu_us_per_review"])
-    print(f"\nsizeguard / floor: added p50 {g / f:.2f}×, webhook CPU per review {gc / fc:.2f}×\n")
+    print(f"\nsizeguard / floor: added p50 {g / f:.2f}×, webhook CPU per review {gc / fc:.2f}×")
+    if any(r["server"] == "baseline" for r in rows):
+        b = med(load, "baseline", lambda r: r["p50_ms"]) - base
+        bc = med(load, "baseline", lambda r: r["webhook_cpu_us_per_review"])
+        print(f"baseline / floor: added p50 {b / f:.2f}×, webhook CPU per review {bc / fc:.2f}×")
+    print()
 print(f"Raw results: {sys.argv[1]}")
 PY

@@ -96,6 +96,52 @@ TEST(ParseJson, LargeBodiesUseTheirOwnParserAndStillMatch) {
   expect_same_as_nlohmann(load_apiserver_fixture("pod-create-from-replicaset.json"));  // the reused parser after a big one
 }
 
+// parse_json(text, omit) against parse_json(text) with the members erased afterwards.
+void expect_omitted(const std::string& text, std::initializer_list<std::string_view> omit, const Json& expected) {
+  std::optional<Json> parsed = parse_json(text, omit);
+  ASSERT_TRUE(parsed.has_value()) << text.substr(0, 200);
+  expect_identical(*parsed, expected);
+}
+
+TEST(ParseJson, OmittedMembersAreLeftOutAndNothingElse) {
+  // The member itself, with a same-named key elsewhere (kept) and a sibling (kept).
+  expect_omitted(R"({"a":{"b":{"skip":[1,{"x":2}],"keep":3},"skip":4},"skip":5})", {"/a/b/skip"},
+                 Json::parse(R"({"a":{"b":{"keep":3},"skip":4},"skip":5})"));
+  // A repeated key: the last value wins in parse_json, so the omitted member is gone either way.
+  expect_omitted(R"({"a":{"skip":1,"keep":2,"skip":3}})", {"/a/skip"}, Json::parse(R"({"a":{"keep":2}})"));
+  // Missing, through a non-object (an array, a string) or a null: nothing is omitted.
+  for (const std::string text : {R"({"a":[{"skip":1}]})", R"({"a":"skip"})", R"({"b":1})", R"({"a":null})", "[1]", "7"}) {
+    expect_omitted(text, {"/a/skip", "/a/0/skip"}, Json::parse(text));
+  }
+  // Two pointers sharing a prefix, and a top-level member.
+  expect_omitted(R"({"r":{"o":{"m":{"mf":[{}],"name":"x"}},"old":{"m":{"mf":{}}}},"top":1,"t":2})",
+                 {"/r/o/m/mf", "/r/old/m/mf", "/top"}, Json::parse(R"({"r":{"o":{"m":{"name":"x"}},"old":{"m":{}}},"t":2})"));
+}
+
+TEST(ParseJson, OmittedMembersAreLeftOutOnNlohmannsPathToo) {
+  // Nested deeper than simdjson accepts: nlohmann parses it, and the member is erased after.
+  const int depth = 2000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  const std::string text = R"({"a":{"skip":)" + deep + R"(,"keep":)" + deep + "}}";
+  Json expected = Json::parse(text);
+  expected["a"].erase("skip");
+  expect_omitted(text, {"/a/skip"}, expected);
+}
+
+TEST(ParseJson, ApiserverFixturesWithoutManagedFields) {
+  for (const auto& path : apiserver_fixtures()) {
+    SCOPED_TRACE(path.string());
+    const std::string text = test::read_file(path);
+    Json expected = Json::parse(text);
+    for (const char* key : {"object", "oldObject"}) {
+      Json& object = expected["request"][key];
+      if (object.is_object() && object["metadata"].is_object()) object["metadata"].erase("managedFields");
+    }
+    expect_omitted(text, {"/request/object/metadata/managedFields", "/request/oldObject/metadata/managedFields"},
+                   expected);
+  }
+}
+
 TEST(ParseJson, InvalidDocumentsAreRejected) {
   for (const std::string& text : std::vector<std::string>{"", " ", "{", R"({"a":})", R"({"a":1} trailing)", "[1,]", R"({"a":"\x"})", "nul",
                                  std::string("{\"a\":\"\xff\xfe\"}"), std::string("{\"a\":\"\xc3\"}"), "01", "1e999"}) {

@@ -99,6 +99,25 @@ TEST(ReviewDecode, EveryFixtureInTheSharedDirectoryDecodes) {
   }
 }
 
+TEST(ReviewDecode, ObjectsComeWithoutManagedFieldsAndOtherwiseWhole) {
+  for (const char* file : {"pod-create-from-replicaset.json", "deployment-update.json", "pod-delete-kubectl.json"}) {
+    SCOPED_TRACE(file);
+    const std::string body = test::load_apiserver_fixture(file);
+    const Json sent = Json::parse(body)["request"];
+    const AdmissionRequest request = decode_ok(body);
+    bool had_managed_fields = false;
+    for (const auto& [key, decoded] : {std::pair<const char*, const Json*>{"object", &request.object},
+                                       std::pair<const char*, const Json*>{"oldObject", &request.old_object}}) {
+      if (!sent.contains(key) || sent[key].is_null()) continue;
+      Json expected = sent[key];
+      had_managed_fields = had_managed_fields || expected["metadata"].contains("managedFields");
+      expected["metadata"].erase("managedFields");
+      EXPECT_EQ(*decoded, expected) << key;
+    }
+    EXPECT_TRUE(had_managed_fields) << "the fixture should carry managedFields";
+  }
+}
+
 TEST(ReviewDecode, ScaleKeepsResourceAndRequestFields) {
   const AdmissionRequest request = decode_ok(test::load_apiserver_fixture("scale-update.json"));
   EXPECT_EQ(request.kind.group, "autoscaling");

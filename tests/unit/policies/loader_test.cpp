@@ -278,6 +278,30 @@ TEST_F(PolicyDirectory, ConfigMapVolumeLayoutReadsTheCurrentGeneration) {
   EXPECT_NE(load.fingerprint, first_fingerprint);
 }
 
+TEST_F(PolicyDirectory, ReadingThenParsingIsLoading) {
+  // The store's poller reads and fingerprints the files, and parses only when that changed.
+  write("a.yaml", policy("ay", 1));
+  write("b.yaml", "garbage: [");
+  const PolicyFiles files = read_policy_files(dir_);
+  ASSERT_EQ(files.files.size(), 2u);
+  EXPECT_EQ(files.files[0].first, "a.yaml");
+  EXPECT_EQ(files.files[0].second, policy("ay", 1));
+  EXPECT_TRUE(files.errors.empty());
+  const PolicyLoad parsed = parse_policy_files(files);
+  const PolicyLoad loaded = load_policies(dir_);
+  EXPECT_EQ(parsed.fingerprint, loaded.fingerprint);
+  EXPECT_EQ(parsed.files, loaded.files);
+  EXPECT_EQ(parsed.errors, loaded.errors);
+  ASSERT_EQ(parsed.policies.size(), 1u);
+  EXPECT_EQ(parsed.policies[0].name, "ay");
+  EXPECT_FALSE(parsed.ok());
+
+  EXPECT_EQ(read_policy_files(dir_).fingerprint, files.fingerprint) << "unchanged files";
+  write("b.yaml", policy("bee", 2));
+  EXPECT_NE(read_policy_files(dir_).fingerprint, files.fingerprint);
+  EXPECT_THAT(read_policy_files(dir_ / "nope").errors, ElementsAre((dir_ / "nope").string() + ": no such file or directory"));
+}
+
 TEST_F(PolicyDirectory, MissingPathIsAnError) {
   PolicyLoad load = load_policies(dir_ / "nope");
   EXPECT_THAT(load.errors, ElementsAre((dir_ / "nope").string() + ": no such file or directory"));

@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "recommender/publish.h"
 #include "webhook/devcerts.h"
@@ -52,6 +54,32 @@ TEST(RecommendationStore, KeepsTheLastGoodSnapshotAndReportsWhy) {
   EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "500m");
   EXPECT_THAT(readiness.report().text, ::testing::HasSubstr("recommendations: ok\n"));
   EXPECT_EQ(store.reload(), "") << "unchanged file: nothing to do";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(RecommendationStore, AReplacedFileIsReloadedWhenItsTimesAndSizeAreTheSame) {
+  // Polls skip reading when the file's stat did not change; a new file (a ConfigMap's ..data
+  // swap, a rename over it) with the same size and modification time must still be seen.
+  const auto dir = make_private_temp_directory("sizeguard-recs");
+  const auto path = dir / "recommendations.json";
+  std::ofstream(path) << snapshot_json("250m");
+  const auto old_time = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
+  std::filesystem::last_write_time(path, old_time);
+  Metrics metrics;
+  RecommendationStore store(path, metrics);
+  // Stats are trusted only 2 s after the last change (a second write could share its clock
+  // tick): both reloads below happen past that, so the second one decides by the stat alone.
+  const auto past_the_racy_window = [] { std::this_thread::sleep_for(std::chrono::milliseconds(2100)); };
+  past_the_racy_window();
+  EXPECT_EQ(store.reload(), "");
+  EXPECT_EQ(store.reload(), "") << "unchanged";
+  const auto next = dir / "next.json";
+  std::ofstream(next) << snapshot_json("500m");
+  std::filesystem::last_write_time(next, old_time);
+  std::filesystem::rename(next, path);
+  past_the_racy_window();
+  EXPECT_EQ(store.reload(), "");
+  EXPECT_EQ(store.current()->recommendations.at("shop/Deployment/web/app").cpu, "500m");
   std::filesystem::remove_all(dir);
 }
 
