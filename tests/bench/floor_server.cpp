@@ -2,7 +2,9 @@
 // sizeguard's end-to-end numbers (tests/bench/load.sh). cpp-httplib's SSLServer with OpenSSL,
 // keep-alive on, as many worker threads as sizeguard's default; POST /mutate and /validate parse
 // the body with nlohmann::json and answer "allowed" with the request's uid and apiVersion.
-// Nothing else: no policies, no model, no logs, no metrics.
+// Nothing else: no policies, no model, no logs, no metrics. With --patch, /mutate also answers
+// a Pod with one fixed JSONPatch operation (requests on its first container), so that what the
+// apiserver pays for applying any patch can be told apart from sizeguard's own cost.
 #include <pthread.h>
 #include <signal.h>
 
@@ -24,6 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--cert", cert, "PEM certificate chain")->required();
   app.add_option("--key", key, "PEM private key")->required();
   app.add_option("--workers", workers, "worker threads")->capture_default_str();
+  bool patch = false;
+  app.add_flag("--patch", patch, "/mutate sets requests cpu 100m, memory 128Mi on a Pod's first container");
   CLI11_PARSE(app, argc, argv);
 
   const auto colon = listen.rfind(':');
@@ -55,7 +59,11 @@ int main(int argc, char** argv) {
   // httplib writes headers and body separately; without TCP_NODELAY (which sizeguard sets)
   // Nagle and the client's delayed ACK add 40 ms to every answer.
   server.set_tcp_nodelay(true);
-  auto review = [](const httplib::Request& request, httplib::Response& response) {
+  // base64 of [{"op":"add","path":"/spec/containers/0/resources/requests","value":{"cpu":"100m","memory":"128Mi"}}]
+  const std::string kRequestsPatch =
+      "W3sib3AiOiJhZGQiLCJwYXRoIjoiL3NwZWMvY29udGFpbmVycy8wL3Jlc291cmNlcy9yZXF1ZXN0cyIsInZhbHVlIjp7ImNwdSI6IjEwMG0i"
+      "LCJtZW1vcnkiOiIxMjhNaSJ9fV0=";
+  auto review = [patch, &kRequestsPatch](const httplib::Request& request, httplib::Response& response) {
     // sizeguard never compresses answers; httplib would gzip JSON for the apiserver's
     // "Accept-Encoding: gzip", so drop the header to compare like with like.
     const_cast<httplib::Request&>(request).headers.erase("Accept-Encoding");
@@ -69,6 +77,13 @@ int main(int argc, char** argv) {
     nlohmann::json answer = {{"apiVersion", body.value("apiVersion", "admission.k8s.io/v1")},
                              {"kind", "AdmissionReview"},
                              {"response", {{"uid", body["request"]["uid"]}, {"allowed", true}}}};
+    // "add" of a member needs its parent: a Pod whose first container has a resources map.
+    const auto first = nlohmann::json::json_pointer("/request/object/spec/containers/0/resources");
+    if (patch && request.path == "/mutate" && body.contains(first) && body[first].is_object() &&
+        body["request"].value("kind", nlohmann::json::object()).value("kind", "") == "Pod") {
+      answer["response"]["patchType"] = "JSONPatch";
+      answer["response"]["patch"] = kRequestsPatch;
+    }
     response.set_content(answer.dump(), "application/json");
   };
   server.Post("/mutate", review);

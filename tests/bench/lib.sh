@@ -111,12 +111,12 @@ sg_start_sizeguard() {
 
 sg_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# sg_start_floor WORK: sets floor_pid, floor_port.
+# sg_start_floor WORK [FLAG...]: sets floor_pid, floor_port.
 sg_start_floor() {
   local work=$1 _
   floor_port=$(sg_free_port)
   ${SG_TASKSET:-} "$sg_floor" --listen "127.0.0.1:$floor_port" --cert "$work/certs/tls.crt" \
-    --key "$work/certs/tls.key" >"$work/floor.log" 2>&1 &
+    --key "$work/certs/tls.key" "${@:2}" >"$work/floor.log" 2>&1 &
   floor_pid=$!
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null && return 0

@@ -19,7 +19,9 @@
 # Environment: SIZEGUARD_K8S_DIR (default ../shared/k8s), ETCD_BIN, BUILD_DIR (default build-bench,
 # Release; built unless NO_BUILD=1), SIZEGUARD_BIN (another sizeguard to measure), BASELINE_BIN (a
 # second sizeguard, e.g. a build of main, served beside it with the same flags and measured in the
-# same rotation as a fourth row, to compare two builds in one run), REPS (3),
+# same rotation as a fourth row, to compare two builds in one run), FLOOR_PATCH (set: also the floor
+# with --patch, answering every Pod with a one-operation JSONPatch, to tell what the apiserver pays
+# for applying any patch from sizeguard's own cost), REPS (3),
 # ONE (200 creates, 1 client), FOUR (400 creates per client, 4 clients), WARM (20 creates before
 # each load), OUT (results folder, kept).
 #
@@ -138,6 +140,17 @@ if [[ -n ${BASELINE_BIN:-} ]]; then
   urls+=("baseline=https://127.0.0.1:$base_port")
   sg_log "baseline ($BASELINE_BIN) pid $base_pid on :$base_port"
 fi
+patched_pid=""
+if [[ -n ${FLOOR_PATCH:-} ]]; then  # the floor answering every Pod with a one-operation patch
+  read -r plain_pid plain_port <<<"$floor_pid $floor_port"
+  sg_start_floor "$work" --patch
+  read -r patched_pid patched_port <<<"$floor_pid $floor_port"
+  read -r floor_pid floor_port <<<"$plain_pid $plain_port"
+  pids+=("$patched_pid")
+  servers+=(floor-patch)
+  urls+=("floor-patch=https://127.0.0.1:$patched_port")
+  sg_log "floor --patch pid $patched_pid on :$patched_port"
+fi
 # deploy/base/webhooks.yaml by URL, sent only namespaces labelled sizeguard.io/bench=SERVER.
 python3 - "$root/deploy/base/webhooks.yaml" "$(base64 -w0 "$work/certs/ca.crt")" "${urls[@]}" "$out" <<'PY'
 import json, sys, yaml
@@ -197,6 +210,7 @@ load() {
   [[ $server == sizeguard ]] && pid=$sg_pid
   [[ $server == floor ]] && pid=$floor_pid
   [[ $server == baseline ]] && pid=$base_pid
+  [[ $server == floor-patch ]] && pid=$patched_pid
   admission_counts > "$out/adm.before"
   local t0 c0 a0 t1 c1 a1
   c0=$([[ -n $pid ]] && cpu_us "$pid" || echo 0)
@@ -263,6 +277,12 @@ phase() {  # phase SERVER REP
     [[ $(kapi "$api/api/v1/namespaces/$ns/pods?limit=1") == *sizeguard.io/rightsized* ]] \
       || sg_die "the Pods in $ns were not right-sized: is /mutate registered?"
   fi
+  if [[ $1 == floor-patch ]]; then
+    kapi "$api/api/v1/namespaces/$ns/pods?limit=1" | python3 -c '
+import json, sys
+assert json.load(sys.stdin)["items"][0]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100m"' \
+      || sg_die "the Pods in $ns did not get the floor's patch"
+  fi
 }
 order=(none "${servers[@]}")  # rotated by one every repetition
 for rep in $(seq 1 "$reps"); do
@@ -293,7 +313,7 @@ for load in ("one", "four"):
           "| apiserver-seen ms per call, mutate / validate | apiserver CPU ms per create |")
     print("|---|---|---|---|---|---|---|---|")
     base = med(load, "none", lambda r: r["p50_ms"])
-    for s in ("none", "floor", "sizeguard", "baseline"):
+    for s in ("none", "floor", "floor-patch", "sizeguard", "baseline"):
         if not any(r["server"] == s for r in rows):
             continue
         p50 = med(load, s, lambda r: r["p50_ms"])
@@ -313,6 +333,9 @@ for load in ("one", "four"):
         b = med(load, "baseline", lambda r: r["p50_ms"]) - base
         bc = med(load, "baseline", lambda r: r["webhook_cpu_us_per_review"])
         print(f"baseline / floor: added p50 {b / f:.2f}×, webhook CPU per review {bc / fc:.2f}×")
+    if any(r["server"] == "floor-patch" for r in rows):
+        fp = med(load, "floor-patch", lambda r: r["p50_ms"]) - base
+        print(f"sizeguard / floor-patch: added p50 {g / fp:.2f}× (floor-patch / floor {fp / f:.2f}×)")
     print()
 print(f"Raw results: {sys.argv[1]}")
 PY
