@@ -369,6 +369,10 @@ std::variant<std::vector<ManifestDocument>, ManifestError> parse_manifests(std::
       return documents;
     } catch (const Json::parse_error& e) {
       json_error = json_error_text(e.what());  // maybe YAML flow style: try YAML next
+    } catch (const Json::out_of_range& e) {  // a number no double holds (1e400)
+      std::string what = json_error_text(e.what());
+      if (what.size() > 200) what = what.substr(0, 200) + "...";
+      return ManifestError{prefix(source, 0) + "JSON " + what};
     }
   }
 

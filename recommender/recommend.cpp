@@ -204,7 +204,7 @@ RecommendationSnapshot parse_recommendations(const std::string& text, const std:
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     throw SnapshotError(source + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw SnapshotError(source + ": expected a JSON object");

@@ -478,6 +478,7 @@ TEST(Snapshot, LoaderErrorsAreClear) {
     return std::string("no error");
   };
   EXPECT_NE(error_of("{").find("recs.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of(R"({"modelVersion": 1e400})").find("recs.json: not valid JSON"), std::string::npos);
   EXPECT_EQ(error_of(R"({"generatedAt": "x", "recommendations": {}})"), "recs.json: missing string field 'modelVersion'");
   EXPECT_EQ(error_of(R"({"modelVersion": "v", "generatedAt": "x"})"), "recs.json: missing object field 'recommendations'");
   const std::string head = R"({"modelVersion": "v", "generatedAt": "x", "recommendations": )";
