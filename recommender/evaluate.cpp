@@ -45,10 +45,6 @@ std::string fmt(double v, int precision = 3) {
   return s.str();
 }
 
-std::string format_day(int64_t t) { return format_utc(t).substr(0, 10); }
-
-std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, 1) + "%" : "n/a"; }
-
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -64,6 +60,10 @@ std::string html_escape(const std::string& s) {
 }
 
 }  // namespace
+
+std::string format_day(int64_t t) { return format_utc(t).substr(0, 10); }
+
+std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, 1) + "%" : "n/a"; }
 
 int64_t day_one(const std::vector<UsageSeries>& series) {
   int64_t first = std::numeric_limits<int64_t>::max();

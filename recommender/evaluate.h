@@ -35,6 +35,10 @@ namespace sizeguard {
 
 // Start (epoch) of day 1: the first UTC midnight at or after the earliest sample (0 if none).
 int64_t day_one(const std::vector<UsageSeries>& series);
+// How the backtest and the snapshot's decision print a day and a share: the UTC date of an
+// epoch ("2013-07-21"), and a fraction as a percentage ("52.3%"; "n/a" when not finite).
+std::string format_day(int64_t epoch);
+std::string pct(double fraction);
 // "21-30" or "7" -> {21, 30} / {7, 7}; throws std::invalid_argument with a clear message.
 std::pair<int, int> parse_day_range(const std::string& text);
 
@@ -126,15 +130,15 @@ Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSerie
 Evaluation decide_gate(const QuantileModel& model, ModelMetadata& metadata, const std::vector<UsageSeries>& series,
                        int first_day, int last_day, double cpu_risk = 0.05, double memory_risk = 0.01);
 
+// What a decided gate ships: "model", "blend" or "baseline".
+const char* gate_name(const ModelMetadata::Gate& gate);
+
 // What `recommend` does with a model it did not just train: gate and calibrate it again on the
 // input's own most recent days. Gate days are whole days (day numbers as in EvaluateOptions)
 // that end at or before `before` (0: the last sample), have a day of history before them
 // (day >= 2) and do not overlap the model's training period (its train_begin..train_end, so
 // a model is never gated on the days it learned from); the last `max_days` of them are used,
 // and only if there are at least `min_days`. Returns false (metadata untouched) otherwise.
-// What a decided gate ships: "model", "blend" or "baseline".
-const char* gate_name(const ModelMetadata::Gate& gate);
-
 struct RecentGate {
   bool regated = false;
   int first_day = 0, last_day = 0;

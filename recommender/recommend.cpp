@@ -63,10 +63,11 @@ ShippedSource parse_source(const json& j, const std::string& where) {
   return s;
 }
 
-std::string percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * fraction);
-  return buf;
+json decision_to_json(const SnapshotDecision& d) {
+  json j = {{"model", d.model}, {"cpu", source_to_json(d.cpu)}, {"memory", source_to_json(d.memory)},
+            {"coldStart", d.cold_start}};
+  if (!d.gate_days.empty()) j["gateDays"] = d.gate_days;
+  return j;
 }
 
 }  // namespace
@@ -101,17 +102,10 @@ SnapshotDecision describe_decision(const ModelMetadata& m, const RecommendationP
   }
   if ((d.cpu.gated || d.memory.gated) && m.gate_first_day > 0 && !series.empty()) {
     const int64_t day1 = day_one(series);
-    auto date = [&](int day) { return format_utc(day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay).substr(0, 10); };
+    auto date = [&](int day) { return format_day(day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay); };
     d.gate_days = date(m.gate_first_day) + ".." + date(m.gate_last_day);
   }
   return d;
-}
-
-json decision_to_json(const SnapshotDecision& d) {
-  json j = {{"model", d.model}, {"cpu", source_to_json(d.cpu)}, {"memory", source_to_json(d.memory)},
-            {"coldStart", d.cold_start}};
-  if (!d.gate_days.empty()) j["gateDays"] = d.gate_days;
-  return j;
 }
 
 std::vector<std::string> decision_summary(const SnapshotDecision& d) {
@@ -122,13 +116,21 @@ std::vector<std::string> decision_summary(const SnapshotDecision& d) {
     std::string line = std::string(name) + ": " + (s->source == "baseline" ? "vpa baseline" : s->source) + margin;
     if (s->gated)
       line += " (slack at matched risk" + (d.gate_days.empty() ? "" : " on " + d.gate_days) + ": model " +
-              percent(s->model_slack) + ", blend " + percent(s->blend_slack) + ", vpa " + percent(s->baseline_slack) + ")";
+              pct(s->model_slack) + ", blend " + pct(s->blend_slack) + ", vpa " + pct(s->baseline_slack) + ")";
     else
       line += " (not gated)";
     if (s->baseline_series) line += "; " + std::to_string(s->baseline_series) + " series on vpa (out of distribution)";
     lines.push_back(std::move(line));
   }
   return lines;
+}
+
+json snapshot_summary_json(const RecommendationSnapshot& snapshot) {
+  json j = {{"modelVersion", snapshot.model_version},
+            {"generatedAt", snapshot.generated_at},
+            {"recommendations", snapshot.recommendations.size()}};
+  if (snapshot.decision) j["decision"] = decision_to_json(*snapshot.decision);
+  return j;
 }
 
 ContainerRecommendation to_container_recommendation(const Recommendation& r) {

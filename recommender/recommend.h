@@ -77,7 +77,9 @@ RecommendationSnapshot make_snapshot(const std::vector<UsageSeries>& series, con
 SnapshotDecision describe_decision(const ModelMetadata& metadata, const RecommendationPolicy& policy,
                                    const std::vector<Recommendation>& recs, const std::vector<UsageSeries>& series,
                                    std::string model_choice);
-nlohmann::json decision_to_json(const SnapshotDecision& decision);
+// Which snapshot is in force, for reports (`GET /recommendations`, `sizeguard report`):
+// {"modelVersion", "generatedAt", "recommendations": count, "decision" (when recorded)}.
+nlohmann::json snapshot_summary_json(const RecommendationSnapshot& snapshot);
 // One line per resource for people: "cpu: blend x1.40 (gated on ...: slack at matched risk model
 // 61.9%, blend 52.2%, vpa 60.5%); 3 series on vpa (out of distribution)".
 std::vector<std::string> decision_summary(const SnapshotDecision& decision);

@@ -118,10 +118,7 @@ int run_report(const ReportFlags& flags) {
                 {"totalMonthlySavings", std::round(total_savings * 100) / 100},
                 {"pricePerCoreHour", flags.price_core_hour},
                 {"pricePerGiBHour", flags.price_gib_hour}};
-    if (snapshot) {
-      out["recommender"] = {{"modelVersion", snapshot->model_version}, {"generatedAt", snapshot->generated_at}};
-      if (snapshot->decision) out["recommender"]["decision"] = decision_to_json(*snapshot->decision);
-    }
+    if (snapshot) out["recommender"] = snapshot_summary_json(*snapshot);
     std::cout << out.dump(2) << "\n";
     return 0;
   }

@@ -194,11 +194,7 @@ int run_serve(ServeFlags flags) {
     server->add_get_route("/recommendations", [report = runtime->report.get(),
                                                store = runtime->recommendations.get()](const auto&) {
       Json table = report->table();
-      if (auto snapshot = store ? store->current() : nullptr) {
-        table["recommender"] = {{"modelVersion", snapshot->model_version}, {"generatedAt", snapshot->generated_at},
-                                {"recommendations", snapshot->recommendations.size()}};
-        if (snapshot->decision) table["recommender"]["decision"] = decision_to_json(*snapshot->decision);
-      }
+      if (auto snapshot = store ? store->current() : nullptr) table["recommender"] = snapshot_summary_json(*snapshot);
       return HttpAnswer{200, "application/json", table.dump(2) + "\n"};
     });
   } catch (const std::exception& e) {
