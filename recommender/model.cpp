@@ -742,11 +742,13 @@ namespace {
 constexpr double kBudgetLowZ = 0, kBudgetHighZ = 2.5, kBudgetMinSigma = 0.02, kBudgetDefaultSigma = 0.3;
 constexpr double kBudgetPeakZ = 2.33, kBudgetMemoryShift = -0.5, kBytesPerGiB = 1073741824.0;
 
+// Where a named feature sits in FeatureRow::values.
+size_t feature_index(std::string_view name) {
+  return static_cast<size_t>(std::find(feature_names().begin(), feature_names().end(), name) - feature_names().begin());
+}
+
 double confidence_of(const FeatureRow& row) {
-  static const size_t cpu_burst = static_cast<size_t>(
-      std::find(feature_names().begin(), feature_names().end(), "cpu_burst_7d") - feature_names().begin());
-  static const size_t mem_burst = static_cast<size_t>(
-      std::find(feature_names().begin(), feature_names().end(), "mem_burst_7d") - feature_names().begin());
+  static const size_t cpu_burst = feature_index("cpu_burst_7d"), mem_burst = feature_index("mem_burst_7d");
   const double history = std::min(1.0, row.history_days / 7.0);
   double spread = 0;
   for (size_t i : {cpu_burst, mem_burst})
@@ -803,10 +805,8 @@ DistributionCheck out_of_distribution(const ModelMetadata& m, const FeatureRow& 
 
 void spend_risk_budget(const std::vector<FeatureRow>& rows, std::vector<Prediction>& predictions, double cpu_risk,
                        double memory_risk) {
-  static const auto index = [](const char* name) {
-    return static_cast<size_t>(std::find(feature_names().begin(), feature_names().end(), name) - feature_names().begin());
-  };
-  static const size_t p50[2] = {index("cpu_p50_7d"), index("mem_p50_7d")}, p95[2] = {index("cpu_p95_7d"), index("mem_p95_7d")};
+  static const size_t p50[2] = {feature_index("cpu_p50_7d"), feature_index("mem_p50_7d")},
+                      p95[2] = {feature_index("cpu_p95_7d"), feature_index("mem_p95_7d")};
   const size_t n = std::min(rows.size(), predictions.size());
   if (n == 0) return;
   for (int memory = 0; memory < 2; ++memory) {
