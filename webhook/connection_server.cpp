@@ -116,7 +116,7 @@ ssize_t read_some(int fd, SSL* ssl, char* ptr, std::size_t size, short& events) 
   }
 }
 
-// Appends what the socket has (one chunk, through the loop's scratch buffer) to c.in.
+// Appends what the socket has (one chunk, through the caller's scratch buffer) to c.in.
 // Connections only hold what they received.
 ssize_t receive(Connection& c, char (&scratch)[kReadChunk], short& events) {
   ssize_t n = read_some(c.fd, c.ssl.get(), scratch, sizeof scratch, events);
@@ -623,14 +623,13 @@ bool ConnectionServer::await_next_request(Connection& c) {
   char scratch[kReadChunk];
   for (int round = 0; round < 4; ++round) {
     short events = 0;
-    const ssize_t n = read_some(c.fd, c.ssl.get(), scratch, sizeof scratch, events);
+    const ssize_t n = receive(c, scratch, events);
     if (n == kWouldBlock) break;
     if (n <= 0) {  // the client closed it, or it failed
       c.close = true;
       c.broken = n < 0;
       return false;
     }
-    c.in.append(scratch, static_cast<std::size_t>(n));
     if (!(c.ssl && SSL_has_pending(c.ssl.get()) == 1)) break;
   }
   return !c.in.empty();
