@@ -26,13 +26,7 @@ sg_start_pair "$work"
 sg_log "sizeguard pid $sg_pid on :$sg_port, floor pid $floor_pid on :$floor_port; results in $out"
 servers=(floor sizeguard)
 if [[ -n ${BASELINE_BIN:-} ]]; then
-  mkdir -p "$work/baseline"
-  ln -sf "$work/certs" "$work/baseline/certs"
-  ln -sf "$work/recommendations.json" "$work/baseline/recommendations.json"
-  read -r new_pid new_port new_metrics <<<"$sg_pid $sg_port $sg_metrics_port"
-  sg_bin=$BASELINE_BIN sg_start_sizeguard "$work/baseline"
-  read -r base_pid base_port <<<"$sg_pid $sg_port"
-  read -r sg_pid sg_port sg_metrics_port <<<"$new_pid $new_port $new_metrics"
+  sg_start_baseline "$work" "$BASELINE_BIN"
   trap 'sg_stop "$base_pid"; sg_trim_logs "$work/baseline"; sg_stop_pair' EXIT
   servers+=(baseline)
   sg_log "baseline ($BASELINE_BIN) pid $base_pid on :$base_port"

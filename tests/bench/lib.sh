@@ -109,6 +109,20 @@ sg_start_sizeguard() {
   sg_die "sizeguard not ready"
 }
 
+# sg_start_baseline WORK BIN: a second sizeguard, another build, served beside the one
+# sg_start_sizeguard started, with the same flags, certificates and snapshot (its logs in
+# WORK/baseline). Sets base_pid, base_port; sg_pid, sg_port and sg_metrics_port stay as they were.
+sg_start_baseline() {
+  local work=$1 saved
+  mkdir -p "$work/baseline"
+  ln -sf "$work/certs" "$work/baseline/certs"
+  ln -sf "$work/recommendations.json" "$work/baseline/recommendations.json"
+  saved="$sg_pid $sg_port $sg_metrics_port"
+  sg_bin=$2 sg_start_sizeguard "$work/baseline"
+  read -r base_pid base_port <<<"$sg_pid $sg_port"
+  read -r sg_pid sg_port sg_metrics_port <<<"$saved"
+}
+
 sg_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # sg_start_floor WORK [FLAG...]: sets floor_pid, floor_port.

@@ -128,13 +128,7 @@ servers=(sizeguard floor)
 urls=("sizeguard=https://127.0.0.1:$sg_port" "floor=https://127.0.0.1:$floor_port")
 base_pid=""
 if [[ -n ${BASELINE_BIN:-} ]]; then
-  mkdir -p "$work/baseline"
-  ln -sf "$work/certs" "$work/baseline/certs"
-  ln -sf "$work/recommendations.json" "$work/baseline/recommendations.json"
-  read -r new_pid new_port new_metrics <<<"$sg_pid $sg_port $sg_metrics_port"
-  sg_bin=$BASELINE_BIN sg_start_sizeguard "$work/baseline"
-  read -r base_pid base_port <<<"$sg_pid $sg_port"
-  read -r sg_pid sg_port sg_metrics_port <<<"$new_pid $new_port $new_metrics"
+  sg_start_baseline "$work" "$BASELINE_BIN"
   pids+=("$base_pid")
   servers+=(baseline)
   urls+=("baseline=https://127.0.0.1:$base_port")
