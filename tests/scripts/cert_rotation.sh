@@ -5,19 +5,14 @@
 set -euo pipefail
 bin=${SIZEGUARD_BINARY:?}
 src=${SIZEGUARD_SOURCE_DIR:?}
-work=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; tail -20 "$work/server.log" >&2 || true; exit 1; }
+# shellcheck source=tests/scripts/lib/serve.bash
+source "$src/tests/scripts/lib/serve.bash"
 
 "$src/certs/make-certs.sh" --out "$work/certs" --ip 127.0.0.1 --dns localhost --days 10 >/dev/null
 "$bin" serve --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" --listen 127.0.0.1:0 \
   --metrics-listen 127.0.0.1:0 --policies '' --tls-reload-interval 200ms > "$work/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do grep -q 'webhook_port=' "$work/server.log" && break; sleep 0.1; done
-port=$(grep -o 'webhook_port=[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-[[ -n $port ]] || fail "server did not start"
+wait_for_ports "$work/server.log" "$pid"
 grep -q 'serving certificate expires soon' "$work/server.log" || fail "no expiry warning for a 10-day certificate"
 
 serial() {  # the serial of the certificate a new connection gets
@@ -74,7 +69,6 @@ kill "$pid" && wait "$pid" 2>/dev/null || true
 "$bin" serve --dev --dev-cert-dir "$work/dev" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
   --policies '' > "$work/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do grep -q 'webhook_port=' "$work/server.log" && break; sleep 0.1; done
-grep -q 'webhook_port=' "$work/server.log" || fail "serve --dev did not start"
+wait_for_ports "$work/server.log" "$pid"
 ! grep -q 'expires soon' "$work/server.log" || fail "serve --dev warns about its own fresh certificate"
 echo "cert_rotation: ok ($(cat "$work/clients.out"))"

@@ -5,11 +5,6 @@
 set -euo pipefail
 bin=${SIZEGUARD_BINARY:?}
 src=${SIZEGUARD_SOURCE_DIR:?}
-work=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [[ -f $work/server.log ]] && tail -20 "$work/server.log" >&2; exit 1; }
 # shellcheck source=tests/scripts/lib/serve.bash
 source "$src/tests/scripts/lib/serve.bash"
 

@@ -1,5 +1,14 @@
-# shellcheck shell=bash disable=SC2034  # port and metrics_port are read by the sourcing script
+# shellcheck shell=bash disable=SC2034  # work, pid, port and metrics_port are the sourcing script's
 # Shared by the script tests that start `sizeguard serve` on free ports (127.0.0.1:0).
+# Sourcing it sets up what they all need: a work folder `work`, removed on exit together with
+# the server whose pid the script keeps in `pid`, and `fail MESSAGE`, which also prints the end
+# of WORK/server.log.
+work=$(mktemp -d)
+pid=""
+cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; [[ -f $work/server.log ]] && tail -20 "$work/server.log" >&2; exit 1; }
+
 # wait_for_ports LOG PID: waits for serve's "listening" line in LOG, then sets `port` and
 # `metrics_port` from it; calls the script's `fail` if PID exits first or no line appears.
 wait_for_ports() {
