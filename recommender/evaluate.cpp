@@ -259,9 +259,13 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
       const Recommendation& r = shipped[i];
       recs[0][i][d] = {r.cpu_cores, r.memory_bytes};
       recs[4][i][d] = {r.raw.cpu_cores, r.raw.memory_bytes};
-      const Day& v = recs[1][i][d];
+      Day& v = recs[1][i][d];
       if (!std::isnan(v.first))
         recs[5][i][d] = {std::sqrt(r.raw.cpu_cores * v.first), std::sqrt(r.raw.memory_bytes * v.second)};
+      if (o.candidates_as_shipped)
+        if (const double floor = memory_request_floor(series[i], t, policy.memory_request_floor_days); floor > 0)
+          for (Day* c : {&v, &recs[4][i][d], &recs[5][i][d]})
+            if (!std::isnan(c->second)) c->second = std::max(c->second, floor);
       ++e.shipped_days;
       e.cpu_from_model_days += r.cpu_from_model;
       e.memory_from_model_days += r.memory_from_model;
@@ -356,6 +360,7 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
   o.cpu_risk = cpu_risk, o.memory_risk = memory_risk;
   o.chart_series = 0;
   o.policy = RecommendationPolicy{};  // the gate and margins are what this decides
+  o.candidates_as_shipped = true;
   Evaluation e = run_backtest(series, model, o);
   const MethodScore& raw = e.methods[4];
   const MethodScore& vpa = e.methods[1];

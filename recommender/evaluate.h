@@ -53,6 +53,9 @@ struct EvaluateOptions {
   // again on the days before it (gate_on_recent_days); ignored when `policy` is set.
   bool regate = false;
   int regate_days = 4;  // at most this many recent days (gate_on_recent_days max_days)
+  // The gate's view: vpa, raw and blend as they would ship, with the memory request floor
+  // (memory_request_floor) of `policy`; false: VPA as Kubernetes ships it, the bare prediction.
+  bool candidates_as_shipped = false;
 };
 
 struct CurvePoint {

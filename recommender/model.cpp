@@ -908,6 +908,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
       if (r.cpu_blended) cpu = std::sqrt(predictions[k].cpu_cores * b.cpu_cores) * policy.blend_cpu_margin;
       if (r.memory_blended) memory = std::sqrt(predictions[k].memory_bytes * b.memory_bytes) * policy.blend_memory_margin;
     }
+    const double floor = memory_request_floor(series[index[k]], now, policy.memory_request_floor_days);
+    if (memory < floor) memory = floor, r.explanation.push_back({"memory:request_floor:new_or_resumed", 0.0});
     r.cpu_cores = round_up_clamped(cpu, policy.cpu_min, policy.cpu_max, policy.cpu_step);
     r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
@@ -925,6 +927,19 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     }
   }
   return out;
+}
+
+double memory_request_floor(const UsageSeries& series, int64_t now, double days) {
+  const auto& x = series.samples;
+  const auto after = std::lower_bound(x.begin(), x.end(), now, [](const UsageSample& s, int64_t t) { return s.timestamp < t; });
+  if (days <= 0 || after == x.begin()) return 0;  // off, or no history (cold start)
+  const double span = days * kSecondsPerDay;
+  if (static_cast<double>(now - x.front().timestamp) >= span && static_cast<double>(now - std::prev(after)->timestamp) <= span)
+    return 0;
+  const ResourceSpec s = spec_at(series, now);
+  return s.memory_request && *s.memory_request > 0 ? *s.memory_request
+         : s.memory_limit && *s.memory_limit > 0   ? *s.memory_limit
+                                                   : 0;
 }
 
 Recommendation recommend(const QuantileModel& model, const UsageSeries& series, int64_t now,

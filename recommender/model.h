@@ -201,6 +201,10 @@ struct RecommendationPolicy {
   double blend_cpu_margin = 1, blend_memory_margin = 1;
   // Series whose features lie far outside the training data get the baseline (out_of_distribution).
   bool distribution_guard = true;
+  // A container with less history than this, or none in this long before now (new, or back
+  // after a pause), has not shown its daily peak: its memory is never recommended below its
+  // request (else limit) in force (memory_request_floor). 0: off.
+  double memory_request_floor_days = 1;
   // Spend the model's risk budget (ModelMetadata::budget_*) on the raw predictions; false: the
   // bare predictions (for comparisons).
   bool risk_budget = true;
@@ -234,6 +238,12 @@ DistributionCheck out_of_distribution(const ModelMetadata& metadata, const Featu
 // take more risk, small or smooth ones less. The calibrated margin still sets the final risk.
 void spend_risk_budget(const std::vector<FeatureRow>& rows, std::vector<Prediction>& predictions, double cpu_risk,
                        double memory_risk);
+
+// The memory a series' recommendation at `now` must not go below: its request (else limit) in
+// force when its first sample, or its last before `now`, is not `days` apart from `now` (less
+// history than that, or a gap that long up to now); else 0. An OOM kill costs more than the
+// slack of one more day at the request; CPU, only throttled, gets no floor.
+double memory_request_floor(const UsageSeries& series, int64_t now, double days);
 
 // Clamp to [min, max], then round up to a multiple of step (down if that passes max).
 double round_up_clamped(double value, double min, double max, double step);

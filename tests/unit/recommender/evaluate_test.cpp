@@ -215,6 +215,37 @@ TEST(Backtest, HeadlineScoresWhatRecommendWrites) {
   EXPECT_EQ(e.shipped_days, 18u);
 }
 
+TEST(Backtest, TheGateSeesTheCandidatesAsTheyShip) {
+  // The memory request floor of new or resumed containers applies to what ships from any
+  // source, so the gate scores VPA, raw and blend with it; the evaluation's VPA stays VPA.
+  auto data = synthetic(6, 8);
+  UsageSeries& resumed = data[2];
+  resumed.spec.memory_request = 5e9;  // far above its usage
+  std::erase_if(resumed.samples, [](const UsageSample& x) {
+    return x.timestamp >= kStart + 4 * kSecondsPerDay && x.timestamp < kStart + 6 * kSecondsPerDay;
+  });
+  EvaluateOptions o;
+  o.first_day = 7, o.last_day = 8, o.threads = 2;
+  o.policy = RecommendationPolicy{};
+  auto memory_of = [&](const Evaluation& e, const std::string& method, int day) {
+    for (const auto& r : e.recs)
+      if (r.method == method && r.series == resumed.key.to_string() && r.day_start == kStart + (day - 1) * kSecondsPerDay)
+        return r.memory_bytes;
+    return -1.0;
+  };
+  const Evaluation plain = run_backtest(data, small_model(data), o);
+  o.candidates_as_shipped = true;
+  const Evaluation gate = run_backtest(data, small_model(data), o);
+  for (const char* m : {"vpa", "raw", "blend"}) {
+    EXPECT_GT(memory_of(plain, m, 7), 0) << m;
+    EXPECT_LT(memory_of(plain, m, 7), 5e9) << m;
+    EXPECT_EQ(memory_of(gate, m, 7), 5e9) << m;                      // back after 2 days away
+    EXPECT_EQ(memory_of(gate, m, 8), memory_of(plain, m, 8)) << m;   // a day later it ran all day
+  }
+  EXPECT_EQ(memory_of(gate, "krr", 7), memory_of(plain, "krr", 7));  // comparators untouched
+  EXPECT_GE(memory_of(plain, "model", 7), 5e9);                      // what ships has the floor
+}
+
 TEST(Backtest, ExportedRecommendationsKeepFullPrecision) {
   const auto data = synthetic(6, 8);
   EvaluateOptions o;

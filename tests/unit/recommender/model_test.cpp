@@ -292,6 +292,51 @@ TEST(Recommendation, FromModelAndColdStart) {
   EXPECT_DOUBLE_EQ(def.memory_bytes, 128.0 * 1048576);
 }
 
+TEST(Recommendation, MemoryOfANewOrResumedContainerIsNeverBelowItsRequest) {
+  const auto& model = trained();
+  const int64_t now = kStart + 8 * kSecondsPerDay;
+  auto data = synthetic(3, 8, 21);  // memory requests: twice the usage level
+  UsageSeries settled = data[1];
+  UsageSeries fresh = settled;      // started 12 h ago
+  std::erase_if(fresh.samples, [&](const UsageSample& x) { return x.timestamp < now - kSecondsPerDay / 2; });
+  UsageSeries resumed = settled;    // ran for 6 days, then nothing for the last 2
+  std::erase_if(resumed.samples, [&](const UsageSample& x) { return x.timestamp >= now - 2 * kSecondsPerDay; });
+  const double request = *settled.spec.memory_request;
+
+  EXPECT_EQ(memory_request_floor(settled, now, 1), 0);
+  EXPECT_EQ(memory_request_floor(fresh, now, 1), request);
+  EXPECT_EQ(memory_request_floor(resumed, now, 1), request);
+  EXPECT_EQ(memory_request_floor(resumed, now, 1.5), request);  // away longer than that
+  EXPECT_EQ(memory_request_floor(resumed, now, 3), 0);          // a 2-day pause is within 3 days
+  EXPECT_EQ(memory_request_floor(resumed, now, 0), 0);        // off
+  EXPECT_EQ(memory_request_floor(fresh, kStart, 1), 0);       // no history yet: cold start decides
+  UsageSeries limit_only = fresh;
+  limit_only.spec = {};
+  limit_only.spec.memory_limit = 3e9;
+  EXPECT_EQ(memory_request_floor(limit_only, now, 1), 3e9);
+  limit_only.spec = {};
+  EXPECT_EQ(memory_request_floor(limit_only, now, 1), 0);    // nothing to hold on to
+
+  RecommendationPolicy policy;
+  policy.margin = 1.0;
+  auto has_floor_tag = [](const Recommendation& r) {
+    return std::any_of(r.explanation.begin(), r.explanation.end(),
+                       [](const Contribution& c) { return c.feature == "memory:request_floor:new_or_resumed"; });
+  };
+  const auto recs = recommend_batch(model, {settled, fresh, resumed}, now, policy, 0);
+  EXPECT_LT(recs[0].memory_bytes, request);  // the model cuts a settled container's memory
+  EXPECT_FALSE(has_floor_tag(recs[0]));
+  for (size_t i : {1, 2}) {
+    EXPECT_EQ(recs[i].memory_bytes, round_up_clamped(request, policy.memory_min, policy.memory_max, policy.memory_step)) << i;
+    EXPECT_TRUE(has_floor_tag(recs[i])) << i;
+  }
+  EXPECT_LT(recs[1].cpu_cores, *settled.spec.cpu_request);  // CPU is only throttled: no floor
+  policy.memory_request_floor_days = 0;
+  const auto off = recommend_batch(model, {settled, fresh, resumed}, now, policy, 0);
+  EXPECT_LT(off[1].memory_bytes, request);
+  EXPECT_FALSE(has_floor_tag(off[1]));
+}
+
 
 // ---- per-series risk budgeting (spend_risk_budget) ----------------------------------------
 
