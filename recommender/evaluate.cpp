@@ -370,9 +370,9 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
   meta.calibrated_memory_margin = margin(raw.memory.matched_margin, 1.1);
   // blend_only: a resource whose raw prediction spends a risk budget (spend_risk_budget) is a
   // candidate only blended with VPA: alone it is a shape, not a level (the memory budget's centre
-  // is set for the blend). The blend must still beat the model alone, as a check that the shape
-  // fits these days: without that check Google's own model shipped the blend on days it
-  // under-provisioned memory in 2.2% of windows (docs/recommender.md).
+  // is set for the blend), so the blend need not beat it, only the baseline. (It once had to:
+  // Google's own model then shipped the blend on days it under-provisioned memory in 2.2% of
+  // windows; those were restarted tasks, now held at their request by memory_request_floor.)
   auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix, bool blend_only) {
     ModelMetadata::Gate g;
     g.decided = true;
@@ -387,12 +387,12 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     // Without windows to judge (e.g. CPU-only data for memory) the model stays.
     const bool judged = std::isfinite(ours.matched_slack) && std::isfinite(base.matched_slack);
     g.use_model = !judged || (!blend_only && ours.matched_slack < base.matched_slack);
-    // The blend wins only by beating both, and only at a margin >= 1: like the baseline, a
-    // candidate built on VPA is never cut below it (a July memory blend margin of 0.79 left
-    // 92% of the Google trace's memory windows above the recommendation).
+    // The blend wins only by beating both (blend_only: the baseline), and only at a margin >= 1:
+    // like the baseline, a candidate built on VPA is never cut below it (a July memory blend
+    // margin of 0.79 left 92% of the Google trace's memory windows above the recommendation).
     g.use_blend = mix.matched_margin >= 1 && std::isfinite(mix.matched_slack) && std::isfinite(base.matched_slack) &&
                   std::isfinite(ours.matched_slack) && mix.matched_slack < base.matched_slack &&
-                  mix.matched_slack < ours.matched_slack;
+                  (blend_only || mix.matched_slack < ours.matched_slack);
     g.use_model = g.use_model || g.use_blend;
     return g;
   };

@@ -9,8 +9,8 @@
 #            regated on the evaluation days it has seen, as `recommend` does.
 # Prints one markdown row per trace and setting (docs/recommender.md "Results") and checks that
 # what ships where it was gated on the trace's own data (default, own) is under-provisioned
-# within a point of the targets at its own margins, and, where the model or the blend served
-# most days, has at most 1.5 points more slack than VPA at matched risk. Skipped (77) without the traces.
+# within a point of the targets at its own margins and has at most 1.5 points more slack than
+# VPA at matched risk. Skipped (77) without the traces.
 set -euo pipefail
 bin=${SIZEGUARD_BINARY:?}
 src=${SIZEGUARD_SOURCE_DIR:?}
@@ -66,12 +66,9 @@ if setting != "fixed":
             continue
         # Safety at the shipped margins, on every dataset: within a point of the 5% / 1% targets.
         assert m["model"][r]["under"] <= {"cpu": 0.06, "memory": 0.02}[r], (r, m["model"][r]["under"])
-        g = s["gateDays"][r]
-        # Where VPA served most days (x the margin that met the target on the days before), the
-        # matched-risk slack pays for the day-to-day changes of that margin (Google memory: 49.9
-        # vs 38.4, a known loss in docs/recommender.md); elsewhere never much worse than VPA.
-        if g["model"] + g["blend"] > g["baseline"]:
-            assert a <= b + 0.015, (r, a, b)
+        # Never much worse than VPA at matched risk, whichever source served. (Google memory was
+        # 49.9 vs 38.4 until restarted tasks were held at their request: memory_request_floor.)
+        assert a <= b + 0.015, (r, a, b)
 PY
   done
 done

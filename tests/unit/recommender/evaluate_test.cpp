@@ -285,9 +285,12 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   const auto& g = m.cpu_gate;
   EXPECT_EQ(g.use_blend, g.blend_margin >= 1 && g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
   EXPECT_EQ(g.use_model, g.use_blend || g.model_slack < g.baseline_slack);
-  // Memory spends a risk budget (train's default): its prediction ships only blended with VPA.
+  // Memory spends a risk budget (train's default): its prediction ships only blended with VPA,
+  // and the blend only has to beat VPA (the budgeted prediction alone is no level to beat).
   ASSERT_GT(m.budget_memory_risk, 0);
   EXPECT_EQ(m.memory_gate.use_model, m.memory_gate.use_blend);
+  const auto& mg = m.memory_gate;
+  EXPECT_EQ(mg.use_blend, mg.blend_margin >= 1 && mg.blend_slack < mg.baseline_slack);
   // The fallback never cuts below VPA's own target.
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_margin, std::max(1.0, e.methods[1].cpu.matched_margin));
   EXPECT_DOUBLE_EQ(m.calibrated_cpu_margin, e.methods[4].cpu.matched_margin);
@@ -295,7 +298,7 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   // Force CPU to the baseline: recommend (and so the snapshot and evaluate) use VPA x its margin.
   ModelMetadata::Gate cpu = m.cpu_gate, memory = m.memory_gate;
   cpu.use_model = false, cpu.use_blend = false, cpu.baseline_margin = 1.3;
-  memory.use_model = true;
+  memory.use_model = true, memory.use_blend = false;
   model.set_gate(cpu, memory, 5, 5);
   const RecommendationPolicy policy = shipped_policy(model.metadata());
   EXPECT_FALSE(policy.cpu_from_model);
