@@ -262,10 +262,16 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
       Day& v = recs[1][i][d];
       if (!std::isnan(v.first))
         recs[5][i][d] = {std::sqrt(r.raw.cpu_cores * v.first), std::sqrt(r.raw.memory_bytes * v.second)};
-      if (o.candidates_as_shipped)
+      if (o.candidates_as_shipped) {
+        // Series the distribution guard sends to VPA get VPA from every candidate, as they ship.
+        if (!std::isnan(v.first)) {
+          if (!r.cpu_from_model) recs[4][i][d].first = recs[5][i][d].first = v.first;
+          if (!r.memory_from_model) recs[4][i][d].second = recs[5][i][d].second = v.second;
+        }
         if (const double floor = memory_request_floor(series[i], t, policy.memory_request_floor_days); floor > 0)
           for (Day* c : {&v, &recs[4][i][d], &recs[5][i][d]})
             if (!std::isnan(c->second)) c->second = std::max(c->second, floor);
+      }
       ++e.shipped_days;
       e.cpu_from_model_days += r.cpu_from_model;
       e.memory_from_model_days += r.memory_from_model;

@@ -216,34 +216,42 @@ TEST(Backtest, HeadlineScoresWhatRecommendWrites) {
 }
 
 TEST(Backtest, TheGateSeesTheCandidatesAsTheyShip) {
-  // The memory request floor of new or resumed containers applies to what ships from any
-  // source, so the gate scores VPA, raw and blend with it; the evaluation's VPA stays VPA.
+  // What ships from any source holds a new or resumed container's memory at its request, and
+  // sends series far outside the training data to VPA; the gate scores VPA, raw and blend the
+  // same way. The evaluation's own columns stay VPA and the bare prediction.
+  const QuantileModel& model = small_model(synthetic(6, 8));
   auto data = synthetic(6, 8);
   UsageSeries& resumed = data[2];
   resumed.spec.memory_request = 5e9;  // far above its usage
   std::erase_if(resumed.samples, [](const UsageSample& x) {
     return x.timestamp >= kStart + 4 * kSecondsPerDay && x.timestamp < kStart + 6 * kSecondsPerDay;
   });
+  UsageSeries& huge = data[4];  // CPU a thousand times any series the model saw
+  for (auto& x : huge.samples) x.cpu_cores *= 1000;
   EvaluateOptions o;
   o.first_day = 7, o.last_day = 8, o.threads = 2;
   o.policy = RecommendationPolicy{};
-  auto memory_of = [&](const Evaluation& e, const std::string& method, int day) {
+  auto rec_of = [&](const Evaluation& e, const std::string& method, const UsageSeries& s, int day) {
     for (const auto& r : e.recs)
-      if (r.method == method && r.series == resumed.key.to_string() && r.day_start == kStart + (day - 1) * kSecondsPerDay)
-        return r.memory_bytes;
-    return -1.0;
+      if (r.method == method && r.series == s.key.to_string() && r.day_start == kStart + (day - 1) * kSecondsPerDay)
+        return r;
+    return RecRow{};
   };
-  const Evaluation plain = run_backtest(data, small_model(data), o);
+  const Evaluation plain = run_backtest(data, model, o);
   o.candidates_as_shipped = true;
-  const Evaluation gate = run_backtest(data, small_model(data), o);
+  const Evaluation gate = run_backtest(data, model, o);
+  const double vpa_cpu = rec_of(plain, "vpa", huge, 7).cpu_cores;
   for (const char* m : {"vpa", "raw", "blend"}) {
-    EXPECT_GT(memory_of(plain, m, 7), 0) << m;
-    EXPECT_LT(memory_of(plain, m, 7), 5e9) << m;
-    EXPECT_EQ(memory_of(gate, m, 7), 5e9) << m;                      // back after 2 days away
-    EXPECT_EQ(memory_of(gate, m, 8), memory_of(plain, m, 8)) << m;   // a day later it ran all day
+    EXPECT_GT(rec_of(plain, m, resumed, 7).memory_bytes, 0) << m;
+    EXPECT_LT(rec_of(plain, m, resumed, 7).memory_bytes, 5e9) << m;
+    EXPECT_EQ(rec_of(gate, m, resumed, 7).memory_bytes, 5e9) << m;  // back after 2 days away
+    EXPECT_EQ(rec_of(gate, m, resumed, 8).memory_bytes, rec_of(plain, m, resumed, 8).memory_bytes) << m;  // ran all day 7
+    EXPECT_EQ(rec_of(gate, m, huge, 7).cpu_cores, vpa_cpu) << m;  // out of distribution: VPA
   }
-  EXPECT_EQ(memory_of(gate, "krr", 7), memory_of(plain, "krr", 7));  // comparators untouched
-  EXPECT_GE(memory_of(plain, "model", 7), 5e9);                      // what ships has the floor
+  EXPECT_NE(rec_of(plain, "raw", huge, 7).cpu_cores, vpa_cpu);
+  EXPECT_EQ(rec_of(gate, "krr", resumed, 7).memory_bytes, rec_of(plain, "krr", resumed, 7).memory_bytes);
+  EXPECT_GE(rec_of(plain, "model", resumed, 7).memory_bytes, 5e9);  // what ships has the floor
+  EXPECT_GT(plain.out_of_distribution_days, 0u);
 }
 
 TEST(Backtest, ExportedRecommendationsKeepFullPrecision) {
