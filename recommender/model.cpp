@@ -909,7 +909,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
       if (r.memory_blended) memory = std::sqrt(predictions[k].memory_bytes * b.memory_bytes) * policy.blend_memory_margin;
     }
     const double floor = memory_request_floor(series[index[k]], now, policy.memory_request_floor_days);
-    if (memory < floor) memory = floor, r.explanation.push_back({"memory:request_floor:new_or_resumed", 0.0});
+    r.memory_at_request = memory < floor;
+    if (r.memory_at_request) memory = floor, r.explanation.push_back({"memory:request_floor:new_or_resumed", 0.0});
     r.cpu_cores = round_up_clamped(cpu, policy.cpu_min, policy.cpu_max, policy.cpu_step);
     r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);

@@ -259,6 +259,7 @@ struct Recommendation {
   bool cpu_from_model = false, memory_from_model = false;
   bool cpu_blended = false, memory_blended = false;  // from the model blended with the baseline
   bool out_of_distribution = false;
+  bool memory_at_request = false;  // raised to the request: new or back after a pause (memory_request_floor)
 };
 
 // From history before `now`; falls back to cold_start_recommendation() with no history.

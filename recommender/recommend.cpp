@@ -65,7 +65,7 @@ ShippedSource parse_source(const json& j, const std::string& where) {
 
 json decision_to_json(const SnapshotDecision& d) {
   json j = {{"model", d.model}, {"cpu", source_to_json(d.cpu)}, {"memory", source_to_json(d.memory)},
-            {"coldStart", d.cold_start}};
+            {"coldStart", d.cold_start}, {"memoryAtRequest", d.memory_at_request}};
   if (!d.gate_days.empty()) j["gateDays"] = d.gate_days;
   return j;
 }
@@ -99,6 +99,7 @@ SnapshotDecision describe_decision(const ModelMetadata& m, const RecommendationP
     }
     d.cpu.baseline_series += policy.cpu_from_model && !r.cpu_from_model;
     d.memory.baseline_series += policy.memory_from_model && !r.memory_from_model;
+    d.memory_at_request += r.memory_at_request;
   }
   if ((d.cpu.gated || d.memory.gated) && m.gate_first_day > 0 && !series.empty()) {
     const int64_t day1 = day_one(series);
@@ -120,6 +121,8 @@ std::vector<std::string> decision_summary(const SnapshotDecision& d) {
     else
       line += " (not gated)";
     if (s->baseline_series) line += "; " + std::to_string(s->baseline_series) + " series on vpa (out of distribution)";
+    if (s == &d.memory && d.memory_at_request)
+      line += "; " + std::to_string(d.memory_at_request) + " series held at their request (new or back after a pause)";
     lines.push_back(std::move(line));
   }
   return lines;
@@ -228,6 +231,8 @@ RecommendationSnapshot parse_recommendations(const std::string& text, const std:
       *target = parse_source(d[name], source + ": decision." + name);
     }
     if (d.contains("coldStart") && d["coldStart"].is_number_unsigned()) decision.cold_start = d["coldStart"].get<size_t>();
+    if (d.contains("memoryAtRequest") && d["memoryAtRequest"].is_number_unsigned())
+      decision.memory_at_request = d["memoryAtRequest"].get<size_t>();
     s.decision = std::move(decision);
   }
   if (!j.contains("recommendations") || !j["recommendations"].is_object())

@@ -53,6 +53,7 @@ struct SnapshotDecision {
   std::string gate_days;  // UTC dates the gate was scored on ("2013-07-17..2013-07-20"), or ""
   ShippedSource cpu, memory;
   size_t cold_start = 0;
+  size_t memory_at_request = 0;  // series whose memory was held at their request (new or resumed)
 };
 
 struct RecommendationSnapshot {

@@ -329,7 +329,9 @@ TEST(Recommendation, MemoryOfANewOrResumedContainerIsNeverBelowItsRequest) {
   for (size_t i : {1, 2}) {
     EXPECT_EQ(recs[i].memory_bytes, round_up_clamped(request, policy.memory_min, policy.memory_max, policy.memory_step)) << i;
     EXPECT_TRUE(has_floor_tag(recs[i])) << i;
+    EXPECT_TRUE(recs[i].memory_at_request) << i;
   }
+  EXPECT_FALSE(recs[0].memory_at_request);
   EXPECT_LT(recs[1].cpu_cores, *settled.spec.cpu_request);  // CPU is only throttled: no floor
   policy.memory_request_floor_days = 0;
   const auto off = recommend_batch(model, {settled, fresh, resumed}, now, policy, 0);
@@ -554,7 +556,7 @@ TEST(Snapshot, DecisionSaysWhichSourceShippedAndWhy) {
   series[0].key = {"team-a", "Deployment", "web", "app"};
   series[0].samples.push_back({1372636800, 0.5, 1e9});  // 2013-07-01T00:00Z: day 1
   std::vector<Recommendation> recs(3);
-  recs[0].cpu_from_model = true, recs[0].memory_from_model = false;
+  recs[0].cpu_from_model = true, recs[0].memory_from_model = false, recs[0].memory_at_request = true;
   recs[1].cpu_from_model = false, recs[1].memory_from_model = false, recs[1].out_of_distribution = true;
   recs[2].cold_start = true;
   const SnapshotDecision d = describe_decision(meta, policy, recs, series, "bundled-default: 3.0 days of history");
@@ -573,6 +575,9 @@ TEST(Snapshot, DecisionSaysWhichSourceShippedAndWhy) {
   EXPECT_EQ(lines[0], "cpu: blend x1.40 (slack at matched risk on 2013-07-17..2013-07-20: model 62.0%, blend 52.0%, "
                       "vpa 60.0%); 1 series on vpa (out of distribution)");
   EXPECT_EQ(lines[1].rfind("memory: vpa baseline x1.05 (", 0), 0u) << lines[1];
+  EXPECT_EQ(d.memory_at_request, 1u);
+  EXPECT_NE(lines[1].find("; 1 series held at their request (new or back after a pause)"), std::string::npos) << lines[1];
+  EXPECT_EQ(lines[0].find("held at"), std::string::npos);  // a memory floor, never CPU
 
   RecommendationSnapshot snap;
   snap.model_version = "xgb-1", snap.generated_at = "2013-07-21T00:00:00Z", snap.decision = d;
@@ -582,6 +587,7 @@ TEST(Snapshot, DecisionSaysWhichSourceShippedAndWhy) {
   EXPECT_EQ(back.decision->cpu.source, "blend");
   EXPECT_DOUBLE_EQ(back.decision->cpu.model_slack, 0.62);
   EXPECT_EQ(back.decision->gate_days, d.gate_days);
+  EXPECT_EQ(back.decision->memory_at_request, 1u);
   EXPECT_EQ(snapshot_to_json(back), snapshot_to_json(snap));
   EXPECT_FALSE(parse_recommendations(R"({"modelVersion": "v", "generatedAt": "x", "recommendations": {}})").decision);
 
