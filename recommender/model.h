@@ -208,7 +208,7 @@ struct RecommendationPolicy {
   // Spend the model's risk budget (ModelMetadata::budget_*) on the raw predictions; false: the
   // bare predictions (for comparisons).
   bool risk_budget = true;
-  double cpu_min = 0.01, cpu_max = 64;                                   // cores
+  double cpu_min = 0.01, cpu_max = 1024;                                 // cores
   double memory_min = 16.0 * 1048576, memory_max = 1024.0 * 1073741824;  // bytes
   double cpu_step = 0.005;                                               // 5m
   double memory_step = 1048576;                                          // 1Mi

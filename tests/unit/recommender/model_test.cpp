@@ -292,6 +292,19 @@ TEST(Recommendation, FromModelAndColdStart) {
   EXPECT_DOUBLE_EQ(def.memory_bytes, 128.0 * 1048576);
 }
 
+TEST(Recommendation, ABigContainerIsNotCappedBelowItsUsage) {
+  // A 96-core host or a large batch container: the old 64-core cap recommended less than it
+  // used on every day (the Alibaba hosts' CPU).
+  UsageSeries big;
+  big.key = {"ns", "StatefulSet", "db", "main"};
+  for (int64_t t = kStart; t < kStart + 3 * kSecondsPerDay; t += 300) big.samples.push_back({t, 80.0, 4e11});
+  RecommendationPolicy vpa_only;
+  vpa_only.cpu_from_model = vpa_only.memory_from_model = false;
+  const auto r = recommend(trained(), big, kStart + 3 * kSecondsPerDay, vpa_only, 0);
+  EXPECT_GE(r.cpu_cores, 80.0);
+  EXPECT_GE(r.memory_bytes, 4e11);
+}
+
 TEST(Recommendation, MemoryOfANewOrResumedContainerIsNeverBelowItsRequest) {
   const auto& model = trained();
   const int64_t now = kStart + 8 * kSecondsPerDay;
