@@ -193,8 +193,8 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
   e.cpu_gate = model.metadata().cpu_gate;
   e.memory_gate = model.metadata().memory_gate;
   e.day1 = day_one(series);
-  e.eval_begin = e.day1 + (o.first_day - 1) * kSecondsPerDay;
-  e.eval_end = e.day1 + o.last_day * kSecondsPerDay;
+  e.eval_begin = day_start(e.day1, o.first_day);
+  e.eval_end = day_start(e.day1, o.last_day + 1);
   e.series = series.size();
   const size_t days = static_cast<size_t>(o.last_day - o.first_day + 1);
   const size_t ns = series.size();
@@ -431,7 +431,7 @@ RecentGate gate_on_recent_days(const QuantileModel& model, ModelMetadata& meta, 
   if (before > 0) end = std::min(end, before);
   const ModelMetadata& own = model.metadata();
   auto trained_on = [&](int day) {  // the day overlaps the model's training period
-    const int64_t begin = day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay;
+    const int64_t begin = day_start(day1, day);
     return own.train_end > own.train_begin && begin < own.train_end && begin + kSecondsPerDay > own.train_begin;
   };
   int last = end > day1 ? static_cast<int>((end - day1) / kSecondsPerDay) : 0;

@@ -103,7 +103,7 @@ SnapshotDecision describe_decision(const ModelMetadata& m, const RecommendationP
   }
   if ((d.cpu.gated || d.memory.gated) && m.gate_first_day > 0 && !series.empty()) {
     const int64_t day1 = day_one(series);
-    auto date = [&](int day) { return format_day(day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay); };
+    auto date = [&](int day) { return format_day(day_start(day1, day)); };
     d.gate_days = date(m.gate_first_day) + ".." + date(m.gate_last_day);
   }
   return d;

@@ -229,8 +229,8 @@ void add_train(CLI::App& app, int& exit_code) {
       const auto series = read_source(*f);
       const int64_t day1 = day_one(series);
       if (!days->empty()) {
-        options.train_begin = day1 + (range.first - 1) * kSecondsPerDay;
-        options.train_end = day1 + range.second * kSecondsPerDay;
+        options.train_begin = day_start(day1, range.first);
+        options.train_end = day_start(day1, range.second + 1);
       }
       const auto started = Clock::now();
       if (tty())
@@ -444,7 +444,7 @@ void add_evaluate(CLI::App& app, int& exit_code) {
       const auto series = read_source(*f);
       const auto& meta = model.metadata();
       const int64_t day1 = day_one(series);
-      const int64_t eval_begin = day1 + (options.first_day - 1) * kSecondsPerDay;
+      const int64_t eval_begin = day_start(day1, options.first_day);
       if (meta.train_end > eval_begin && meta.data_start <= eval_begin)
         std::cerr << "warning: the model was trained on data up to " << format_utc(meta.train_end)
                   << ", after the evaluation start " << format_utc(eval_begin) << " (look-ahead if this is the same data)\n";
