@@ -394,16 +394,10 @@ void add_recommend(CLI::App& app, int& exit_code) {
           throw std::runtime_error(*error);
         }
       }
-      size_t cold = 0, cpu_base = 0, mem_base = 0, far = 0;
-      for (const auto& r : recs) {
-        cold += r.cold_start;
-        if (r.cold_start) continue;
-        cpu_base += !r.cpu_from_model, mem_base += !r.memory_from_model, far += r.out_of_distribution;
-      }
+      // The decision's lines say per resource which source shipped and how many series went to VPA anyway.
       for (const auto& line : decision_summary(*snapshot.decision)) std::cerr << "shipped " << line << "\n";
-      std::cerr << "baseline (vpa) instead of the model: cpu " << cpu_base << ", memory " << mem_base << " recommendations ("
-                << far << " out of the training distribution)\n";
-      std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << cold << " cold start) as of "
+      std::cerr << "wrote " << snapshot.recommendations.size() << " recommendations (" << snapshot.decision->cold_start
+                << " cold start) as of "
                 << snapshot.generated_at << " to " << (out->empty() ? "" : *out)
                 << (target ? (out->empty() ? "" : " and ") + std::string("configmap ") + *publish : "") << "\n";
     });
