@@ -931,9 +931,10 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
 }
 
 double memory_request_floor(const UsageSeries& series, int64_t now, double days) {
+  if (days <= 0) return 0;  // off
   const auto& x = series.samples;
   const auto after = std::lower_bound(x.begin(), x.end(), now, [](const UsageSample& s, int64_t t) { return s.timestamp < t; });
-  if (days <= 0 || after == x.begin()) return 0;  // off, or no history (cold start)
+  if (after == x.begin()) return 0;  // no history: cold start decides
   const double span = days * kSecondsPerDay;
   if (static_cast<double>(now - x.front().timestamp) >= span && static_cast<double>(now - std::prev(after)->timestamp) <= span)
     return 0;

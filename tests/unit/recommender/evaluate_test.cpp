@@ -233,7 +233,7 @@ TEST(Backtest, TheGateSeesTheCandidatesAsTheyShip) {
   o.policy = RecommendationPolicy{};
   auto rec_of = [&](const Evaluation& e, const std::string& method, const UsageSeries& s, int day) {
     for (const auto& r : e.recs)
-      if (r.method == method && r.series == s.key.to_string() && r.day_start == kStart + (day - 1) * kSecondsPerDay)
+      if (r.method == method && r.series == s.key.to_string() && r.day_start == day_start(kStart, day))
         return r;
     return RecRow{};
   };
