@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "recommender/features.h"
 
@@ -126,6 +127,78 @@ BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now, int
   rec.memory_bytes = std::max(peak * (1 + memory_buffer), kKrrMinMemoryBytes);
   rec.confidence = 1;
   return rec;
+}
+
+namespace {
+
+// The lower convex hull of a series' exceedance curve: points (share of samples above, level),
+// share ascending; slope[j] joins point j and j + 1 and rises with j.
+struct ExceedanceHull {
+  std::vector<double> share, level, slope;
+  double samples = 0;
+};
+
+ExceedanceHull exceedance_hull(std::vector<double>& values) {
+  std::sort(values.begin(), values.end());
+  ExceedanceHull h;
+  const size_t n = values.size();
+  h.samples = static_cast<double>(n);
+  // The pooled budget is a few percent: no series is worth holding below its 60th percentile.
+  const size_t lowest = n * 6 / 10;
+  for (size_t k = n; k-- > lowest;) {
+    const double share = static_cast<double>(n - 1 - k) / h.samples, level = values[k];
+    while (h.share.size() >= 2) {
+      const size_t b = h.share.size() - 1, a = b - 1;
+      // Drop the last point when it lies on or above the segment from the one before it to the new point.
+      if ((h.level[b] - h.level[a]) * (share - h.share[a]) < (level - h.level[a]) * (h.share[b] - h.share[a])) break;
+      h.share.pop_back(), h.level.pop_back();
+    }
+    h.share.push_back(share), h.level.push_back(level);
+  }
+  for (size_t j = 0; j + 1 < h.share.size(); ++j)
+    h.slope.push_back((h.level[j + 1] - h.level[j]) / (h.share[j + 1] - h.share[j]));
+  return h;
+}
+
+// The hull point where cutting further costs more risk than `price` (cores per unit of share) buys.
+size_t point_at_price(const ExceedanceHull& h, double price) {
+  return static_cast<size_t>(std::lower_bound(h.slope.begin(), h.slope.end(), -price) - h.slope.begin());
+}
+
+}  // namespace
+
+std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, int64_t now, double risk,
+                                      int64_t history_seconds) {
+  std::vector<double> out(series.size(), std::numeric_limits<double>::quiet_NaN());
+  std::vector<ExceedanceHull> hulls(series.size());
+  std::vector<double> values;
+  double samples = 0;
+  for (size_t i = 0; i < series.size(); ++i) {
+    const auto& x = series[i].samples;
+    const auto cmp = [](const UsageSample& s, int64_t t) { return s.timestamp < t; };
+    values.clear();
+    for (auto it = std::lower_bound(x.begin(), x.end(), now - history_seconds, cmp); it != x.end() && it->timestamp < now; ++it)
+      values.push_back(it->cpu_cores);
+    if (values.empty()) continue;
+    hulls[i] = exceedance_hull(values);
+    samples += hulls[i].samples;
+  }
+  if (samples == 0) return out;
+  auto pooled_share = [&](double price) {
+    double above = 0;
+    for (const auto& h : hulls)
+      if (h.samples > 0) above += h.share[point_at_price(h, price)] * h.samples;
+    return above / samples;
+  };
+  // The pooled share falls as the price rises; bisect log(price) and keep the side within the budget.
+  double low = -40, high = 40;
+  for (int it = 0; it < 100; ++it) {
+    const double mid = (low + high) / 2;
+    (pooled_share(std::exp(mid)) > risk ? low : high) = mid;
+  }
+  for (size_t i = 0; i < series.size(); ++i)
+    if (hulls[i].samples > 0) out[i] = hulls[i].level[point_at_price(hulls[i], std::exp(high))];
+  return out;
 }
 
 }  // namespace sizeguard

@@ -11,6 +11,9 @@
 //   - confidence = days of history; upper = target * (1 + 1/confidence),
 //     lower = target * (1 + 0.001/confidence)^-2 (as the brief states; VPA itself starts the
 //     bounds from p95 / p50 before applying these factors).
+// Pooled recent CPU (ours, no baseline project's): per series, a level on its own samples of the last
+// day, chosen across the whole fleet so that the pooled share of those samples above their level is
+// the CPU risk target and the levels add up to the least (see pooled_recent_cpu).
 // KRR "simple" strategy: CPU = p95 of the last 14 days; memory = max of the last 14 days * 1.15;
 // at least KRR's defaults cpu_min_value = 10 (millicores) and memory_min_value = 100 (MB, which
 // KRR turns into bytes with 1024^2).
@@ -86,5 +89,14 @@ inline constexpr double kKrrMinMemoryBytes = 100.0 * 1048576;
 BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now,
                                      int64_t history_seconds = 14 * 86400,
                                      double cpu_percentile = 0.95, double memory_buffer = 0.15);
+
+// Per series, the CPU level that spends a pooled risk budget on the samples of [now - history, now):
+// `risk` of all those samples (pooled over the series) lie above their series' level and the sum of
+// the levels is least. A series whose top samples are a thin spike gives them up cheaply (its level
+// is below its own p95); a flat one keeps all of them under. Each series takes the point of the
+// lower convex hull of its exceedance curve (share of samples above, level) whose slope is the one
+// price per unit of risk found by bisection. NaN for a series without samples in the window.
+std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, int64_t now, double risk,
+                                      int64_t history_seconds = 86400);
 
 }  // namespace sizeguard

@@ -261,7 +261,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
       recs[4][i][d] = {r.raw.cpu_cores, r.raw.memory_bytes};
       Day& v = recs[1][i][d];
       if (!std::isnan(v.first))
-        recs[5][i][d] = {std::sqrt(r.raw.cpu_cores * v.first), std::sqrt(r.raw.memory_bytes * v.second)};
+        recs[5][i][d] = {blend_cpu(r.raw.cpu_cores, v.first, r.recent_cpu), blend_memory(r.raw.memory_bytes, v.second)};
       if (o.candidates_as_shipped) {
         // Series the distribution guard sends to VPA get VPA from every candidate, as they ship.
         if (!std::isnan(v.first)) {

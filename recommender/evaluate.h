@@ -124,7 +124,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
 // The end of `train`: a backtest on days first..last (the validation days, held out from the
 // gradient steps) that sets the model's calibrated margins (the raw prediction's matched-risk
 // margins) and its champion/challenger gate: per resource, the model is used only if its
-// matched-risk slack is below the VPA baseline's, and as the blend sqrt(model x vpa) x its
+// matched-risk slack is below the VPA baseline's, and as the blend (blend_cpu, blend_memory) x its
 // matched margin where that beats both at a margin >= 1; the baseline margin is max(1, VPA's matched margin).
 // A resource without scored windows keeps the model. Returns the backtest.
 Evaluation calibrate_and_gate(QuantileModel& model, const std::vector<UsageSeries>& series, int first_day, int last_day,

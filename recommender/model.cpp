@@ -887,12 +887,17 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   std::vector<Prediction> predictions;
   model.predict(rows, predictions, model.needs_baseline() ? &bases : nullptr);
   if (policy.risk_budget) spend_risk_budget(rows, predictions, model.metadata().budget_cpu_risk, model.metadata().budget_memory_risk);
+  const std::vector<double> recent =
+      policy.recent_cpu_days > 0
+          ? pooled_recent_cpu(series, now, policy.recent_cpu_risk, static_cast<int64_t>(policy.recent_cpu_days * kSecondsPerDay))
+          : std::vector<double>(series.size(), std::numeric_limits<double>::quiet_NaN());
   std::vector<std::vector<Contribution>> cpu_ex, mem_ex;
   if (top_features > 0) cpu_ex = model.explain(rows, false, top_features), mem_ex = model.explain(rows, true, top_features);
   const double memory_margin = policy.memory_margin > 0 ? policy.memory_margin : policy.margin;
   for (size_t k = 0; k < rows.size(); ++k) {
     Recommendation& r = out[index[k]];
     r.raw = predictions[k];
+    r.recent_cpu = recent[index[k]];
     const DistributionCheck far = policy.distribution_guard ? out_of_distribution(model.metadata(), rows[k]) : DistributionCheck{};
     r.out_of_distribution = far.cpu || far.memory;
     r.cpu_from_model = policy.cpu_from_model && !far.cpu;
@@ -905,8 +910,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
       if (!b.has_history) b = vpa_recommend(series[index[k]], now);
       if (!r.cpu_from_model) cpu = b.cpu_cores * policy.baseline_cpu_margin;
       if (!r.memory_from_model) memory = b.memory_bytes * policy.baseline_memory_margin;
-      if (r.cpu_blended) cpu = std::sqrt(predictions[k].cpu_cores * b.cpu_cores) * policy.blend_cpu_margin;
-      if (r.memory_blended) memory = std::sqrt(predictions[k].memory_bytes * b.memory_bytes) * policy.blend_memory_margin;
+      if (r.cpu_blended) cpu = blend_cpu(predictions[k].cpu_cores, b.cpu_cores, r.recent_cpu) * policy.blend_cpu_margin;
+      if (r.memory_blended) memory = blend_memory(predictions[k].memory_bytes, b.memory_bytes) * policy.blend_memory_margin;
     }
     const double floor = memory_request_floor(series[index[k]], now, policy.memory_request_floor_days);
     r.memory_at_request = memory < floor;
@@ -915,7 +920,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
     // Why the baseline: "gate" (the model lost the training backtest) or "out_of_distribution".
-    if (r.cpu_blended) r.explanation.push_back({"cpu:blend:sqrt(model*vpa)", 0.0});
+    if (r.cpu_blended)
+      r.explanation.push_back({std::isnan(r.recent_cpu) ? "cpu:blend:sqrt(model*vpa)" : "cpu:blend:(model*vpa)^1/4*recent^1/2", 0.0});
     if (r.memory_blended) r.explanation.push_back({"memory:blend:sqrt(model*vpa)", 0.0});
     if (!r.cpu_from_model) r.explanation.push_back({far.cpu ? "cpu:baseline:out_of_distribution" : "cpu:baseline:gate", 0.0});
     if (!r.memory_from_model)
@@ -929,6 +935,13 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   }
   return out;
 }
+
+double blend_cpu(double prediction, double vpa, double recent) {
+  const double corrected = std::sqrt(prediction * vpa);
+  return std::isnan(recent) ? corrected : std::sqrt(corrected * recent);
+}
+
+double blend_memory(double prediction, double vpa) { return std::sqrt(prediction * vpa); }
 
 double memory_request_floor(const UsageSeries& series, int64_t now, double days) {
   if (days <= 0) return 0;  // off

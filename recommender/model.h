@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -115,9 +116,9 @@ struct ModelMetadata {
   // VPA-style baseline (x its own matched margin, baseline_margin). `recommend` uses the
   // model for a resource only where it won (use_model). Absent (decided = false) in older
   // models: the model is used.
-  // A third candidate, "blend": the geometric mean of the raw prediction and the baseline
-  // (sqrt(model x vpa)) x blend_margin, a correction of VPA by the model; use_blend implies
-  // use_model.
+  // A third candidate, "blend": blend_cpu / blend_memory (the raw prediction, the baseline and for
+  // CPU the pooled recent level) x blend_margin, a correction of VPA by the model; use_blend
+  // implies use_model.
   struct Gate {
     bool decided = false, use_model = true, use_blend = false;
     double model_slack = 0, baseline_slack = 0, baseline_margin = 1;
@@ -196,9 +197,12 @@ struct RecommendationPolicy {
   // margin. shipped_policy() sets these from the model's gate.
   bool cpu_from_model = true, memory_from_model = true;
   double baseline_cpu_margin = 1, baseline_memory_margin = 1;
-  // With the model: sqrt(prediction x baseline) x blend margin instead of prediction x margin.
+  // With the model: the blend (blend_cpu, blend_memory) x blend margin instead of prediction x margin.
   bool cpu_blend = false, memory_blend = false;
   double blend_cpu_margin = 1, blend_memory_margin = 1;
+  // The CPU blend's third part: the pooled recent CPU level (pooled_recent_cpu) of the last
+  // `recent_cpu_days` at `recent_cpu_risk`. 0 days: the CPU blend is sqrt(prediction x VPA).
+  double recent_cpu_days = 1, recent_cpu_risk = 0.05;
   // Series whose features lie far outside the training data get the baseline (out_of_distribution).
   bool distribution_guard = true;
   // A container with less history than this, or none in this long before now (new, or back
@@ -245,6 +249,13 @@ void spend_risk_budget(const std::vector<FeatureRow>& rows, std::vector<Predicti
 // slack of one more day at the request; CPU, only throttled, gets no floor.
 double memory_request_floor(const UsageSeries& series, int64_t now, double days);
 
+// The blend the gate can choose: CPU (prediction x VPA)^(1/4) x recent^(1/2), recent = the series'
+// pooled recent level (pooled_recent_cpu), else sqrt(prediction x VPA) when it has none; memory
+// sqrt(prediction x VPA). The model corrects VPA's level; the fleet's last day says how each
+// series' tail is best traded against the others'.
+double blend_cpu(double prediction, double vpa, double recent);
+double blend_memory(double prediction, double vpa);
+
 // Clamp to [min, max], then round up to a multiple of step (down if that passes max).
 double round_up_clamped(double value, double min, double max, double step);
 
@@ -260,6 +271,7 @@ struct Recommendation {
   bool cpu_blended = false, memory_blended = false;  // from the model blended with the baseline
   bool out_of_distribution = false;
   bool memory_at_request = false;  // raised to the request: new or back after a pause (memory_request_floor)
+  double recent_cpu = std::numeric_limits<double>::quiet_NaN();  // pooled_recent_cpu; NaN: none or off
 };
 
 // From history before `now`; falls back to cold_start_recommendation() with no history.

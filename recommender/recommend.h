@@ -38,7 +38,7 @@ struct ContainerRecommendation {
 inline constexpr int64_t kMemoryPeakWindowSeconds = 7 * 24 * 3600;
 
 // Where one resource's recommendations came from: the champion/challenger gate's choice
-// ("model", "blend" = sqrt(model x vpa), "baseline" = vpa), at which margin, and the slack
+// ("model", "blend" = blend_cpu / blend_memory, "baseline" = vpa), at which margin, and the slack
 // each candidate left at matched risk on the days it was gated on.
 struct ShippedSource {
   std::string source = "model";

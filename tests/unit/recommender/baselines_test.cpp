@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "recommender/features.h"
 
@@ -134,6 +136,83 @@ TEST(Krr, MinimumsOf10mCpuAnd100MiMemory) {
   const auto rec = krr_recommend(s, kStart + 2 * kSecondsPerDay);
   EXPECT_DOUBLE_EQ(rec.cpu_cores, 0.01);
   EXPECT_DOUBLE_EQ(rec.memory_bytes, 100.0 * 1048576);
+}
+
+
+// Two series of 288 five-minute samples on the last day: "spiky" idles at 1 core with 28 samples
+// (9.7%) at 10 cores; "ramp" rises evenly from 0 to 2 cores. With 5% of the pooled samples
+// allowed above, the cheapest levels give up the spikes (9 cores saved for 4.9% of the pool) and
+// keep the whole ramp under: 1 and 2 cores, where each series' own p95 would be 10 and 1.9.
+std::vector<UsageSeries> spiky_and_ramp(int64_t day_start) {
+  std::vector<UsageSeries> s(2);
+  for (int i = 0; i < 288; ++i) {
+    const int64_t t = day_start + i * 300;
+    s[0].samples.push_back({t, i % 10 == 3 && i < 280 ? 10.0 : 1.0, 1e9});
+    s[1].samples.push_back({t, 2.0 * i / 287, 1e9});
+  }
+  return s;
+}
+
+double share_above(const UsageSeries& s, double level, int64_t begin, int64_t end) {
+  double above = 0, n = 0;
+  for (const auto& x : s.samples)
+    if (x.timestamp >= begin && x.timestamp < end) ++n, above += x.cpu_cores > level;
+  return above / n;
+}
+
+TEST(PooledRecentCpu, SpendsThePooledRiskWhereItSavesMost) {
+  const int64_t day = kStart + 3 * kSecondsPerDay;
+  auto s = spiky_and_ramp(day);
+  const int64_t now = day + kSecondsPerDay;
+  const auto levels = pooled_recent_cpu(s, now, 0.05);
+  ASSERT_EQ(levels.size(), 2u);
+  EXPECT_DOUBLE_EQ(levels[0], 1.0);  // the spikes are given up
+  EXPECT_DOUBLE_EQ(levels[1], 2.0);  // cutting the ramp saves at most 2 cores per unit of risk
+  // The pooled share above is within the budget, and close to it.
+  const double pooled = (share_above(s[0], levels[0], day, now) + share_above(s[1], levels[1], day, now)) / 2;
+  EXPECT_LE(pooled, 0.05);
+  EXPECT_GE(pooled, 0.048);
+  // Fewer cores than each series at its own p95 (the even spend).
+  double own = 0;
+  for (const auto& x : s) {
+    std::vector<double> v;
+    for (const auto& y : x.samples) v.push_back(y.cpu_cores);
+    std::sort(v.begin(), v.end());
+    own += quantile_sorted(v, 0.95);
+  }
+  EXPECT_LT(levels[0] + levels[1], own - 5);
+  // A tighter budget raises the levels; no budget keeps every sample under.
+  const auto tight = pooled_recent_cpu(s, now, 0.01);
+  EXPECT_GE(tight[0] + tight[1], levels[0] + levels[1]);
+  const auto none = pooled_recent_cpu(s, now, 0);
+  EXPECT_DOUBLE_EQ(none[0], 10.0);
+  EXPECT_DOUBLE_EQ(none[1], 2.0);
+}
+
+TEST(PooledRecentCpu, ReadsOnlyTheWindowBeforeNow) {
+  const int64_t day = kStart + 3 * kSecondsPerDay;
+  auto s = spiky_and_ramp(day);
+  const int64_t now = day + kSecondsPerDay;
+  const auto before = pooled_recent_cpu(s, now, 0.05);
+  // Samples at or after now, and older than the window, change nothing.
+  for (auto& x : s) {
+    x.samples.insert(x.samples.begin(), {day - 3600, 500.0, 1e9});
+    x.samples.push_back({now, 500.0, 1e9});
+    x.samples.push_back({now + 600, 0.0, 1e9});
+  }
+  const auto after = pooled_recent_cpu(s, now, 0.05);
+  EXPECT_DOUBLE_EQ(after[0], before[0]);
+  EXPECT_DOUBLE_EQ(after[1], before[1]);
+  // A series without samples in the window has no level and takes no share of the budget.
+  UsageSeries idle;
+  idle.samples.push_back({day - 2 * kSecondsPerDay, 3.0, 1e9});
+  s.push_back(idle);
+  const auto with_idle = pooled_recent_cpu(s, now, 0.05);
+  EXPECT_TRUE(std::isnan(with_idle[2]));
+  EXPECT_DOUBLE_EQ(with_idle[0], before[0]);
+  EXPECT_DOUBLE_EQ(with_idle[1], before[1]);
+  // A longer window reads the older sample too.
+  EXPECT_DOUBLE_EQ(pooled_recent_cpu(s, now, 0, 3 * kSecondsPerDay)[2], 3.0);
 }
 
 }  // namespace

@@ -321,7 +321,8 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_DOUBLE_EQ(r.memory_bytes, round_up_clamped(predicted[0].memory_bytes * policy.memory_margin, policy.memory_min,
                                                     policy.memory_max, policy.memory_step));
   EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:gate");
-  // The blend: sqrt(prediction x VPA) x its margin, for CPU only.
+  // The blend: (prediction x VPA)^1/4 x recent^1/2 x its margin, for CPU only; recent is the
+  // series' pooled recent level (alone in its batch: the whole 5% budget on its own last day).
   ModelMetadata::Gate mixed = m.cpu_gate;
   mixed.use_model = mixed.use_blend = true, mixed.blend_margin = 1.2;
   QuantileModel blended = QuantileModel::train(data, [] {
@@ -336,7 +337,18 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_TRUE(b.cpu_blended);
   EXPECT_FALSE(b.memory_blended);
   const double p = blended.predict(compute_features(data[2], t)).cpu_cores;
-  EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::sqrt(p * vpa_recommend(data[2], t).cpu_cores) * 1.2, 0.01, 64, 0.005));
+  const double recent = pooled_recent_cpu({data[2]}, t, 0.05).front();
+  ASSERT_TRUE(std::isfinite(recent));
+  EXPECT_DOUBLE_EQ(b.recent_cpu, recent);
+  const double v = vpa_recommend(data[2], t).cpu_cores;
+  EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::pow(p * v, 0.25) * std::sqrt(recent) * 1.2, 0.01, 64, 0.005));
+  EXPECT_EQ(b.explanation.at(0).feature, "cpu:blend:(model*vpa)^1/4*recent^1/2");
+  // Without the recent part (recent_cpu_days 0), the blend is sqrt(prediction x VPA).
+  RecommendationPolicy two_way = mix_policy;
+  two_way.recent_cpu_days = 0;
+  const Recommendation b2 = recommend(blended, data[2], t, two_way, 0);
+  EXPECT_TRUE(std::isnan(b2.recent_cpu));
+  EXPECT_DOUBLE_EQ(b2.cpu_cores, round_up_clamped(std::sqrt(p * v) * 1.2, 0.01, 64, 0.005));
   // The report shows the decision.
   EvaluateOptions o;
   o.first_day = 6, o.last_day = 8, o.threads = 2;
