@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 
+#include "recommender/baselines.h"
 #include "recommender/features.h"
 #include "recommender/model.h"
 
@@ -104,6 +105,19 @@ void BM_ComputeFeatures(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ComputeFeatures);
+
+// The CPU blend's pooled recent level over a batch of N series (one day of 5-minute samples
+// each): a sort and a convex hull per series, then a bisection over the batch.
+void BM_PooledRecentCpu(benchmark::State& state) {
+  std::vector<UsageSeries> batch;
+  for (int64_t i = 0; i < state.range(0); ++i) batch.push_back(make_series(static_cast<uint32_t>(1000 + i), 2));
+  for (auto _ : state) benchmark::DoNotOptimize(pooled_recent_cpu(batch, kStart + 2 * kSecondsPerDay, 0.05));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["us_per_container"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * state.range(0)), benchmark::Counter::kIsRate | benchmark::Counter::kInvert,
+      benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_PooledRecentCpu)->Arg(16)->Arg(4096)->UseRealTime();
 
 }  // namespace
 }  // namespace sizeguard
