@@ -897,7 +897,8 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   for (size_t k = 0; k < rows.size(); ++k) {
     Recommendation& r = out[index[k]];
     r.raw = predictions[k];
-    r.recent_cpu = recent[index[k]];
+    // At least the smallest recommendation: a day of zero usage must not zero the geometric blend.
+    r.recent_cpu = std::isnan(recent[index[k]]) ? recent[index[k]] : std::max(recent[index[k]], policy.cpu_min);
     const DistributionCheck far = policy.distribution_guard ? out_of_distribution(model.metadata(), rows[k]) : DistributionCheck{};
     r.out_of_distribution = far.cpu || far.memory;
     r.cpu_from_model = policy.cpu_from_model && !far.cpu;

@@ -271,7 +271,7 @@ struct Recommendation {
   bool cpu_blended = false, memory_blended = false;  // from the model blended with the baseline
   bool out_of_distribution = false;
   bool memory_at_request = false;  // raised to the request: new or back after a pause (memory_request_floor)
-  double recent_cpu = std::numeric_limits<double>::quiet_NaN();  // pooled_recent_cpu; NaN: none or off
+  double recent_cpu = std::numeric_limits<double>::quiet_NaN();  // pooled_recent_cpu, >= cpu_min; NaN: none or off
 };
 
 // From history before `now`; falls back to cold_start_recommendation() with no history.

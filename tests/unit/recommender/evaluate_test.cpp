@@ -343,6 +343,20 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   const double v = vpa_recommend(data[2], t).cpu_cores;
   EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::pow(p * v, 0.25) * std::sqrt(recent) * 1.2, 0.01, 64, 0.005));
   EXPECT_EQ(b.explanation.at(0).feature, "cpu:blend:(model*vpa)^1/4*recent^1/2");
+  // A day without CPU use does not zero the blend: the recent part is at least the 10m minimum.
+  UsageSeries idle = data[2];
+  for (auto& x : idle.samples)
+    if (x.timestamp >= t - kSecondsPerDay && x.timestamp < t) x.cpu_cores = 0;
+  RecommendationPolicy unguarded = mix_policy;  // the idle day looks unlike training: keep the model
+  unguarded.distribution_guard = false;
+  const Recommendation quiet = recommend(blended, idle, t, unguarded, 0);
+  EXPECT_TRUE(quiet.cpu_blended);
+  EXPECT_DOUBLE_EQ(pooled_recent_cpu({idle}, t, 0.05).front(), 0.0);
+  EXPECT_DOUBLE_EQ(quiet.recent_cpu, mix_policy.cpu_min);
+  const double quiet_p = blended.predict(compute_features(idle, t)).cpu_cores;
+  EXPECT_DOUBLE_EQ(quiet.cpu_cores, round_up_clamped(std::pow(quiet_p * vpa_recommend(idle, t).cpu_cores, 0.25) *
+                                                         std::sqrt(mix_policy.cpu_min) * 1.2, 0.01, 64, 0.005));
+  EXPECT_GT(quiet.cpu_cores, mix_policy.cpu_min);
   // Without the recent part (recent_cpu_days 0), the blend is sqrt(prediction x VPA).
   RecommendationPolicy two_way = mix_policy;
   two_way.recent_cpu_days = 0;
