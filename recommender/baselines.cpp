@@ -177,10 +177,9 @@ std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, in
   double samples = 0;
   for (size_t i = 0; i < series.size(); ++i) {
     const auto& x = series[i].samples;
-    const auto cmp = [](const UsageSample& s, int64_t t) { return s.timestamp < t; };
     values.clear();
-    for (auto it = std::lower_bound(x.begin(), x.end(), now - history_seconds, cmp); it != x.end() && it->timestamp < now; ++it)
-      values.push_back(it->cpu_cores);
+    for (size_t k = first_sample_at_or_after(x, now - history_seconds); k < x.size() && x[k].timestamp < now; ++k)
+      values.push_back(x[k].cpu_cores);
     if (values.empty()) continue;
     hulls[i] = exceedance_hull(values);
     samples += hulls[i].samples;

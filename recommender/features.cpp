@@ -30,14 +30,6 @@ std::vector<std::string> make_names() {
   return names;
 }
 
-// Index of the first sample with timestamp >= t.
-size_t lower_index(const std::vector<UsageSample>& s, int64_t t) {
-  return static_cast<size_t>(
-      std::lower_bound(s.begin(), s.end(), t,
-                       [](const UsageSample& a, int64_t v) { return a.timestamp < v; }) -
-      s.begin());
-}
-
 double value_of(const UsageSample& s, bool cpu) { return cpu ? s.cpu_cores : s.memory_bytes; }
 
 // Sorted values of one resource over sample indices [begin, end).
@@ -62,7 +54,7 @@ void resource_features(const UsageSeries& series, const ResourceSpec& spec, int6
   std::vector<double> buf;
   buf.reserve(2100);
 
-  const size_t week_begin = lower_index(s, t - 7 * kSecondsPerDay);
+  const size_t week_begin = first_sample_at_or_after(s, t - 7 * kSecondsPerDay);
   double level = floor;
   if (week_begin < end) {
     sorted_values(s, week_begin, end, cpu, buf);
@@ -73,7 +65,7 @@ void resource_features(const UsageSeries& series, const ResourceSpec& spec, int6
 
   double p50_24 = NAN, p99_24 = NAN, p50_7 = NAN, p99_7 = NAN;
   for (size_t w = 0; w < kWindows.size(); ++w) {
-    const size_t begin = lower_index(s, t - kWindows[w]);
+    const size_t begin = first_sample_at_or_after(s, t - kWindows[w]);
     if (begin >= end) {
       for (size_t k = 0; k < kStatQuantiles.size(); ++k) out.push_back(kMissing);
       continue;
@@ -88,8 +80,8 @@ void resource_features(const UsageSeries& series, const ResourceSpec& spec, int6
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
   int blocks = 0;
   for (int k = 0; k < 7; ++k) {
-    const size_t b = lower_index(s, t - (k + 1) * kSecondsPerDay);
-    const size_t e = lower_index(s, t - k * kSecondsPerDay);
+    const size_t b = first_sample_at_or_after(s, t - (k + 1) * kSecondsPerDay);
+    const size_t e = first_sample_at_or_after(s, t - k * kSecondsPerDay);
     if (b >= e) continue;
     sorted_values(s, b, e, cpu, buf);
     const double x = -static_cast<double>(k);
@@ -106,8 +98,8 @@ void resource_features(const UsageSeries& series, const ResourceSpec& spec, int6
   float yesterday = kMissing;
   for (int k = 1; k <= 7; ++k) {
     const int64_t from = t - k * kSecondsPerDay;
-    const size_t b = lower_index(s, from);
-    const size_t e = std::min(end, lower_index(s, from + kSecondsPerHour));
+    const size_t b = first_sample_at_or_after(s, from);
+    const size_t e = std::min(end, first_sample_at_or_after(s, from + kSecondsPerHour));
     if (b >= e) continue;
     const double m = mean_values(s, b, e, cpu);
     if (k == 1) yesterday = rel(m);
@@ -116,8 +108,8 @@ void resource_features(const UsageSeries& series, const ResourceSpec& spec, int6
   out.push_back(yesterday);
   out.push_back(hours > 0 ? rel(hour_sum / hours) : kMissing);
   {
-    const size_t b = lower_index(s, t - 7 * kSecondsPerDay);
-    const size_t e = std::min(end, lower_index(s, t - 6 * kSecondsPerDay));
+    const size_t b = first_sample_at_or_after(s, t - 7 * kSecondsPerDay);
+    const size_t e = std::min(end, first_sample_at_or_after(s, t - 6 * kSecondsPerDay));
     if (b < e) {
       sorted_values(s, b, e, cpu, buf);
       out.push_back(rel(quantile_sorted(buf, 0.95)));
@@ -177,7 +169,7 @@ FeatureRow compute_features(const UsageSeries& series, int64_t t) {
   FeatureRow row;
   row.values.reserve(feature_count());
   const auto& s = series.samples;
-  const size_t end = lower_index(s, t);
+  const size_t end = first_sample_at_or_after(s, t);
   const ResourceSpec spec = spec_at(series, t);  // in force at t, never a later request
   resource_features(series, spec, t, end, true, row.values, row.cpu_level);
   resource_features(series, spec, t, end, false, row.values, row.memory_level);
@@ -196,8 +188,8 @@ Targets compute_targets(const UsageSeries& series, int64_t t, int64_t horizon_se
                         double cpu_quantile) {
   Targets targets;
   const auto& s = series.samples;
-  const size_t b = lower_index(s, t);
-  const size_t e = lower_index(s, t + horizon_seconds);
+  const size_t b = first_sample_at_or_after(s, t);
+  const size_t e = first_sample_at_or_after(s, t + horizon_seconds);
   targets.samples = e > b ? e - b : 0;
   if (targets.samples == 0) return targets;
   std::vector<double> buf;

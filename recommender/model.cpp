@@ -947,10 +947,10 @@ double blend_memory(double prediction, double vpa) { return std::sqrt(prediction
 double memory_request_floor(const UsageSeries& series, int64_t now, double days) {
   if (days <= 0) return 0;  // off
   const auto& x = series.samples;
-  const auto after = std::lower_bound(x.begin(), x.end(), now, [](const UsageSample& s, int64_t t) { return s.timestamp < t; });
-  if (after == x.begin()) return 0;  // no history: cold start decides
+  const size_t after = first_sample_at_or_after(x, now);
+  if (after == 0) return 0;  // no history: cold start decides
   const double span = days * kSecondsPerDay;
-  if (static_cast<double>(now - x.front().timestamp) >= span && static_cast<double>(now - std::prev(after)->timestamp) <= span)
+  if (static_cast<double>(now - x.front().timestamp) >= span && static_cast<double>(now - x[after - 1].timestamp) <= span)
     return 0;
   const ResourceSpec s = spec_at(series, now);
   return s.memory_request && *s.memory_request > 0 ? *s.memory_request

@@ -14,6 +14,12 @@ ResourceSpec spec_at(const UsageSeries& series, int64_t t) {
   return it == h.begin() ? ResourceSpec{} : std::prev(it)->spec;
 }
 
+size_t first_sample_at_or_after(const std::vector<UsageSample>& samples, int64_t t) {
+  const auto it = std::lower_bound(samples.begin(), samples.end(), t,
+                                   [](const UsageSample& s, int64_t v) { return s.timestamp < v; });
+  return static_cast<size_t>(it - samples.begin());
+}
+
 void IngestReport::note(std::string message) {
   if (errors.size() < kMaxErrors) errors.push_back(std::move(message));
 }

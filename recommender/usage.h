@@ -51,6 +51,10 @@ struct UsageSeries {
 // first one: an empty spec, never a later value); `series.spec` when there is no history.
 ResourceSpec spec_at(const UsageSeries& series, int64_t t);
 
+// Index of the first sample at or after t (samples.size() when none): samples before it are the
+// history an origin t may read.
+size_t first_sample_at_or_after(const std::vector<UsageSample>& samples, int64_t t);
+
 // What ingestion read and rejected; bad rows are reported, never dropped silently.
 struct IngestReport {
   size_t rows_read = 0;

@@ -268,8 +268,10 @@ void add_train(CLI::App& app, int& exit_code) {
       std::cout << "calibrated margins on validation days " << first << "-" << last_day << ": cpu " << std::fixed
                 << std::setprecision(2) << meta.calibrated_cpu_margin << " (5% of windows above), memory "
                 << meta.calibrated_memory_margin << " (1%)\n";
-      for (auto [name, gate] : {std::pair{"cpu", &meta.cpu_gate}, std::pair{"memory", &meta.memory_gate}})
-        std::cout << "gate " << name << ": " << (gate->use_blend ? name == std::string("cpu") ? "blend (model x vpa)^1/4 x recent^1/2" : "blend sqrt(model x vpa)" : gate->use_model ? "model" : "baseline (vpa)")
+      struct Named { const char* name; const ModelMetadata::Gate* gate; const char* blend; };
+      for (const auto& [name, gate, blend] : {Named{"cpu", &meta.cpu_gate, "blend (model x vpa)^1/4 x recent^1/2"},
+                                              Named{"memory", &meta.memory_gate, "blend sqrt(model x vpa)"}})
+        std::cout << "gate " << name << ": " << (gate->use_blend ? blend : gate->use_model ? "model" : "baseline (vpa)")
                   << " wins on validation days " << first << "-" << last_day << " at matched risk: slack model "
                   << std::setprecision(1) << 100 * gate->model_slack << "%, vpa " << 100 * gate->baseline_slack
                   << "%, blend " << 100 * gate->blend_slack << "% (vpa margin " << std::setprecision(2)
