@@ -135,30 +135,32 @@ namespace {
 // share ascending; slope[j] joins point j and j + 1 and rises with j.
 struct ExceedanceHull {
   std::vector<double> share, level, slope;
-  double samples = 0;
+  double weight = 0;  // how much of the pooled budget one unit of share stands for (samples)
+  void add(double s, double l) {  // in ascending share
+    while (share.size() >= 2) {
+      const size_t b = share.size() - 1, a = b - 1;
+      // Drop the last point when it lies on or above the segment from the one before it to the new point.
+      if ((level[b] - level[a]) * (s - share[a]) < (l - level[a]) * (share[b] - share[a])) break;
+      share.pop_back(), level.pop_back();
+    }
+    share.push_back(s), level.push_back(l);
+  }
+  void finish() {
+    for (size_t j = 0; j + 1 < share.size(); ++j) slope.push_back((level[j + 1] - level[j]) / (share[j + 1] - share[j]));
+  }
 };
 
 ExceedanceHull exceedance_hull(std::vector<double>& values) {
   ExceedanceHull h;
   const size_t n = values.size();
-  h.samples = static_cast<double>(n);
+  h.weight = static_cast<double>(n);
   // The pooled budget is a few percent: no series is worth holding below its 60th percentile,
   // so only the samples above it need sorting.
   const size_t lowest = n * 6 / 10;
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(lowest), values.end());
   std::sort(values.begin() + static_cast<std::ptrdiff_t>(lowest), values.end());
-  for (size_t k = n; k-- > lowest;) {
-    const double share = static_cast<double>(n - 1 - k) / h.samples, level = values[k];
-    while (h.share.size() >= 2) {
-      const size_t b = h.share.size() - 1, a = b - 1;
-      // Drop the last point when it lies on or above the segment from the one before it to the new point.
-      if ((h.level[b] - h.level[a]) * (share - h.share[a]) < (level - h.level[a]) * (h.share[b] - h.share[a])) break;
-      h.share.pop_back(), h.level.pop_back();
-    }
-    h.share.push_back(share), h.level.push_back(level);
-  }
-  for (size_t j = 0; j + 1 < h.share.size(); ++j)
-    h.slope.push_back((h.level[j + 1] - h.level[j]) / (h.share[j + 1] - h.share[j]));
+  for (size_t k = n; k-- > lowest;) h.add(static_cast<double>(n - 1 - k) / h.weight, values[k]);
+  h.finish();
   return h;
 }
 
@@ -167,29 +169,17 @@ size_t point_at_price(const ExceedanceHull& h, double price) {
   return static_cast<size_t>(std::lower_bound(h.slope.begin(), h.slope.end(), -price) - h.slope.begin());
 }
 
-}  // namespace
-
-std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, int64_t now, double risk,
-                                      int64_t history_seconds) {
-  std::vector<double> out(series.size(), std::numeric_limits<double>::quiet_NaN());
-  std::vector<ExceedanceHull> hulls(series.size());
-  std::vector<double> values;
-  double samples = 0;
-  for (size_t i = 0; i < series.size(); ++i) {
-    const auto& x = series[i].samples;
-    values.clear();
-    for (size_t k = first_sample_at_or_after(x, now - history_seconds); k < x.size() && x[k].timestamp < now; ++k)
-      values.push_back(x[k].cpu_cores);
-    if (values.empty()) continue;
-    hulls[i] = exceedance_hull(values);
-    samples += hulls[i].samples;
-  }
-  if (samples == 0) return out;
+// Per hull (weight 0: none, NaN) its level at the one price whose pooled share is within `risk`.
+std::vector<double> levels_at_pooled_risk(const std::vector<ExceedanceHull>& hulls, double risk) {
+  std::vector<double> out(hulls.size(), std::numeric_limits<double>::quiet_NaN());
+  double weight = 0;
+  for (const auto& h : hulls) weight += h.weight;
+  if (weight == 0) return out;
   auto pooled_share = [&](double price) {
     double above = 0;
     for (const auto& h : hulls)
-      if (h.samples > 0) above += h.share[point_at_price(h, price)] * h.samples;
-    return above / samples;
+      if (h.weight > 0) above += h.share[point_at_price(h, price)] * h.weight;
+    return above / weight;
   };
   // The pooled share falls as the price rises; bisect log(price) and keep the side within the budget.
   double low = -40, high = 40;
@@ -197,9 +187,41 @@ std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, in
     const double mid = (low + high) / 2;
     (pooled_share(std::exp(mid)) > risk ? low : high) = mid;
   }
-  for (size_t i = 0; i < series.size(); ++i)
-    if (hulls[i].samples > 0) out[i] = hulls[i].level[point_at_price(hulls[i], std::exp(high))];
+  for (size_t i = 0; i < hulls.size(); ++i)
+    if (hulls[i].weight > 0) out[i] = hulls[i].level[point_at_price(hulls[i], std::exp(high))];
   return out;
+}
+
+}  // namespace
+
+std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, int64_t now, double risk,
+                                      int64_t history_seconds) {
+  std::vector<ExceedanceHull> hulls(series.size());
+  std::vector<double> values;
+  for (size_t i = 0; i < series.size(); ++i) {
+    const auto& x = series[i].samples;
+    values.clear();
+    for (size_t k = first_sample_at_or_after(x, now - history_seconds); k < x.size() && x[k].timestamp < now; ++k)
+      values.push_back(x[k].cpu_cores);
+    if (!values.empty()) hulls[i] = exceedance_hull(values);
+  }
+  return levels_at_pooled_risk(hulls, risk);
+}
+
+std::vector<double> pooled_forecast_levels(const std::vector<std::vector<ExceedancePoint>>& forecasts, double risk) {
+  std::vector<ExceedanceHull> hulls(forecasts.size());
+  std::vector<ExceedancePoint> points;
+  for (size_t i = 0; i < forecasts.size(); ++i) {
+    points = forecasts[i];
+    if (points.empty()) continue;
+    // Quantile forecasts made independently can cross: a level never falls as its share falls.
+    std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.share > b.share; });
+    for (size_t k = 1; k < points.size(); ++k) points[k].level = std::max(points[k].level, points[k - 1].level);
+    for (size_t k = points.size(); k-- > 0;) hulls[i].add(points[k].share, points[k].level);
+    hulls[i].finish();
+    hulls[i].weight = 1;
+  }
+  return levels_at_pooled_risk(hulls, risk);
 }
 
 }  // namespace sizeguard

@@ -99,4 +99,13 @@ BaselineRecommendation krr_recommend(const UsageSeries& series, int64_t now,
 std::vector<double> pooled_recent_cpu(const std::vector<UsageSeries>& series, int64_t now, double risk,
                                       int64_t history_seconds = 86400);
 
+// The same spending on forecasts: per series a few points of its forecast distribution for the
+// next day (share of its samples expected above, level; e.g. the model's median and tail quantile
+// forecasts), each series weighing alike. Returns per series the hull point at the one price whose
+// pooled expected share is within `risk`; NaN for a series without points.
+struct ExceedancePoint {
+  double share = 0, level = 0;
+};
+std::vector<double> pooled_forecast_levels(const std::vector<std::vector<ExceedancePoint>>& forecasts, double risk);
+
 }  // namespace sizeguard

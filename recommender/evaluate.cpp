@@ -261,7 +261,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
       recs[4][i][d] = {r.raw.cpu_cores, r.raw.memory_bytes};
       Day& v = recs[1][i][d];
       if (!std::isnan(v.first))
-        recs[5][i][d] = {blend_cpu(r.raw.cpu_cores, v.first, r.recent_cpu), blend_memory(r.raw.memory_bytes, v.second)};
+        recs[5][i][d] = {blend_cpu_of(r, v.first), blend_memory(r.raw.memory_bytes, v.second)};
       if (o.candidates_as_shipped) {
         // Series the distribution guard sends to VPA get VPA from every candidate, as they ship.
         if (!std::isnan(v.first)) {
@@ -379,13 +379,20 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
   // is set for the blend), so the blend need not beat it, only the baseline. (It once had to:
   // Google's own model then shipped the blend on days it under-provisioned memory in 2.2% of
   // windows; those were restarted tasks, now held at their request by memory_request_floor.)
-  auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix, bool blend_only) {
+  auto decide = [&](const ResourceScore& ours, const ResourceScore& base, const ResourceScore& mix, bool blend_only,
+                    bool may_ship_at_one) {
     ModelMetadata::Gate g;
     g.decided = true;
     g.model_slack = std::isfinite(ours.matched_slack) ? ours.matched_slack : 0;
     g.baseline_slack = std::isfinite(base.matched_slack) ? base.matched_slack : 0;
-    g.blend_slack = std::isfinite(mix.matched_slack) ? mix.matched_slack : 0;
-    g.blend_margin = margin(mix.matched_margin, 1);
+    // Like the baseline, a candidate built on VPA is never cut below it (a July memory blend margin
+    // of 0.79 left 92% of the Google trace's memory windows above the recommendation). A CPU blend
+    // that met the target risk with room to spare (the pooled forecast is a 5% level already) ships
+    // at margin 1 and is judged by its slack there; a memory blend then is no candidate, as before.
+    const bool blend_at_one = std::isfinite(mix.matched_margin) && mix.matched_margin < 1;
+    const double mix_slack = blend_at_one ? mix.slack : mix.matched_slack;
+    g.blend_slack = std::isfinite(mix_slack) ? mix_slack : 0;
+    g.blend_margin = std::max(1.0, margin(mix.matched_margin, 1));
     // The fallback is VPA as Kubernetes ships it, or more where that under-provisioned on these
     // days: never cut below VPA's own target (a margin < 1 tuned on one fleet under-provisions
     // another: 0.71 on July memory left 98% of Alibaba's memory windows above).
@@ -393,17 +400,14 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     // Without windows to judge (e.g. CPU-only data for memory) the model stays.
     const bool judged = std::isfinite(ours.matched_slack) && std::isfinite(base.matched_slack);
     g.use_model = !judged || (!blend_only && ours.matched_slack < base.matched_slack);
-    // The blend wins only by beating both (blend_only: the baseline), and only at a margin >= 1:
-    // like the baseline, a candidate built on VPA is never cut below it (a July memory blend
-    // margin of 0.79 left 92% of the Google trace's memory windows above the recommendation).
-    g.use_blend = mix.matched_margin >= 1 && std::isfinite(mix.matched_slack) && std::isfinite(base.matched_slack) &&
-                  std::isfinite(ours.matched_slack) && mix.matched_slack < base.matched_slack &&
-                  (blend_only || mix.matched_slack < ours.matched_slack);
+    // The blend wins only by beating both (blend_only: the baseline).
+    g.use_blend = (!blend_at_one || may_ship_at_one) && std::isfinite(mix_slack) && std::isfinite(base.matched_slack) && std::isfinite(ours.matched_slack) &&
+                  mix_slack < base.matched_slack && (blend_only || mix_slack < ours.matched_slack);
     g.use_model = g.use_model || g.use_blend;
     return g;
   };
-  meta.cpu_gate = decide(raw.cpu, vpa.cpu, blend.cpu, model.metadata().budget_cpu_risk > 0);
-  meta.memory_gate = decide(raw.memory, vpa.memory, blend.memory, model.metadata().budget_memory_risk > 0);
+  meta.cpu_gate = decide(raw.cpu, vpa.cpu, blend.cpu, model.metadata().budget_cpu_risk > 0, true);
+  meta.memory_gate = decide(raw.memory, vpa.memory, blend.memory, model.metadata().budget_memory_risk > 0, false);
   meta.gate_first_day = first_day, meta.gate_last_day = last_day;
   e.cpu_gate = meta.cpu_gate;
   e.memory_gate = meta.memory_gate;

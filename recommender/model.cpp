@@ -160,6 +160,12 @@ json metadata_to_json(const ModelMetadata& m) {
   }
   if (m.budget_cpu_risk > 0 || m.budget_memory_risk > 0)
     j["risk_budget"] = {{"cpu", m.budget_cpu_risk}, {"memory", m.budget_memory_risk}};
+  if (!m.cpu_tail_quantiles.empty()) {
+    json tails = json::array();
+    for (size_t i = 0; i < m.cpu_tail_quantiles.size(); ++i)
+      tails.push_back({{"quantile", m.cpu_tail_quantiles[i]}, {"rounds", m.cpu_tail_rounds.at(i)}});
+    j["cpu_tails"] = tails;
+  }
   if (!m.input_low.empty()) j["input_range"] = {{"quantiles", {0.005, 0.995}}, {"low", m.input_low}, {"high", m.input_high}};
   return j;
 }
@@ -223,6 +229,17 @@ ModelMetadata metadata_from_json(const json& j) {
     m.budget_memory_risk = j.at("risk_budget").value("memory", 0.0);
     for (double v : {m.budget_cpu_risk, m.budget_memory_risk})
       if (!(v >= 0 && v < 1)) throw json::other_error::create(501, "risk_budget.cpu/memory must be in [0, 1)", &j);
+  }
+  if (j.contains("cpu_tails")) {  // absent in models from before the tail forecasts: none
+    const auto& tails = j.at("cpu_tails");
+    if (!tails.is_array() || tails.size() > kMaxCpuTails)
+      throw json::other_error::create(501, "cpu_tails must list at most " + std::to_string(kMaxCpuTails) + " boosters", &j);
+    for (const auto& t : tails) {
+      const double q = t.at("quantile").get<double>();
+      if (!(q > 0 && q < 1)) throw json::other_error::create(501, "cpu_tails[].quantile must be in (0, 1)", &t);
+      m.cpu_tail_quantiles.push_back(q);
+      m.cpu_tail_rounds.push_back(t.at("rounds").get<int>());
+    }
   }
   if (j.contains("input_range")) {
     m.input_low = j.at("input_range").at("low").get<std::vector<double>>();
@@ -363,24 +380,65 @@ std::vector<std::string> model_inputs() {
   return names;
 }
 
+namespace {
+
+// The single-threaded copy of `booster` (small batches skip OpenMP); `hash` gets its JSON's fnv1a.
+std::unique_ptr<XgbBooster> single_threaded_copy(const XgbBooster& booster, uint64_t& hash) {
+  bst_ulong len = 0;
+  const char* buf = nullptr;
+  check(XGBoosterSaveModelToBuffer(booster.get(), R"({"format": "json"})", &len, &buf), "XGBoosterSaveModelToBuffer");
+  hash = fnv1a(buf, len);
+  auto single = std::make_unique<XgbBooster>();
+  check(XGBoosterLoadModelFromBuffer(single->get(), buf, len), "XGBoosterLoadModelFromBuffer");
+  single->set("nthread", "1");
+  return single;
+}
+
+std::string cpu_tail_file(size_t i) { return "cpu-tail-" + std::to_string(i + 1) + ".json"; }
+
+// Margins of n dense rows of `cols` floats: one thread below a few hundred rows, where OpenMP
+// start-up and synchronisation cost more than they save.
+void predict_dense(const XgbBooster& multi, const XgbBooster& single, const float* inputs, size_t n, size_t cols,
+                   std::vector<float>& out) {
+  out.clear();
+  if (n == 0) return;
+  char array[160];
+  std::snprintf(array, sizeof array, R"({"data": [%llu, true], "shape": [%zu, %zu], "typestr": "<f4", "version": 3})",
+                static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(inputs)), n, cols);
+  static constexpr const char* kConfig =
+      R"({"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false, "cache_id": 0, "missing": NaN})";
+  const bst_ulong* shape = nullptr;
+  bst_ulong dim = 0;
+  const float* result = nullptr;
+  check(XGBoosterPredictFromDense((n <= 512 ? single : multi).get(), array, kConfig, nullptr, &shape, &dim, &result),
+        "XGBoosterPredictFromDense");
+  out.assign(result, result + n);
+}
+
+}  // namespace
+
 struct QuantileModel::Impl {
   std::unique_ptr<XgbBooster> booster;  // all cores: large batches, contributions
-  std::unique_ptr<XgbBooster> single;   // the same trees, one thread: small batches skip OpenMP
+  std::unique_ptr<XgbBooster> single;   // the same trees, one thread
+  struct Tail {
+    std::unique_ptr<XgbBooster> booster, single;
+  };
+  std::vector<Tail> tails;  // metadata.cpu_tail_quantiles order
   ModelMetadata metadata;
   std::string version;
   size_t inputs = 0;
-  // After train/load: the version hash and the single-threaded copy.
+  // After train/load: the version hash (of every booster) and the single-threaded copies.
   void finish() {
-    bst_ulong len = 0;
-    const char* buf = nullptr;
-    check(XGBoosterSaveModelToBuffer(booster->get(), R"({"format": "json"})", &len, &buf),
-          "XGBoosterSaveModelToBuffer");
+    uint64_t hash = 0;
+    single = single_threaded_copy(*booster, hash);
+    for (auto& t : tails) {
+      uint64_t h = 0;
+      t.single = single_threaded_copy(*t.booster, h);
+      hash = hash * 1099511628211ull ^ h;
+    }
     char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(buf, len)));
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
     version = std::string("xgb-") + std::string(hex).substr(0, 12);
-    single = std::make_unique<XgbBooster>();
-    check(XGBoosterLoadModelFromBuffer(single->get(), buf, len), "XGBoosterLoadModelFromBuffer");
-    single->set("nthread", "1");
   }
 };
 
@@ -425,6 +483,12 @@ void QuantileModel::record_input_ranges(const std::vector<UsageSeries>& series) 
   if (x.empty()) throw ModelError("no training-period rows in the data to record input ranges from", true);
   input_ranges_of(x, width, impl_->metadata.input_low, impl_->metadata.input_high);
 }
+void QuantileModel::adopt_cpu_tails(QuantileModel&& donor) {
+  impl_->tails = std::move(donor.impl_->tails);
+  impl_->metadata.cpu_tail_quantiles = donor.impl_->metadata.cpu_tail_quantiles;
+  impl_->metadata.cpu_tail_rounds = donor.impl_->metadata.cpu_tail_rounds;
+  impl_->finish();
+}
 std::string QuantileModel::version() const { return impl_->version; }
 bool QuantileModel::loaded() const { return impl_ && impl_->booster != nullptr; }
 
@@ -432,6 +496,10 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   if (!(o.cpu_quantile > 0 && o.cpu_quantile < 1) || !(o.memory_quantile > 0 && o.memory_quantile < 1))
     throw ModelError("quantiles must be in (0, 1)", true);
   if (o.horizon_seconds <= 0 || o.stride_seconds <= 0) throw ModelError("horizon and stride must be positive", true);
+  if (o.cpu_tail_quantiles.size() > kMaxCpuTails)
+    throw ModelError("at most " + std::to_string(kMaxCpuTails) + " CPU tail quantiles", true);
+  for (const double q : o.cpu_tail_quantiles)
+    if (!(q > 0 && q < 1)) throw ModelError("CPU tail quantiles must be in (0, 1)", true);
   ModelMetadata meta;
   meta.inputs = model_inputs();
   meta.cpu_quantile = o.cpu_quantile;
@@ -519,56 +587,80 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   dtrain.set_labels(train.y);
   dvalid.set_labels(valid.y);
   if (o.vpa_base) dtrain.set_base_margin(train.base), dvalid.set_base_margin(valid.base);
-  XgbBooster booster({dtrain.get(), dvalid.get()});
-  booster.set("booster", "gbtree");
-  booster.set("tree_method", "hist");
-  booster.set("objective", "reg:squarederror");  // identity link; gradients are ours
-  booster.set("base_score", "0");
-  booster.set("disable_default_eval_metric", "1");
-  booster.set("max_depth", std::to_string(o.max_depth));
-  booster.set("eta", std::to_string(o.eta));
-  booster.set("subsample", std::to_string(o.subsample));
-  booster.set("colsample_bytree", std::to_string(o.colsample));
-  booster.set("min_child_weight", std::to_string(o.min_child_weight));
-  booster.set("lambda", std::to_string(o.lambda));
-  booster.set("nthread", std::to_string(threads));
-  booster.set("seed", std::to_string(o.seed));
-  booster.set("verbosity", "0");
-
+  // Boosts one booster at the rows' quantiles (Dataset::q) to its best validation round.
+  struct Boosted {
+    std::unique_ptr<XgbBooster> booster;
+    int rounds = 0;
+    double valid_cpu = 0, valid_memory = 0;
+  };
   std::vector<float> grad(train.rows()), hess(train.rows());
-  double best = std::numeric_limits<double>::infinity();
-  int best_round = 0;
-  TrainProgress progress;
-  progress.max_rounds = o.max_rounds;
-  for (int round = 0; round < o.max_rounds; ++round) {
-    const float* pred = booster.predict_margin(dtrain, true, train.rows());
-    for (size_t i = 0; i < train.rows(); ++i) {
-      const size_t b = train.offsets[i], e = train.offsets[i + 1];
-      grad[i] = train.w[i] * pinball_gradient_sorted(pred[i], train.labels.data() + b, e - b, train.q[i]);
-      hess[i] = train.w[i];
+  auto boost = [&](bool report) {
+    XgbBooster booster({dtrain.get(), dvalid.get()});
+    booster.set("booster", "gbtree");
+    booster.set("tree_method", "hist");
+    booster.set("objective", "reg:squarederror");  // identity link; gradients are ours
+    booster.set("base_score", "0");
+    booster.set("disable_default_eval_metric", "1");
+    booster.set("max_depth", std::to_string(o.max_depth));
+    booster.set("eta", std::to_string(o.eta));
+    booster.set("subsample", std::to_string(o.subsample));
+    booster.set("colsample_bytree", std::to_string(o.colsample));
+    booster.set("min_child_weight", std::to_string(o.min_child_weight));
+    booster.set("lambda", std::to_string(o.lambda));
+    booster.set("nthread", std::to_string(threads));
+    booster.set("seed", std::to_string(o.seed));
+    booster.set("verbosity", "0");
+    Boosted result;
+    double best = std::numeric_limits<double>::infinity();
+    int best_round = 0;
+    TrainProgress progress;
+    progress.max_rounds = o.max_rounds;
+    for (int round = 0; round < o.max_rounds; ++round) {
+      const float* pred = booster.predict_margin(dtrain, true, train.rows());
+      for (size_t i = 0; i < train.rows(); ++i) {
+        const size_t b = train.offsets[i], e = train.offsets[i + 1];
+        grad[i] = train.w[i] * pinball_gradient_sorted(pred[i], train.labels.data() + b, e - b, train.q[i]);
+        hess[i] = train.w[i];
+      }
+      booster.boost(dtrain, grad, hess);
+      const float* vpred = booster.predict_margin(dvalid, false, valid.rows());
+      const double vcpu = mean_pinball(vpred, valid, 0), vmem = mean_pinball(vpred, valid, 1);
+      if (vcpu + vmem < best - 1e-7) {
+        best = vcpu + vmem, best_round = round;
+        result.valid_cpu = vcpu, result.valid_memory = vmem;
+      }
+      if (report && o.progress) {
+        progress.round = round + 1;
+        progress.best_round = best_round + 1;
+        progress.valid_loss = vcpu + vmem;
+        const float* tpred = booster.predict_margin(dtrain, false, train.rows());
+        progress.train_loss = mean_pinball(tpred, train, 0) + mean_pinball(tpred, train, 1);
+        o.progress(progress);
+      }
+      if (round - best_round >= o.early_stopping_rounds) break;
     }
-    booster.boost(dtrain, grad, hess);
-    const float* vpred = booster.predict_margin(dvalid, false, valid.rows());
-    const double vcpu = mean_pinball(vpred, valid, 0), vmem = mean_pinball(vpred, valid, 1);
-    if (vcpu + vmem < best - 1e-7) {
-      best = vcpu + vmem, best_round = round;
-      meta.valid_loss_cpu = vcpu, meta.valid_loss_memory = vmem;
-    }
-    if (o.progress) {
-      progress.round = round + 1;
-      progress.best_round = best_round + 1;
-      progress.valid_loss = vcpu + vmem;
-      const float* tpred = booster.predict_margin(dtrain, false, train.rows());
-      progress.train_loss = mean_pinball(tpred, train, 0) + mean_pinball(tpred, train, 1);
-      o.progress(progress);
-    }
-    if (round - best_round >= o.early_stopping_rounds) break;
-  }
-  meta.rounds = best_round + 1;
+    result.rounds = best_round + 1;
+    result.booster = booster.slice(result.rounds);
+    result.booster->set("nthread", std::to_string(threads));
+    return result;
+  };
 
   QuantileModel model;
-  model.impl_->booster = booster.slice(meta.rounds);
-  model.impl_->booster->set("nthread", std::to_string(threads));
+  Boosted main = boost(true);
+  meta.rounds = main.rounds;
+  meta.valid_loss_cpu = main.valid_cpu, meta.valid_loss_memory = main.valid_memory;
+  model.impl_->booster = std::move(main.booster);
+  // Each tail booster learns its quantile on both resources' rows and stops early on both, as the
+  // prototype that chose them did (on CPU rows alone the 0.95 booster stopped after 2 rounds and
+  // July's shipped CPU slack was 47.2% instead of 45.0%); only its CPU output is used.
+  for (const double q : o.cpu_tail_quantiles) {
+    std::fill(train.q.begin(), train.q.end(), static_cast<float>(q));
+    std::fill(valid.q.begin(), valid.q.end(), static_cast<float>(q));
+    Boosted tail = boost(false);
+    meta.cpu_tail_quantiles.push_back(q);
+    meta.cpu_tail_rounds.push_back(tail.rounds);
+    model.impl_->tails.push_back({std::move(tail.booster), nullptr});
+  }
   model.impl_->metadata = std::move(meta);
   model.impl_->inputs = cols;
   model.impl_->finish();
@@ -581,6 +673,8 @@ void QuantileModel::save(const std::filesystem::path& dir) const {
   std::filesystem::create_directories(dir, ec);
   if (ec) throw ModelError(dir.string() + ": cannot create directory: " + ec.message(), true);
   check(XGBoosterSaveModel(impl_->booster->get(), (dir / "model.json").c_str()), "XGBoosterSaveModel");
+  for (size_t i = 0; i < impl_->tails.size(); ++i)
+    check(XGBoosterSaveModel(impl_->tails[i].booster->get(), (dir / cpu_tail_file(i)).c_str()), "XGBoosterSaveModel");
   std::ofstream out(dir / "metadata.json");
   out << metadata_to_json(impl_->metadata).dump(2) << "\n";
   if (!out) throw ModelError((dir / "metadata.json").string() + ": write failed", false);
@@ -620,6 +714,20 @@ QuantileModel QuantileModel::load(const std::filesystem::path& dir, int threads)
   if (features != expected.size())
     throw ModelError(model_path.string() + ": booster has " + std::to_string(features) + " features, metadata lists " +
                          std::to_string(expected.size()), true);
+  for (size_t i = 0; i < meta.cpu_tail_quantiles.size(); ++i) {
+    const auto path = dir / cpu_tail_file(i);
+    if (!std::filesystem::is_regular_file(path))
+      throw ModelError(path.string() + ": no such file (metadata.json lists " + std::to_string(meta.cpu_tail_quantiles.size()) +
+                           " CPU tail boosters)", true);
+    auto tail = std::make_unique<XgbBooster>();
+    tail->set("nthread", std::to_string(hardware_threads(threads)));
+    check(XGBoosterLoadModel(tail->get(), path.c_str()), "XGBoosterLoadModel");
+    check(XGBoosterGetNumFeature(tail->get(), &features), "XGBoosterGetNumFeature");
+    if (features != expected.size())
+      throw ModelError(path.string() + ": booster has " + std::to_string(features) + " features, metadata lists " +
+                           std::to_string(expected.size()), true);
+    model.impl_->tails.push_back({std::move(tail), nullptr});
+  }
   model.impl_->metadata = std::move(meta);
   model.impl_->inputs = expected.size();
   model.impl_->finish();
@@ -627,23 +735,8 @@ QuantileModel QuantileModel::load(const std::filesystem::path& dir, int threads)
 }
 
 void QuantileModel::predict_raw(const float* inputs, size_t n, std::vector<float>& out) const {
-  out.clear();
-  if (n == 0) return;
-  if (!loaded()) throw ModelError("model not loaded", false);
-  char array[160];
-  std::snprintf(array, sizeof array,
-                R"({"data": [%llu, true], "shape": [%zu, %zu], "typestr": "<f4", "version": 3})",
-                static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(inputs)), n, impl_->inputs);
-  static constexpr const char* kConfig =
-      R"({"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false, "cache_id": 0, "missing": NaN})";
-  const bst_ulong* shape = nullptr;
-  bst_ulong dim = 0;
-  const float* result = nullptr;
-  // Below a few hundred rows OpenMP start-up and synchronisation cost more than they save.
-  const XgbBooster& booster = n <= 512 ? *impl_->single : *impl_->booster;
-  check(XGBoosterPredictFromDense(booster.get(), array, kConfig, nullptr, &shape, &dim, &result),
-        "XGBoosterPredictFromDense");
-  out.assign(result, result + n);
+  if (n > 0 && !loaded()) throw ModelError("model not loaded", false);
+  predict_dense(*impl_->booster, *impl_->single, inputs, n, impl_->inputs, out);
 }
 
 bool QuantileModel::needs_baseline() const { return impl_->metadata.base == "vpa"; }
@@ -654,21 +747,31 @@ void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Pre
   if (corrects && (!base || base->size() != rows.size()))
     throw ModelError("this model corrects the VPA baseline: predict needs each row's VPA recommendation", false);
   const size_t cols = impl_->inputs;
-  std::vector<float> x(rows.size() * 2 * cols);
-  for (size_t i = 0; i < rows.size(); ++i) {
+  // Every CPU row, then every memory row: the tail boosters read the CPU half as it is.
+  const size_t n = rows.size();
+  std::vector<float> x(n * 2 * cols);
+  for (size_t i = 0; i < n; ++i) {
     if (rows[i].values.size() + 1 != cols) throw ModelError("feature row has the wrong width", false);
-    for (int m = 0; m < 2; ++m) {
-      float* dst = x.data() + (2 * i + static_cast<size_t>(m)) * cols;
+    for (size_t m = 0; m < 2; ++m) {
+      float* dst = x.data() + (m * n + i) * cols;
       std::copy(rows[i].values.begin(), rows[i].values.end(), dst);
       dst[cols - 1] = static_cast<float>(m);
     }
   }
-  std::vector<float> margins;
-  predict_raw(x.data(), rows.size() * 2, margins);
-  out.resize(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
+  std::vector<float> margins, tail;
+  predict_raw(x.data(), n * 2, margins);
+  out.assign(n, Prediction{});
+  for (size_t j = 0; j < impl_->tails.size(); ++j) {
+    predict_dense(*impl_->tails[j].booster, *impl_->tails[j].single, x.data(), n, cols, tail);
+    for (size_t i = 0; i < n; ++i) {
+      double cpu = tail[i];
+      if (corrects) cpu += base_margin_of((*base)[i].cpu_cores, rows[i].cpu_level, 0);
+      out[i].cpu_tail[j] = rows[i].cpu_level * std::exp(cpu);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
     // Trees only (base_score 0): the starting margin is added here, as training added it.
-    double cpu = margins[2 * i], memory = margins[2 * i + 1];
+    double cpu = margins[i], memory = margins[n + i];
     if (corrects) {
       cpu += base_margin_of((*base)[i].cpu_cores, rows[i].cpu_level, 0);
       memory += base_margin_of((*base)[i].memory_bytes, rows[i].memory_level, 1);
@@ -887,6 +990,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
   std::vector<Prediction> predictions;
   model.predict(rows, predictions, model.needs_baseline() ? &bases : nullptr);
   if (policy.risk_budget) spend_risk_budget(rows, predictions, model.metadata().budget_cpu_risk, model.metadata().budget_memory_risk);
+  const std::vector<double> forecast = pooled_forecast_cpu(predictions, model.metadata(), policy.forecast_cpu_risk);
   const std::vector<double> recent =
       policy.recent_cpu_days > 0
           ? pooled_recent_cpu(series, now, policy.recent_cpu_risk, static_cast<int64_t>(policy.recent_cpu_days * kSecondsPerDay))
@@ -899,6 +1003,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     r.raw = predictions[k];
     // At least the smallest recommendation: a day of zero usage must not zero the geometric blend.
     r.recent_cpu = std::isnan(recent[index[k]]) ? recent[index[k]] : std::max(recent[index[k]], policy.cpu_min);
+    r.forecast_cpu = forecast[k];
     const DistributionCheck far = policy.distribution_guard ? out_of_distribution(model.metadata(), rows[k]) : DistributionCheck{};
     r.out_of_distribution = far.cpu || far.memory;
     r.cpu_from_model = policy.cpu_from_model && !far.cpu;
@@ -911,7 +1016,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
       if (!b.has_history) b = vpa_recommend(series[index[k]], now);
       if (!r.cpu_from_model) cpu = b.cpu_cores * policy.baseline_cpu_margin;
       if (!r.memory_from_model) memory = b.memory_bytes * policy.baseline_memory_margin;
-      if (r.cpu_blended) cpu = blend_cpu(predictions[k].cpu_cores, b.cpu_cores, r.recent_cpu) * policy.blend_cpu_margin;
+      if (r.cpu_blended) cpu = blend_cpu_of(r, b.cpu_cores) * policy.blend_cpu_margin;
       if (r.memory_blended) memory = blend_memory(predictions[k].memory_bytes, b.memory_bytes) * policy.blend_memory_margin;
     }
     const double floor = memory_request_floor(series[index[k]], now, policy.memory_request_floor_days);
@@ -921,8 +1026,12 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
     r.memory_bytes = round_up_clamped(memory, policy.memory_min, policy.memory_max, policy.memory_step);
     r.confidence = confidence_of(rows[k]);
     // Why the baseline: "gate" (the model lost the training backtest) or "out_of_distribution".
-    if (r.cpu_blended)
-      r.explanation.push_back({std::isnan(r.recent_cpu) ? "cpu:blend:sqrt(model*vpa)" : "cpu:blend:(model*vpa)^1/4*recent^1/2", 0.0});
+    if (r.cpu_blended) {
+      const char* model_part = std::isnan(r.forecast_cpu) ? "model" : "forecast";
+      r.explanation.push_back({std::isnan(r.recent_cpu) ? std::string("cpu:blend:sqrt(") + model_part + "*vpa)"
+                                                        : std::string("cpu:blend:(") + model_part + "*vpa)^1/4*recent^1/2",
+                               0.0});
+    }
     if (r.memory_blended) r.explanation.push_back({"memory:blend:sqrt(model*vpa)", 0.0});
     if (!r.cpu_from_model) r.explanation.push_back({far.cpu ? "cpu:baseline:out_of_distribution" : "cpu:baseline:gate", 0.0});
     if (!r.memory_from_model)
@@ -943,6 +1052,23 @@ double blend_cpu(double prediction, double vpa, double recent) {
 }
 
 double blend_memory(double prediction, double vpa) { return std::sqrt(prediction * vpa); }
+
+double blend_cpu_of(const Recommendation& r, double vpa) {
+  return blend_cpu(std::isnan(r.forecast_cpu) ? r.raw.cpu_cores : r.forecast_cpu, vpa, r.recent_cpu);
+}
+
+std::vector<double> pooled_forecast_cpu(const std::vector<Prediction>& predictions, const ModelMetadata& metadata,
+                                        double risk) {
+  const auto& q = metadata.cpu_tail_quantiles;
+  if (q.empty() || risk <= 0) return std::vector<double>(predictions.size(), std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::vector<ExceedancePoint>> forecasts(predictions.size());
+  for (size_t i = 0; i < predictions.size(); ++i) {
+    auto& f = forecasts[i];
+    f.push_back({1 - metadata.cpu_quantile, predictions[i].cpu_cores});
+    for (size_t j = 0; j < q.size() && j < kMaxCpuTails; ++j) f.push_back({1 - q[j], predictions[i].cpu_tail[j]});
+  }
+  return pooled_forecast_levels(forecasts, risk);
+}
 
 double memory_request_floor(const UsageSeries& series, int64_t now, double days) {
   if (days <= 0) return 0;  // off

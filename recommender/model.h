@@ -17,6 +17,7 @@
 // that does not match this build (feature names/order, objective, schema).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -86,6 +87,11 @@ struct TrainOptions {
   // the model's metadata. Memory on: chosen on July 2013 days 17-20. CPU off by default: 0.1
   // (the best on those days) helped July and Azure but cost Google 3 points (docs/recommender.md).
   double budget_cpu_risk = 0, budget_memory_risk = 0.01;
+  // CPU tail forecasts: one more booster per quantile (at most kMaxCpuTails), trained like the
+  // main one at that quantile (CPU and memory rows, early stopping of its own), that only predicts
+  // CPU rows. With the main CPU quantile they describe each series' next day for
+  // pooled_forecast_cpu. Empty: none.
+  std::vector<double> cpu_tail_quantiles{0.8, 0.95, 0.99};
   std::function<void(const TrainProgress&)> progress;  // after each round
 };
 
@@ -133,14 +139,22 @@ struct ModelMetadata {
   // above them, spent across the series of a batch where it saves the most; 0 = off (older
   // models: the bare prediction).
   double budget_cpu_risk = 0, budget_memory_risk = 0;
+  // CPU tail forecasts (TrainOptions::cpu_tail_quantiles): quantile and rounds of each booster,
+  // saved as cpu-tail-<i>.json beside model.json; empty in older models.
+  std::vector<double> cpu_tail_quantiles;
+  std::vector<int> cpu_tail_rounds;
   std::string xgboost_version, created_at;
 };
 
 std::vector<std::string> model_inputs();  // feature_names() + "target_is_memory"
 
+inline constexpr size_t kMaxCpuTails = 4;
+
 struct Prediction {
   double cpu_cores = 0;
   double memory_bytes = 0;
+  // The CPU tail forecasts, in metadata().cpu_tail_quantiles order (0 past its size).
+  std::array<double, kMaxCpuTails> cpu_tail{};
 };
 
 struct Contribution {
@@ -168,6 +182,9 @@ class QuantileModel {
   // Records input_low/high from `series` at the origins of this model's training period (for
   // a model trained before the guard existed; train() records them itself).
   void record_input_ranges(const std::vector<UsageSeries>& series);
+  // Takes `donor`'s CPU tail boosters (and their metadata) in place of this model's own: how a
+  // model trained before the tails existed gets them (train --from-model) without new main trees.
+  void adopt_cpu_tails(QuantileModel&& donor);
   std::string version() const;  // "xgb-" + hash of the model JSON
   bool loaded() const;
 
@@ -203,6 +220,9 @@ struct RecommendationPolicy {
   // The CPU blend's third part: the pooled recent CPU level (pooled_recent_cpu) of the last
   // `recent_cpu_days` at `recent_cpu_risk`. 0 days: the CPU blend is sqrt(prediction x VPA).
   double recent_cpu_days = 1, recent_cpu_risk = 0.05;
+  // The CPU blend's model part: the pooled forecast level (pooled_forecast_cpu) at this risk, for
+  // a model with tail forecasts; 0: the raw prediction.
+  double forecast_cpu_risk = 0.05;
   // Series whose features lie far outside the training data get the baseline (out_of_distribution).
   bool distribution_guard = true;
   // A container with less history than this, or none in this long before now (new, or back
@@ -254,6 +274,12 @@ double memory_request_floor(const UsageSeries& series, int64_t now, double days)
 // sqrt(prediction x VPA). The model corrects VPA's level; the fleet's last day says how each
 // series' tail is best traded against the others'.
 double blend_cpu(double prediction, double vpa, double recent);
+// Per prediction, the CPU level its forecast distribution (the main CPU quantile and the tail
+// forecasts) bears when the batch spends one pooled `risk` (pooled_forecast_levels): a series whose
+// tail forecasts lie far above its median takes its median, a tight one its 99th percentile. The
+// blend's model part when present (Recommendation::forecast_cpu). All NaN for a model without tails.
+std::vector<double> pooled_forecast_cpu(const std::vector<Prediction>& predictions, const ModelMetadata& metadata,
+                                        double risk);
 double blend_memory(double prediction, double vpa);
 
 // Clamp to [min, max], then round up to a multiple of step (down if that passes max).
@@ -272,7 +298,12 @@ struct Recommendation {
   bool out_of_distribution = false;
   bool memory_at_request = false;  // raised to the request: new or back after a pause (memory_request_floor)
   double recent_cpu = std::numeric_limits<double>::quiet_NaN();  // pooled_recent_cpu, >= cpu_min; NaN: none or off
+  double forecast_cpu = std::numeric_limits<double>::quiet_NaN();  // pooled_forecast_cpu; NaN: no tails
 };
+
+// The CPU blend of a recommendation with the VPA baseline's CPU `vpa`: blend_cpu of its pooled
+// forecast (else its raw prediction) and its recent level. What `recommend` and `evaluate` blend.
+double blend_cpu_of(const Recommendation& r, double vpa);
 
 // From history before `now`; falls back to cold_start_recommendation() with no history.
 // Per resource: model prediction x margin, or (policy/gate, out of distribution) the VPA

@@ -208,14 +208,37 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--risk-budget", *budget,
                   "pooled risk CPU,MEMORY the raw predictions spend per batch, series by series (0 = off; default 0,0.01)")
       ->delimiter(',')->expected(2);
+  auto tails = std::make_shared<std::string>("0.8,0.95,0.99");
+  cmd->add_option("--cpu-tails", *tails,
+                  "CPU quantiles Q1,Q2,.. of one more booster each: the tail of the next day's forecast the CPU blend "
+                  "spends the pooled risk on (at most 4; default 0.8,0.95,0.99; 'none': no tail boosters)");
   auto from_model = std::make_shared<std::string>();
   cmd->add_option("--from-model", *from_model,
-                  "no boosting: load this model and redo the end of training only (input ranges over its training "
-                  "period, calibration and gate on its validation days), e.g. for a model trained by an older build");
+                  "no new main trees: load this model and redo the end of training only (input ranges over its "
+                  "training period, calibration and gate on its validation days; CPU tail boosters when it has none), "
+                  "e.g. for a model trained by an older build");
   cmd->callback([=, &exit_code] {
     run("train", exit_code, [&] {
       TrainOptions options = *o;
       options.vpa_base = *base == "vpa";
+      options.cpu_tail_quantiles.clear();
+      if (*tails != "none") {
+        std::istringstream list(*tails);
+        for (std::string item; std::getline(list, item, ',');) {
+          size_t used = 0;
+          double q = 0;
+          try {
+            q = std::stod(item, &used);
+          } catch (const std::exception&) {
+            used = 0;
+          }
+          if (used == 0 || used != item.size() || !(q > 0 && q < 1))
+            throw InputError("--cpu-tails: '" + item + "' is not a quantile in (0, 1) (or give 'none')");
+          options.cpu_tail_quantiles.push_back(q);
+        }
+        if (options.cpu_tail_quantiles.size() > kMaxCpuTails)
+          throw InputError("--cpu-tails: at most " + std::to_string(kMaxCpuTails) + " quantiles");
+      }
       for (double v : *budget)
         if (!(v >= 0 && v < 1)) throw InputError("--risk-budget: each risk must be in [0, 1)");
       options.budget_cpu_risk = (*budget)[0], options.budget_memory_risk = (*budget)[1];
@@ -249,6 +272,10 @@ void add_train(CLI::App& app, int& exit_code) {
         model = QuantileModel::load(*from_model);
         // The guard's ranges describe the data the model was trained on: kept when recorded.
         if (model.metadata().input_low.empty()) model.record_input_ranges(series);
+        // A model from before the CPU tail forecasts gets them, trained on these --train-days
+        // (the main trees stay as they are; a throw-away main booster is trained beside them).
+        if (model.metadata().cpu_tail_quantiles.empty() && !options.cpu_tail_quantiles.empty())
+          model.adopt_cpu_tails(QuantileModel::train(series, options));
         model.set_risk_budget(options.budget_cpu_risk, options.budget_memory_risk);
       }
       if (tty()) std::cerr << "\n";
@@ -269,7 +296,7 @@ void add_train(CLI::App& app, int& exit_code) {
                 << std::setprecision(2) << meta.calibrated_cpu_margin << " (5% of windows above), memory "
                 << meta.calibrated_memory_margin << " (1%)\n";
       struct Named { const char* name; const ModelMetadata::Gate* gate; const char* blend; };
-      for (const auto& [name, gate, blend] : {Named{"cpu", &meta.cpu_gate, "blend (model x vpa)^1/4 x recent^1/2"},
+      for (const auto& [name, gate, blend] : {Named{"cpu", &meta.cpu_gate, meta.cpu_tail_quantiles.empty() ? "blend (model x vpa)^1/4 x recent^1/2" : "blend (forecast x vpa)^1/4 x recent^1/2"},
                                               Named{"memory", &meta.memory_gate, "blend sqrt(model x vpa)"}})
         std::cout << "gate " << name << ": " << (gate->use_blend ? blend : gate->use_model ? "model" : "baseline (vpa)")
                   << " wins on validation days " << first << "-" << last_day << " at matched risk: slack model "
@@ -278,12 +305,17 @@ void add_train(CLI::App& app, int& exit_code) {
                   << gate->baseline_margin << ", blend margin " << gate->blend_margin << ")\n";
       model.save(*out);
       const auto& m = model.metadata();
-      std::cout << (from_model->empty() ? "trained " : "re-gated (no boosting) ") << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
+      std::cout << (from_model->empty() ? "trained " : "re-gated (no new main trees) ") << model.version() << " in " << std::fixed << std::setprecision(1) << seconds_since(started)
                 << " s: " << m.rounds << " rounds, " << m.rows_train << " training / " << m.rows_valid
                 << " validation origins from " << m.series << " series (" << m.samples << " samples), "
-                << format_utc(m.train_begin) << " .. " << format_utc(m.train_end) << "\n"
+                << format_utc(m.train_begin) << " .. " << format_utc(m.train_end) << "\n";
+      for (size_t i = 0; i < m.cpu_tail_quantiles.size(); ++i)
+        std::cout << (i == 0 ? "cpu tail boosters (quantile: rounds): " : ", ") << std::defaultfloat << std::setprecision(3)
+                  << m.cpu_tail_quantiles[i] << ": " << m.cpu_tail_rounds[i] << (i + 1 == m.cpu_tail_quantiles.size() ? "\n" : "") << std::fixed;
+      std::cout
                 << "validation pinball (log space): cpu " << std::setprecision(4) << m.valid_loss_cpu << ", memory "
-                << m.valid_loss_memory << "\nwrote " << (std::filesystem::path(*out) / "model.json").string() << " and "
+                << m.valid_loss_memory << "\nwrote " << (std::filesystem::path(*out) / "model.json").string() << ", "
+                << m.cpu_tail_quantiles.size() << " CPU tail boosters and "
                 << (std::filesystem::path(*out) / "metadata.json").string() << "\n";
     });
   });

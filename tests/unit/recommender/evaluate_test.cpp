@@ -289,16 +289,22 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   // The decision and its numbers are the backtest's: raw model vs VPA at matched risk.
   EXPECT_DOUBLE_EQ(m.cpu_gate.model_slack, e.methods[4].cpu.matched_slack);
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_slack, e.methods[1].cpu.matched_slack);
-  EXPECT_DOUBLE_EQ(m.cpu_gate.blend_slack, e.methods[5].cpu.matched_slack);
+  // The CPU blend is never cut below itself: one that met the risk with room to spare (matched
+  // margin < 1) ships at margin 1 and is judged by its slack there.
+  const ResourceScore& cpu_blend = e.methods[5].cpu;
+  EXPECT_DOUBLE_EQ(m.cpu_gate.blend_slack, cpu_blend.matched_margin < 1 ? cpu_blend.slack : cpu_blend.matched_slack);
+  EXPECT_DOUBLE_EQ(m.cpu_gate.blend_margin, std::max(1.0, cpu_blend.matched_margin));
   const auto& g = m.cpu_gate;
-  EXPECT_EQ(g.use_blend, g.blend_margin >= 1 && g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
+  EXPECT_EQ(g.use_blend, g.blend_slack < g.model_slack && g.blend_slack < g.baseline_slack);
   EXPECT_EQ(g.use_model, g.use_blend || g.model_slack < g.baseline_slack);
   // Memory spends a risk budget (train's default): its prediction ships only blended with VPA,
   // and the blend only has to beat VPA (the budgeted prediction alone is no level to beat).
   ASSERT_GT(m.budget_memory_risk, 0);
   EXPECT_EQ(m.memory_gate.use_model, m.memory_gate.use_blend);
   const auto& mg = m.memory_gate;
-  EXPECT_EQ(mg.use_blend, mg.blend_margin >= 1 && mg.blend_slack < mg.baseline_slack);
+  // A memory blend is a candidate only at a matched margin >= 1 (the rule before the CPU blend could
+  // ship at 1 with room to spare; an OOM kill costs more than throttling).
+  EXPECT_EQ(mg.use_blend, e.methods[5].memory.matched_margin >= 1 && mg.blend_slack < mg.baseline_slack);
   // The fallback never cuts below VPA's own target.
   EXPECT_DOUBLE_EQ(m.cpu_gate.baseline_margin, std::max(1.0, e.methods[1].cpu.matched_margin));
   EXPECT_DOUBLE_EQ(m.calibrated_cpu_margin, e.methods[4].cpu.matched_margin);
@@ -321,8 +327,9 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_DOUBLE_EQ(r.memory_bytes, round_up_clamped(predicted[0].memory_bytes * policy.memory_margin, policy.memory_min,
                                                     policy.memory_max, policy.memory_step));
   EXPECT_EQ(r.explanation.at(0).feature, "cpu:baseline:gate");
-  // The blend: (prediction x VPA)^1/4 x recent^1/2 x its margin, for CPU only; recent is the
-  // series' pooled recent level (alone in its batch: the whole 5% budget on its own last day).
+  // The blend: (forecast x VPA)^1/4 x recent^1/2 x its margin, for CPU only; forecast is the series'
+  // pooled forecast level (its median and tail forecasts) and recent its pooled recent level (alone
+  // in its batch, each spends the whole 5% budget on the series itself).
   ModelMetadata::Gate mixed = m.cpu_gate;
   mixed.use_model = mixed.use_blend = true, mixed.blend_margin = 1.2;
   QuantileModel blended = QuantileModel::train(data, [] {
@@ -336,13 +343,20 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   const Recommendation b = recommend(blended, data[2], t, mix_policy, 0);
   EXPECT_TRUE(b.cpu_blended);
   EXPECT_FALSE(b.memory_blended);
-  const double p = blended.predict(compute_features(data[2], t)).cpu_cores;
+  ASSERT_EQ(blended.metadata().cpu_tail_quantiles, (std::vector<double>{0.8, 0.95, 0.99})) << "trained by default";
+  const Prediction forecast = blended.predict(compute_features(data[2], t));
+  const double p = pooled_forecast_cpu({forecast}, blended.metadata(), 0.05).front();
+  EXPECT_DOUBLE_EQ(b.forecast_cpu, p);
+  // Within a 5% budget of its own, the series takes its 95th-percentile forecast (raised to any
+  // lower forecast crossing it), or its 99th when that is the cheaper point of the hull.
+  const double upto95 = std::max({forecast.cpu_cores, forecast.cpu_tail[0], forecast.cpu_tail[1]});
+  EXPECT_TRUE(p == upto95 || p == std::max(upto95, forecast.cpu_tail[2])) << p;
   const double recent = pooled_recent_cpu({data[2]}, t, 0.05).front();
   ASSERT_TRUE(std::isfinite(recent));
   EXPECT_DOUBLE_EQ(b.recent_cpu, recent);
   const double v = vpa_recommend(data[2], t).cpu_cores;
   EXPECT_DOUBLE_EQ(b.cpu_cores, round_up_clamped(std::pow(p * v, 0.25) * std::sqrt(recent) * 1.2, 0.01, 64, 0.005));
-  EXPECT_EQ(b.explanation.at(0).feature, "cpu:blend:(model*vpa)^1/4*recent^1/2");
+  EXPECT_EQ(b.explanation.at(0).feature, "cpu:blend:(forecast*vpa)^1/4*recent^1/2");
   // A day without CPU use does not zero the blend: the recent part is at least the 10m minimum.
   UsageSeries idle = data[2];
   for (auto& x : idle.samples)
@@ -353,11 +367,11 @@ TEST(Gate, TrainBacktestDecidesAndRecommendFollows) {
   EXPECT_TRUE(quiet.cpu_blended);
   EXPECT_DOUBLE_EQ(pooled_recent_cpu({idle}, t, 0.05).front(), 0.0);
   EXPECT_DOUBLE_EQ(quiet.recent_cpu, mix_policy.cpu_min);
-  const double quiet_p = blended.predict(compute_features(idle, t)).cpu_cores;
+  const double quiet_p = pooled_forecast_cpu({blended.predict(compute_features(idle, t))}, blended.metadata(), 0.05).front();
   EXPECT_DOUBLE_EQ(quiet.cpu_cores, round_up_clamped(std::pow(quiet_p * vpa_recommend(idle, t).cpu_cores, 0.25) *
                                                          std::sqrt(mix_policy.cpu_min) * 1.2, 0.01, 64, 0.005));
   EXPECT_GT(quiet.cpu_cores, mix_policy.cpu_min);
-  // Without the recent part (recent_cpu_days 0), the blend is sqrt(prediction x VPA).
+  // Without the recent part (recent_cpu_days 0), the blend is sqrt(forecast x VPA).
   RecommendationPolicy two_way = mix_policy;
   two_way.recent_cpu_days = 0;
   const Recommendation b2 = recommend(blended, data[2], t, two_way, 0);

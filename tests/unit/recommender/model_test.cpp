@@ -152,13 +152,89 @@ TEST(Model, SaveLoadRoundTripAndBatch) {
   for (size_t i = 0; i < rows.size(); ++i) {
     EXPECT_EQ(a[i].cpu_cores, b[i].cpu_cores);
     EXPECT_EQ(a[i].memory_bytes, b[i].memory_bytes);
+    EXPECT_EQ(a[i].cpu_tail, b[i].cpu_tail);
     const Prediction one = loaded.predict(rows[i]);  // single row == batch row
     EXPECT_EQ(one.cpu_cores, b[i].cpu_cores);
+    EXPECT_EQ(one.cpu_tail, b[i].cpu_tail);
+  }
+  // The tail boosters are files of their own, listed in the metadata.
+  EXPECT_EQ(loaded.metadata().cpu_tail_quantiles, model.metadata().cpu_tail_quantiles);
+  EXPECT_EQ(loaded.metadata().cpu_tail_rounds, model.metadata().cpu_tail_rounds);
+  std::filesystem::remove(dir / "cpu-tail-2.json");
+  try {
+    QuantileModel::load(dir);
+    ADD_FAILURE() << "loaded a model with a tail booster missing";
+  } catch (const ModelError& e) {
+    EXPECT_TRUE(e.bad_input());
+    EXPECT_NE(std::string(e.what()).find("cpu-tail-2.json: no such file"), std::string::npos) << e.what();
   }
   // Contributions: top 3, no indicator.
   const auto ex = loaded.explain(rows[0], false, 3);
   EXPECT_EQ(ex.size(), 3u);
   for (const auto& c : ex) EXPECT_NE(c.feature, "target_is_memory");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Model, TailForecastsDescribeTheNextDayAndCanBeOff) {
+  const auto& model = trained();
+  const auto& m = model.metadata();
+  ASSERT_EQ(m.cpu_tail_quantiles, (std::vector<double>{0.8, 0.95, 0.99}));
+  ASSERT_EQ(m.cpu_tail_rounds.size(), 3u);
+  for (int r : m.cpu_tail_rounds) EXPECT_GE(r, 1);
+  // Over many series, a higher quantile forecasts a higher level (each booster learned its own).
+  auto test = synthetic(16, 6, 21);
+  std::vector<FeatureRow> rows;
+  for (const auto& s : test) rows.push_back(compute_features(s, kStart + 5 * kSecondsPerDay));
+  std::vector<Prediction> p;
+  model.predict(rows, p);
+  double spread[2] = {0, 0};  // log(q95 / q80), log(q99 / q95)
+  for (const auto& x : p)
+    for (size_t j = 0; j < 2; ++j) spread[j] += std::log(x.cpu_tail[j + 1] / x.cpu_tail[j]) / static_cast<double>(p.size());
+  EXPECT_GT(spread[0], 0);
+  EXPECT_GT(spread[1], 0);
+  EXPECT_EQ(p[0].cpu_tail[3], 0) << "past the tails in use";
+  // The pooled level of each series is one of its forecast points (the main quantile's and the
+  // tails', each raised to those of lower quantiles where they cross).
+  const auto levels = pooled_forecast_cpu(p, m, 0.05);
+  ASSERT_EQ(levels.size(), p.size());
+  for (size_t i = 0; i < p.size(); ++i) {
+    std::vector<std::pair<double, double>> points{{m.cpu_quantile, p[i].cpu_cores}};
+    for (size_t j = 0; j < 3; ++j) points.push_back({m.cpu_tail_quantiles[j], p[i].cpu_tail[j]});
+    std::sort(points.begin(), points.end());
+    std::vector<double> allowed;
+    double top = 0;
+    for (const auto& [q, level] : points) allowed.push_back(top = std::max(top, level));
+    EXPECT_TRUE(std::find(allowed.begin(), allowed.end(), levels[i]) != allowed.end()) << i << ": " << levels[i];
+  }
+  EXPECT_TRUE(std::isnan(pooled_forecast_cpu(p, m, 0).front())) << "risk 0: off";
+  // Without tail boosters: no tail files, no pooled forecast, and the CPU blend uses the raw prediction.
+  TrainOptions o = fast_options();
+  o.cpu_tail_quantiles.clear();
+  o.max_rounds = 20;
+  const QuantileModel plain = QuantileModel::train(synthetic(8, 10, 11), o);
+  EXPECT_TRUE(plain.metadata().cpu_tail_quantiles.empty());
+  const auto dir = std::filesystem::temp_directory_path() / ("sizeguard-plain-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  plain.save(dir);
+  EXPECT_FALSE(std::filesystem::exists(dir / "cpu-tail-1.json"));
+  EXPECT_TRUE(QuantileModel::load(dir).metadata().cpu_tail_quantiles.empty());
+  std::vector<Prediction> q;
+  plain.predict(rows, q);
+  EXPECT_TRUE(std::isnan(pooled_forecast_cpu(q, plain.metadata(), 0.05).front()));
+  Recommendation r;
+  r.raw = q[0], r.recent_cpu = 0.5;
+  EXPECT_DOUBLE_EQ(blend_cpu_of(r, 2.0), blend_cpu(q[0].cpu_cores, 2.0, 0.5));
+  r.forecast_cpu = 3.0;
+  EXPECT_DOUBLE_EQ(blend_cpu_of(r, 2.0), blend_cpu(3.0, 2.0, 0.5));
+  // A tail quantile outside (0, 1), or too many tails, in the metadata is refused.
+  for (const char* tails : {R"([{"quantile": 1.5, "rounds": 3}])", R"([{"quantile": 0.9, "rounds": 3}, {"quantile": 0.9, "rounds": 3}, {"quantile": 0.9, "rounds": 3}, {"quantile": 0.9, "rounds": 3}, {"quantile": 0.9, "rounds": 3}])"}) {
+    std::ifstream in(dir / "metadata.json");
+    auto meta = nlohmann::json::parse(in);
+    in.close();
+    meta["cpu_tails"] = nlohmann::json::parse(tails);
+    std::ofstream(dir / "metadata.json") << meta.dump();
+    EXPECT_THROW(QuantileModel::load(dir), ModelError) << tails;
+  }
   std::filesystem::remove_all(dir);
 }
 
