@@ -390,9 +390,9 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     // that met the target risk with room to spare (the pooled forecast is a 5% level already) ships
     // at margin 1 and is judged by its slack there; a memory blend then is no candidate, as before.
     const bool blend_at_one = std::isfinite(mix.matched_margin) && mix.matched_margin < 1;
-    const double mix_slack = blend_at_one ? mix.slack : mix.matched_slack;
+    const double mix_slack = blend_at_one && may_ship_at_one ? mix.slack : mix.matched_slack;
     g.blend_slack = std::isfinite(mix_slack) ? mix_slack : 0;
-    g.blend_margin = std::max(1.0, margin(mix.matched_margin, 1));
+    g.blend_margin = may_ship_at_one ? std::max(1.0, margin(mix.matched_margin, 1)) : margin(mix.matched_margin, 1);
     // The fallback is VPA as Kubernetes ships it, or more where that under-provisioned on these
     // days: never cut below VPA's own target (a margin < 1 tuned on one fleet under-provisions
     // another: 0.71 on July memory left 98% of Alibaba's memory windows above).

@@ -63,7 +63,8 @@ void BM_PredictSingleContainer(benchmark::State& state) {
 }
 BENCHMARK(BM_PredictSingleContainer);
 
-// Batch of N containers (2N model rows), one in-place XGBoost call.
+// Batch of N containers: 2N rows through the main booster, N CPU rows through the merged tail
+// boosters (when the model has them): two in-place XGBoost calls.
 void BM_PredictBatch(benchmark::State& state) {
   const auto& m = model();
   const auto batch = rows(static_cast<size_t>(state.range(0)));
@@ -118,6 +119,20 @@ void BM_PooledRecentCpu(benchmark::State& state) {
       benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_PooledRecentCpu)->Arg(16)->Arg(4096)->UseRealTime();
+
+// The CPU blend's pooled forecast level over a batch of N predictions (four forecast points each):
+// a small hull per series, then a bisection over the batch.
+void BM_PooledForecastCpu(benchmark::State& state) {
+  const auto& m = model();
+  std::vector<Prediction> predicted;
+  m.predict(rows(static_cast<size_t>(state.range(0))), predicted);
+  for (auto _ : state) benchmark::DoNotOptimize(pooled_forecast_cpu(predicted, m.metadata(), 0.05));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["us_per_container"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * state.range(0)), benchmark::Counter::kIsRate | benchmark::Counter::kInvert,
+      benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_PooledForecastCpu)->Arg(16)->Arg(4096)->UseRealTime();
 
 }  // namespace
 }  // namespace sizeguard

@@ -31,7 +31,7 @@ for resource in ("cpu", "memory"):
     assert slack["model"][resource] <= slack["vpa"][resource] + 0.005, (resource, slack)
 assert slack["model"]["memory"] < slack["vpa"]["memory"], slack
 assert slack["model"]["cpu"] < slack["vpa"]["cpu"], slack
-# The default model's gate: CPU from the blend (model x VPA)^1/4 x recent^1/2, memory from the model.
+# The default model's gate: CPU from the blend (forecast x VPA)^1/4 x recent^1/2, memory from the model.
 assert e["shipped"]["cpuBlend"] is True and e["shipped"]["memoryFromModel"] is True, e["shipped"]
 # At the shipped margins, within a point of the 5% / 1% targets.
 under = {m["name"]: (m["cpu"]["under"], m["memory"]["under"]) for m in e["methods"]}
