@@ -13,8 +13,10 @@
 // so each tree is a gradient step toward the quantile. Rows are weighted by
 // (level / floor)^size_weight_power. Early stopping on the validation pinball loss (the
 // latest days of the training period).
-// Saved as <dir>/model.json (XGBoost JSON) + <dir>/metadata.json; load() refuses metadata
-// that does not match this build (feature names/order, objective, schema).
+// CPU tail boosters (TrainOptions::cpu_tail_quantiles), trained the same way at higher quantiles,
+// forecast the rest of each series' next day for pooled_forecast_cpu.
+// Saved as <dir>/model.json (XGBoost JSON), <dir>/cpu-tail-<i>.json + <dir>/metadata.json; load()
+// refuses metadata that does not match this build (feature names/order, objective, schema).
 #pragma once
 
 #include <array>
@@ -185,7 +187,7 @@ class QuantileModel {
   // Takes `donor`'s CPU tail boosters (and their metadata) in place of this model's own: how a
   // model trained before the tails existed gets them (train --from-model) without new main trees.
   void adopt_cpu_tails(QuantileModel&& donor);
-  std::string version() const;  // "xgb-" + hash of the model JSON
+  std::string version() const;  // "xgb-" + hash of the boosters' JSON (main, then tails)
   bool loaded() const;
 
   // Batch prediction (one in-place XGBoost call for all rows). A model with base "vpa" needs
