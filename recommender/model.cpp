@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -789,10 +790,34 @@ void QuantileModel::predict(const std::vector<FeatureRow>& rows, std::vector<Pre
     }
   }
   std::vector<float> margins, tail;
-  predict_raw(x.data(), n * 2, margins);
+  const size_t k = impl_->tails.size();
+  auto predict_tails = [&] { predict_dense(*impl_->tails_merged, *impl_->tails_single, x.data(), n, cols, tail, k); };
+  // Batches of 16-256 containers predict the tails on a second thread beside the main booster
+  // (both single-threaded there): from 16 containers on, a thread costs less than the tails' trees
+  // (BM_PredictBatch: 16 containers 13 -> 11.6 us each, 256: 11.4 -> 7.5 us).
+  if (k > 0 && n >= 16 && n * 2 <= 512 && impl_->threads > 1) {
+    std::exception_ptr failed;
+    std::thread beside([&] {
+      try {
+        predict_tails();
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    });
+    try {
+      predict_raw(x.data(), n * 2, margins);
+    } catch (...) {
+      beside.join();
+      throw;
+    }
+    beside.join();
+    if (failed) std::rethrow_exception(failed);
+  } else {
+    predict_raw(x.data(), n * 2, margins);
+    if (k > 0) predict_tails();
+  }
   out.assign(n, Prediction{});
-  if (const size_t k = impl_->tails.size(); k > 0) {
-    predict_dense(*impl_->tails_merged, *impl_->tails_single, x.data(), n, cols, tail, k);
+  if (k > 0) {
     for (size_t i = 0; i < n; ++i)
       for (size_t j = 0; j < k; ++j) {
         double cpu = tail[i * k + j];

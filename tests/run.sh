@@ -8,7 +8,7 @@
 #   tests/run.sh --quick      stage 1 only
 #   tests/run.sh --sanitize   stage 2 only
 #   tests/run.sh --tsan       the concurrency tests (server, hot reload, budgets, GPU reservations, API client, watches,
-#                             background audit, buffered logs)
+#                             background audit, buffered logs, the tail boosters predicted beside the main one)
 #                             under ThreadSanitizer, build-tsan/
 #   --configure-only          install and configure the chosen stage's build, nothing else
 #                             (tests/fuzz/run.sh uses it with --sanitize)
@@ -138,7 +138,7 @@ run_tsan() {
   # XGBoost's OpenMP runtime is not instrumented: one thread keeps model loading visible.
   OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
     run_ctest "$dir" --timeout 900 \
-      -R '^(integration\.(server|hostile_clients|policy_reload|budget|gpu_reservations|kubeapi|watch|background_audit)_test\.|unit\.kube\.Metrics|unit\.recommender\.RecommendationStore|unit\.webhook\.(LargeReviewLane|LineWriter)|script\.(rightsizing_serve|cert_rotation)$)'
+      -R '^(integration\.(server|hostile_clients|policy_reload|budget|gpu_reservations|kubeapi|watch|background_audit)_test\.|unit\.kube\.Metrics|unit\.recommender\.(RecommendationStore|Model\.TailForecasts)|unit\.webhook\.(LargeReviewLane|LineWriter)|script\.(rightsizing_serve|cert_rotation)$)'
 }
 
 summary=()

@@ -193,6 +193,13 @@ TEST(Model, TailForecastsDescribeTheNextDayAndCanBeOff) {
   EXPECT_GT(spread[0], 0);
   EXPECT_GT(spread[1], 0);
   EXPECT_EQ(p[0].cpu_tail[3], 0) << "past the tails in use";
+  // A batch of 16 predicts its tails on a second thread: the same numbers as one row at a time.
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Prediction one = model.predict(rows[i]);
+    EXPECT_EQ(one.cpu_cores, p[i].cpu_cores);
+    EXPECT_EQ(one.memory_bytes, p[i].memory_bytes);
+    EXPECT_EQ(one.cpu_tail, p[i].cpu_tail);
+  }
   // The pooled level of each series is one of its forecast points (the main quantile's and the
   // tails', each raised to those of lower quantiles where they cross).
   const auto levels = pooled_forecast_cpu(p, m, 0.05);
