@@ -392,7 +392,8 @@ Evaluation decide_gate(const QuantileModel& model, ModelMetadata& meta, const st
     const bool blend_at_one = std::isfinite(mix.matched_margin) && mix.matched_margin < 1;
     const double mix_slack = blend_at_one && may_ship_at_one ? mix.slack : mix.matched_slack;
     g.blend_slack = std::isfinite(mix_slack) ? mix_slack : 0;
-    g.blend_margin = may_ship_at_one ? std::max(1.0, margin(mix.matched_margin, 1)) : margin(mix.matched_margin, 1);
+    const double mix_margin = margin(mix.matched_margin, 1);
+    g.blend_margin = may_ship_at_one ? std::max(1.0, mix_margin) : mix_margin;
     // The fallback is VPA as Kubernetes ships it, or more where that under-provisioned on these
     // days: never cut below VPA's own target (a margin < 1 tuned on one fleet under-provisions
     // another: 0.71 on July memory left 98% of Alibaba's memory windows above).

@@ -451,7 +451,7 @@ struct QuantileModel::Impl {
   size_t inputs = 0;
   int threads = 1;  // of the multi-threaded boosters
   // After train/load: the version hash (of every booster), the single-threaded copies and the merged tails.
-  void finish(int threads) {
+  void finish() {
     const std::string main = model_json(*booster);
     uint64_t hash = fnv1a(main.data(), main.size());
     single = booster_from_json(main, 1);
@@ -516,7 +516,7 @@ void QuantileModel::adopt_cpu_tails(QuantileModel&& donor) {
   impl_->tails = std::move(donor.impl_->tails);
   impl_->metadata.cpu_tail_quantiles = donor.impl_->metadata.cpu_tail_quantiles;
   impl_->metadata.cpu_tail_rounds = donor.impl_->metadata.cpu_tail_rounds;
-  impl_->finish(impl_->threads);
+  impl_->finish();
 }
 std::string QuantileModel::version() const { return impl_->version; }
 bool QuantileModel::loaded() const { return impl_ && impl_->booster != nullptr; }
@@ -693,7 +693,7 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   model.impl_->metadata = std::move(meta);
   model.impl_->inputs = cols;
   model.impl_->threads = threads;
-  model.impl_->finish(threads);
+  model.impl_->finish();
   return model;
 }
 
@@ -761,7 +761,7 @@ QuantileModel QuantileModel::load(const std::filesystem::path& dir, int threads)
   model.impl_->metadata = std::move(meta);
   model.impl_->inputs = expected.size();
   model.impl_->threads = hardware_threads(threads);
-  model.impl_->finish(model.impl_->threads);
+  model.impl_->finish();
   return model;
 }
 
