@@ -12,6 +12,7 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -279,14 +280,18 @@ struct Dataset {
 };
 
 // Feature ranges for the out-of-distribution guard: per feature the 0.5% and 99.5% quantiles
-// of the finite values over every other row of x (a CPU and a memory row share features).
-void input_ranges_of(const std::vector<float>& x, size_t width, std::vector<double>& low, std::vector<double>& high) {
+// of the finite values over every other row of x (a CPU and a memory row share features);
+// memory features only over the row pairs whose series measured memory (memory_known[pair]).
+void input_ranges_of(const std::vector<float>& x, size_t width, const std::vector<bool>& memory_known,
+                     std::vector<double>& low, std::vector<double>& high) {
   low.clear(), high.clear();
   const size_t rows = x.size() / width;
   std::vector<double> column;
   for (size_t f = 0; f < feature_count(); ++f) {
+    const bool memory_feature = feature_names()[f].starts_with("mem_");
     column.clear();
     for (size_t r = 0; r < rows; r += 2) {
+      if (memory_feature && !memory_known[r / 2]) continue;
       const float v = x[r * width + f];
       if (std::isfinite(v)) column.push_back(v);
     }
@@ -315,7 +320,8 @@ void add_rows(Dataset& d, const FeatureRow& row, const Targets& t, const UsageSe
     d.q.push_back(static_cast<float>(memory ? o.memory_quantile : o.cpu_quantile));
     // Raw size weight; normalised per resource to mean 1 once all rows are known.
     const double floor = memory ? kMemoryFloorBytes : kCpuFloorCores;
-    d.w.push_back(static_cast<float>(std::pow(level / floor, o.size_weight_power)));
+    // A CPU-only source's memory row teaches nothing: kept for the CPU/memory row pairing, weight 0.
+    d.w.push_back(memory && !s.has_memory ? 0.0f : static_cast<float>(std::pow(level / floor, o.size_weight_power)));
     if (memory) {
       d.labels.push_back(d.y.back());
     } else {
@@ -352,6 +358,21 @@ void normalise_weights(Dataset& d) {
     const double scale = static_cast<double>(n) / sum;
     for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) d.w[i] = static_cast<float>(d.w[i] * scale);
   }
+}
+
+// normalise_weights over each fleet's parts (one Dataset per series) together.
+void normalise_weights_per_fleet(std::vector<Dataset>& parts, const std::vector<int>& fleet_of) {
+  std::map<int, std::array<std::pair<double, size_t>, 2>> totals;  // fleet -> per resource (sum, rows)
+  for (size_t i = 0; i < parts.size(); ++i)
+    for (size_t r = 0; r < parts[i].rows(); ++r) {
+      auto& [sum, n] = totals[fleet_of[i]][r % 2];
+      sum += parts[i].w[r], ++n;
+    }
+  for (size_t i = 0; i < parts.size(); ++i)
+    for (size_t r = 0; r < parts[i].rows(); ++r) {
+      const auto& [sum, n] = totals[fleet_of[i]][r % 2];
+      if (sum > 0) parts[i].w[r] = static_cast<float>(parts[i].w[r] * static_cast<double>(n) / sum);
+    }
 }
 
 }  // namespace
@@ -496,6 +517,7 @@ void QuantileModel::record_input_ranges(const std::vector<UsageSeries>& series) 
   const ModelMetadata& m = impl_->metadata;
   const TrainOptions o;  // the default origin filters, as train() applies them
   std::vector<float> x;
+  std::vector<bool> memory_known;  // per row pair
   const size_t width = feature_count() + 1;
   for (const auto& s : series) {
     if (s.samples.empty()) continue;
@@ -507,10 +529,11 @@ void QuantileModel::record_input_ranges(const std::vector<UsageSeries>& series) 
         x.insert(x.end(), row.values.begin(), row.values.end());
         x.push_back(static_cast<float>(copy));
       }
+      memory_known.push_back(s.has_memory);
     }
   }
   if (x.empty()) throw ModelError("no training-period rows in the data to record input ranges from", true);
-  input_ranges_of(x, width, impl_->metadata.input_low, impl_->metadata.input_high);
+  input_ranges_of(x, width, memory_known, impl_->metadata.input_low, impl_->metadata.input_high);
 }
 void QuantileModel::adopt_cpu_tails(QuantileModel&& donor) {
   impl_->tails = std::move(donor.impl_->tails);
@@ -581,7 +604,7 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
       const ResourceSpec spec = spec_at(s, t);  // the request in force at the origin
       const double request_cpu = spec.cpu_request.value_or(0), request_mem = spec.memory_request.value_or(0);
       if (!valid && request_cpu > 0) d.cold_cpu.push_back(target.cpu / request_cpu);
-      if (!valid && request_mem > 0) d.cold_memory.push_back(target.memory / request_mem);
+      if (!valid && request_mem > 0 && s.has_memory) d.cold_memory.push_back(target.memory / request_mem);
     }
   };
   {
@@ -592,6 +615,10 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
         for (size_t i; (i = next++) < series.size();) build(i);
       });
     for (auto& t : pool) t.join();
+  }
+  if (!o.fleet_of_series.empty()) {
+    if (o.fleet_of_series.size() != series.size()) throw ModelError("fleet_of_series must name one fleet per series", true);
+    for (auto* parts : {&train_parts, &valid_parts}) normalise_weights_per_fleet(*parts, o.fleet_of_series);
   }
   Dataset train, valid;
   for (size_t i = 0; i < series.size(); ++i) train.append(train_parts[i]), valid.append(valid_parts[i]);
@@ -608,7 +635,9 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
   meta.rows_valid = valid.rows() / 2;
   if (!train.cold_cpu.empty()) meta.cold_cpu_request_ratio = quantile_of(train.cold_cpu, 0.9);
   if (!train.cold_memory.empty()) meta.cold_memory_request_ratio = quantile_of(train.cold_memory, 0.9);
-  input_ranges_of(train.x, meta.inputs.size(), meta.input_low, meta.input_high);
+  std::vector<bool> memory_known(train.rows() / 2);
+  for (size_t pair = 0; pair < memory_known.size(); ++pair) memory_known[pair] = train.w[2 * pair + 1] > 0;
+  input_ranges_of(train.x, meta.inputs.size(), memory_known, meta.input_low, meta.input_high);
 
   const size_t cols = meta.inputs.size();
   XgbDMatrix dtrain(train.x.data(), train.rows(), cols, threads);

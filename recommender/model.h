@@ -94,6 +94,10 @@ struct TrainOptions {
   // CPU rows. With the main CPU quantile they describe each series' next day for
   // pooled_forecast_cpu. Empty: none.
   std::vector<double> cpu_tail_quantiles{0.8, 0.95, 0.99};
+  // The fleet of each series (train --also: 0 = this cluster's data, k = the k-th other fleet);
+  // empty: one fleet. Row weights are normalised per fleet and resource, so a fleet counts by its
+  // rows, not by its scale (96-core hosts would otherwise outweigh a fleet of small VMs).
+  std::vector<int> fleet_of_series;
   std::function<void(const TrainProgress&)> progress;  // after each round
 };
 

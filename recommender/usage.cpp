@@ -20,6 +20,22 @@ size_t first_sample_at_or_after(const std::vector<UsageSample>& samples, int64_t
   return static_cast<size_t>(it - samples.begin());
 }
 
+int64_t lay_under(std::vector<UsageSeries>& series, int64_t begin, int64_t end, int64_t target_begin,
+                  int64_t target_end) {
+  constexpr int64_t kWeek = 7 * 86400;
+  const int64_t gap = target_end - end;
+  const int64_t shift = (gap >= 0 ? gap / kWeek : -((-gap + kWeek - 1) / kWeek)) * kWeek;  // floor
+  begin = std::max(begin, target_begin - shift), end = std::min(end, target_end - shift);
+  for (auto& s : series) {
+    std::erase_if(s.samples, [&](const UsageSample& x) { return x.timestamp < begin || x.timestamp >= end; });
+    for (auto& x : s.samples) x.timestamp += shift;
+    std::erase_if(s.spec_history, [&](const SpecChange& c) { return c.since >= end; });
+    for (auto& c : s.spec_history) c.since += shift;
+  }
+  std::erase_if(series, [](const UsageSeries& s) { return s.samples.empty(); });
+  return shift;
+}
+
 void IngestReport::note(std::string message) {
   if (errors.size() < kMaxErrors) errors.push_back(std::move(message));
 }

@@ -55,6 +55,14 @@ ResourceSpec spec_at(const UsageSeries& series, int64_t t);
 // history an origin t may read.
 size_t first_sample_at_or_after(const std::vector<UsageSample>& samples, int64_t t);
 
+// Another fleet's training days laid under this data's (train --also): moves the samples of each
+// series in [begin, end), and its spec changes, by the whole number of weeks that puts `end`
+// latest at or before `target_end` (hour of day and weekday stay as they were), and keeps those
+// that land in [target_begin, target_end): nothing reaches outside the days this data trains on.
+// Series left without samples are dropped. Returns the shift in seconds.
+int64_t lay_under(std::vector<UsageSeries>& series, int64_t begin, int64_t end, int64_t target_begin,
+                  int64_t target_end);
+
 // What ingestion read and rejected; bad rows are reported, never dropped silently.
 struct IngestReport {
   size_t rows_read = 0;

@@ -20,6 +20,29 @@ for f in model.json metadata.json; do [[ -s $work/model/$f ]] || fail "train wro
   --export-recs "$work/recs.csv" > "$work/table.txt" 2> "$work/err.txt" || fail "evaluate (trained): $(cat "$work/err.txt")"
 check_evaluation "$work"
 
+# train --also: other fleets' days go under days 1-20 by whole weeks (Azure's VMs: CPU rows only);
+# the model loads and backtests like any other. A bad --also is refused before anything is read.
+x=$src/tests/fixtures/usage/extra-traces-sample
+"$bin" train --bitbrains "$sample" --out "$work/mixed" --train-days 1-20 --rounds 20 --threads 2 --cpu-tails none \
+  --also "azure-cpu:$x/azure2017.csv.gz" --also "csv:$x/google2019.csv.gz@1-2" > "$work/mixed.txt" 2>&1 \
+  || fail "train --also: $(cat "$work/mixed.txt")"
+python3 - "$work/mixed.txt" <<'PY' || fail "train --also: $(cat "$work/mixed.txt")"
+import re, sys
+log = open(sys.argv[1]).read()
+moved = re.findall(r"^also training on (\d+) series of .*(azure2017|google2019)\.csv\.gz, (\S+) \.\. (\S+) moved by (-?\d+) days$", log, re.M)
+assert [(m[0], m[1], m[2], m[3]) for m in moved] == [("2", "azure2017", "1970-01-01", "1970-01-03"),
+                                                     ("1", "google2019", "2019-05-02", "2019-05-03")], moved
+assert all(int(m[4]) % 7 == 0 for m in moved), moved
+assert re.search(r"^trained xgb-\w+ in .* from 9 series", log, re.M), log
+PY
+"$bin" evaluate --model "$work/mixed" --bitbrains "$sample" --eval-days 21-30 --json "$work/eval.json" \
+  --export-recs "$work/recs.csv" > "$work/table.txt" 2> "$work/err.txt" || fail "evaluate (trained --also): $(cat "$work/err.txt")"
+check_evaluation "$work"
+rc=0
+"$bin" train --bitbrains "$sample" --out "$work/bad" --also "parquet:$x/google2019.csv.gz" > "$work/bad.txt" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "^sizeguard train: --also 'parquet:.*': expected KIND:PATH\[@FIRST-LAST\]" "$work/bad.txt" \
+  || fail "bad --also (exit $rc): $(cat "$work/bad.txt")"
+
 "$bin" evaluate --model "$src/recommender/models/default" --bitbrains "$sample" \
   --eval-days 21-30 --json "$work/eval.json" --html "$work/eval.html" \
   --export-recs "$work/recs.csv" > "$work/table.txt" 2> "$work/err.txt" || fail "evaluate: $(cat "$work/err.txt")"

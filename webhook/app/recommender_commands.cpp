@@ -179,6 +179,42 @@ std::string fmt_eta(double seconds) {
   return buf;
 }
 
+// train --also KIND:PATH[@FIRST-LAST]: reads another fleet's history and lays its days (its own day
+// numbers) under [target_begin, target_end), appending the series.
+void add_other_fleet(std::vector<UsageSeries>& series, const std::string& spec, int64_t target_begin,
+                     int64_t target_end) {
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  std::string path = colon == std::string::npos ? "" : spec.substr(colon + 1), days;
+  if (const size_t at = path.rfind('@'); at != std::string::npos) days = path.substr(at + 1), path.resize(at);
+  SourceFlags f;
+  if (kind == "bitbrains") f.bitbrains = path;
+  else if (kind == "csv") f.csv = path;
+  else if (kind == "azure-cpu") f.azure_cpu = path;
+  else
+    throw InputError("--also '" + spec + "': expected KIND:PATH[@FIRST-LAST] with KIND bitbrains, csv or azure-cpu");
+  if (path.empty()) throw InputError("--also '" + spec + "': no path");
+  std::pair<int, int> range{0, 0};
+  if (!days.empty()) {
+    try {
+      range = parse_day_range(days);
+    } catch (const std::invalid_argument& e) {
+      throw InputError("--also '" + spec + "': " + e.what());
+    }
+  }
+  auto other = read_source(f);
+  const int64_t day1 = day_one(other);
+  const int64_t begin = days.empty() ? day1 : day_start(day1, range.first);
+  const int64_t end = days.empty() ? day1 + history_whole_days(other, day1) * kSecondsPerDay : day_start(day1, range.second + 1);
+  const int64_t shift = lay_under(other, begin, end, target_begin, target_end);
+  if (other.empty())
+    throw InputError("--also '" + spec + "': no samples in its days " + format_utc(begin) + " .. " + format_utc(end) +
+                     " that fit under the training days");
+  std::cerr << "also training on " << other.size() << " series of " << path << ", " << format_day(begin) << " .. "
+            << format_day(end - 1) << " moved by " << shift / kSecondsPerDay << " days\n";
+  series.insert(series.end(), std::make_move_iterator(other.begin()), std::make_move_iterator(other.end()));
+}
+
 void add_train(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("train", "Train the usage-forecast model (XGBoost, pinball loss) and save it to --out DIR");
   auto f = std::make_shared<SourceFlags>();
@@ -212,6 +248,11 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--cpu-tails", *tails,
                   "CPU quantiles Q1,Q2,.. of one more booster each: the tail of the next day's forecast the CPU blend "
                   "spends the pooled risk on (at most 4; default 0.8,0.95,0.99; 'none': no tail boosters)");
+  auto also = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--also", *also,
+                  "another fleet's history to train on as well, KIND:PATH[@FIRST-LAST] (KIND: bitbrains, csv or "
+                  "azure-cpu; its own days, default all whole days), laid by whole weeks under the end of "
+                  "--train-days; repeatable");
   auto from_model = std::make_shared<std::string>();
   cmd->add_option("--from-model", *from_model,
                   "no new main trees: load this model and redo the end of training only (input ranges over its "
@@ -249,11 +290,19 @@ void add_train(CLI::App& app, int& exit_code) {
       if (options.validation_days < 1) throw InputError("--validation-days must be at least 1");
       std::pair<int, int> range{0, 0};
       if (!days->empty()) range = parse_day_range(*days);
-      const auto series = read_source(*f);
+      auto series = read_source(*f);
       const int64_t day1 = day_one(series);
       if (!days->empty()) {
         options.train_begin = day_start(day1, range.first);
         options.train_end = day_start(day1, range.second + 1);
+      } else if (!also->empty()) {  // the whole days of this data, which the other fleets' days go under
+        options.train_begin = day1;
+        options.train_end = day1 + history_whole_days(series, day1) * kSecondsPerDay;
+      }
+      if (!also->empty()) options.fleet_of_series.assign(series.size(), 0);
+      for (const auto& spec : *also) {
+        add_other_fleet(series, spec, options.train_begin, options.train_end);
+        options.fleet_of_series.resize(series.size(), options.fleet_of_series.back() + 1);
       }
       const auto started = Clock::now();
       if (tty())

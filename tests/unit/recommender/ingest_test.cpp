@@ -300,6 +300,58 @@ TEST(ExtraTraces, AzureCpuSampleIsCpuOnlyInVmUnits) {
   }
 }
 
+// train --also: another fleet's days go under this data's training days by whole weeks.
+TEST(LayUnder, MovesAnotherFleetsDaysUnderTheTrainingDaysByWholeWeeks) {
+  constexpr int64_t kDay = 86400, kWeek = 7 * kDay;
+  constexpr int64_t kAli = 1514764800;   // 2018-01-01T00:00:00Z, a Monday
+  constexpr int64_t kJuly = 1372636800;  // 2013-07-01T00:00:00Z, a Monday
+  auto fleet = [&] {
+    std::vector<UsageSeries> out(3);
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i].key = {"other", "Node", "host" + std::to_string(i), "machine"};
+      const int64_t first = i == 2 ? kAli + 6 * kDay : kAli;  // host2 starts after the days used
+      for (int64_t t = first; t < kAli + 14 * kDay; t += 3600) out[i].samples.push_back({t + 60, 1.0 + i, 1e9});
+      out[i].spec_history = {{kAli, {2.0, 2e9, {}, {}}}, {kAli + 2 * kDay, {3.0, 3e9, {}, {}}},
+                             {kAli + 5 * kDay, {9.0, 9e9, {}, {}}}};
+      out[i].spec = out[i].spec_history.back().spec;
+    }
+    return out;
+  };
+  // Days 1-4 of the other fleet under days 1-20 of this one.
+  auto series = fleet();
+  const int64_t end = kAli + 4 * kDay, target_end = kJuly + 20 * kDay;
+  const int64_t shift = lay_under(series, kAli, end, kJuly, target_end);
+  EXPECT_EQ(shift % kWeek, 0);
+  EXPECT_LE(end + shift, target_end);
+  EXPECT_GT(end + shift + kWeek, target_end);  // the latest whole week that fits
+  ASSERT_EQ(series.size(), 2u);                // host2 had nothing in days 1-4
+  for (const auto& s : series) {
+    ASSERT_EQ(s.samples.size(), 4u * 24u);
+    EXPECT_EQ(s.samples.front().timestamp, kAli + 60 + shift);
+    EXPECT_LT(s.samples.back().timestamp, target_end);
+    // Hour of day and weekday as they were: both are features.
+    EXPECT_EQ((s.samples.front().timestamp - kJuly) % kWeek, 60);
+    // Spec changes move with the samples; the one after the days used is gone.
+    ASSERT_EQ(s.spec_history.size(), 2u);
+    EXPECT_EQ(spec_at(s, kAli + shift + 3 * kDay).cpu_request, 3.0);
+    EXPECT_EQ(spec_at(s, kAli + shift + kDay).memory_request, 2e9);
+  }
+  // More days than this data trains on: the earliest ones are left out, none lands before its start.
+  auto longer = fleet();
+  const int64_t short_begin = kJuly + 10 * kDay;
+  const int64_t moved = lay_under(longer, kAli, kAli + 14 * kDay, short_begin, target_end);
+  EXPECT_EQ(moved % kWeek, 0);
+  ASSERT_EQ(longer.size(), 3u);
+  for (const auto& s : longer) {
+    EXPECT_GE(s.samples.front().timestamp, short_begin);
+    EXPECT_LT(s.samples.back().timestamp, target_end);
+  }
+  // Data from after this data's days moves back (a negative shift, still whole weeks).
+  auto later = fleet();
+  EXPECT_EQ(lay_under(later, kAli, end, kAli - 10 * kDay, kAli - 3 * kDay), -kWeek);
+  EXPECT_EQ(later.at(0).samples.front().timestamp, kAli - kWeek + 60);
+}
+
 TEST(UsageCsv, TextInMemoryReadsLikeAFile) {
   const std::string text =
       "timestamp,namespace,workload_kind,workload,container,cpu_cores,memory_bytes\n"

@@ -323,6 +323,48 @@ TEST(Model, TrainRejectsEmptyInput) {
   EXPECT_THROW(QuantileModel::train(tiny, fast_options()), ModelError);
 }
 
+// train --also: a CPU-only fleet (Azure's VMs) trains the CPU rows beside this cluster's data; its
+// memory, 0 because unknown, teaches nothing and widens nothing.
+TEST(Model, AnotherFleetWithoutMemoryTrainsOnlyCpu) {
+  TrainOptions o = fast_options();
+  o.cpu_tail_quantiles.clear();
+  o.max_rounds = 40;
+  const auto own = synthetic(8, 8, 5);  // memory 0.1-10 GB
+  auto mixed = own;
+  for (auto s : synthetic(8, 8, 6)) {
+    s.key.namespace_ = "azure";
+    s.has_memory = false;
+    for (auto& x : s.samples) x.memory_bytes = 0;
+    mixed.push_back(std::move(s));
+  }
+  const QuantileModel alone = QuantileModel::train(own, o);
+  o.fleet_of_series.assign(8, 0);
+  o.fleet_of_series.resize(16, 1);
+  const QuantileModel both = QuantileModel::train(mixed, o);
+  const auto& names = feature_names();
+  const size_t mem_level = static_cast<size_t>(std::find(names.begin(), names.end(), "mem_level") - names.begin());
+  ASSERT_LT(mem_level, names.size());
+  // The guard's memory ranges come from the series that measured memory (0 bytes would floor
+  // at 1 MiB: log2^-10 GiB = -6.9).
+  EXPECT_DOUBLE_EQ(both.metadata().input_low[mem_level], alone.metadata().input_low[mem_level]);
+  EXPECT_DOUBLE_EQ(both.metadata().input_high[mem_level], alone.metadata().input_high[mem_level]);
+  EXPECT_DOUBLE_EQ(both.metadata().cold_memory_request_ratio, alone.metadata().cold_memory_request_ratio);
+  EXPECT_EQ(both.metadata().rows_train, 2 * alone.metadata().rows_train);  // its CPU rows did train
+  // The memory forecasts of this cluster's series stay near their peaks (1.1 x the level).
+  for (const auto& s : own) {
+    const Prediction p = both.predict(compute_features(s, kStart + 7 * kSecondsPerDay));
+    EXPECT_GT(p.memory_bytes, 0.5 * s.samples.back().memory_bytes) << s.key.to_string();
+  }
+  o.fleet_of_series.pop_back();
+  try {
+    QuantileModel::train(mixed, o);
+    ADD_FAILURE() << "a fleet list of the wrong size was accepted";
+  } catch (const ModelError& e) {
+    EXPECT_TRUE(e.bad_input());
+    EXPECT_NE(std::string(e.what()).find("one fleet per series"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Recommendation, RoundingAndClamping) {
   EXPECT_DOUBLE_EQ(round_up_clamped(0.2501, 0.01, 64, 0.005), 0.255);
   EXPECT_DOUBLE_EQ(round_up_clamped(0.25, 0.01, 64, 0.005), 0.25);
