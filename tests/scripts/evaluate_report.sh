@@ -41,7 +41,7 @@ check_evaluation "$work"
 rc=0
 "$bin" train --bitbrains "$sample" --out "$work/bad" --also "parquet:$x/google2019.csv.gz" > "$work/bad.txt" 2>&1 || rc=$?
 [[ $rc == 2 ]] && grep -q "^sizeguard train: --also 'parquet:.*': expected KIND:PATH\[@FIRST-LAST\]" "$work/bad.txt" \
-  || fail "bad --also (exit $rc): $(cat "$work/bad.txt")"
+  && ! grep -q "^read " "$work/bad.txt" || fail "bad --also (exit $rc, or read data first): $(cat "$work/bad.txt")"
 
 "$bin" evaluate --model "$src/recommender/models/default" --bitbrains "$sample" \
   --eval-days 21-30 --json "$work/eval.json" --html "$work/eval.html" \

@@ -1,7 +1,7 @@
 // `sizeguard train | recommend | evaluate`: the recommender's command line.
 //   train     --bitbrains DIR | --csv FILE | --azure-cpu FILE | --prometheus URL [--start --end --step
 //             --token --ca-file] --out DIR [--train-days 1-20] [--horizon 24h] [--quantile 0.95]
-//             [--rounds N] [--from-model DIR]; ends with calibration and the gate
+//             [--rounds N] [--from-model DIR] [--also KIND:PATH[@DAYS]]; ends with calibration and the gate
 //   recommend --model DIR (same sources) --out FILE [--margin M] [--at TIME] [--no-regate] [--regate-days 4]
 //             [--model-store DIR --min-train-days 8 --min-default-days 1] (the CronJob)
 //   evaluate  --model DIR (same sources) [--eval-days 21-30] [--json F] [--html F] [--export-recs F]
@@ -179,39 +179,53 @@ std::string fmt_eta(double seconds) {
   return buf;
 }
 
-// train --also KIND:PATH[@FIRST-LAST]: reads another fleet's history and lays its days (its own day
-// numbers) under [target_begin, target_end), appending the series.
-void add_other_fleet(std::vector<UsageSeries>& series, const std::string& spec, int64_t target_begin,
-                     int64_t target_end) {
+// train --also KIND:PATH[@FIRST-LAST]: another fleet's history and its days (its own day numbers;
+// none: all whole days).
+struct OtherFleet {
+  SourceFlags source;
+  std::string spec, path;
+  std::optional<std::pair<int, int>> days;
+};
+
+// Checked before any data is read, so a typo fails at once.
+OtherFleet parse_other_fleet(const std::string& spec) {
+  OtherFleet fleet;
+  fleet.spec = spec;
   const size_t colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
-  std::string path = colon == std::string::npos ? "" : spec.substr(colon + 1), days;
-  if (const size_t at = path.rfind('@'); at != std::string::npos) days = path.substr(at + 1), path.resize(at);
-  SourceFlags f;
-  if (kind == "bitbrains") f.bitbrains = path;
-  else if (kind == "csv") f.csv = path;
-  else if (kind == "azure-cpu") f.azure_cpu = path;
+  fleet.path = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  std::string days;
+  if (const size_t at = fleet.path.rfind('@'); at != std::string::npos) days = fleet.path.substr(at + 1), fleet.path.resize(at);
+  if (kind == "bitbrains") fleet.source.bitbrains = fleet.path;
+  else if (kind == "csv") fleet.source.csv = fleet.path;
+  else if (kind == "azure-cpu") fleet.source.azure_cpu = fleet.path;
   else
     throw InputError("--also '" + spec + "': expected KIND:PATH[@FIRST-LAST] with KIND bitbrains, csv or azure-cpu");
-  if (path.empty()) throw InputError("--also '" + spec + "': no path");
-  std::pair<int, int> range{0, 0};
+  if (fleet.path.empty()) throw InputError("--also '" + spec + "': no path");
   if (!days.empty()) {
     try {
-      range = parse_day_range(days);
+      fleet.days = parse_day_range(days);
     } catch (const std::invalid_argument& e) {
       throw InputError("--also '" + spec + "': " + e.what());
     }
   }
-  auto other = read_source(f);
+  return fleet;
+}
+
+// Reads the fleet, lays its days under [target_begin, target_end) (lay_under) and appends its series.
+void add_other_fleet(std::vector<UsageSeries>& series, const OtherFleet& fleet, int64_t target_begin,
+                     int64_t target_end) {
+  auto other = read_source(fleet.source);
   const int64_t day1 = day_one(other);
-  const int64_t begin = days.empty() ? day1 : day_start(day1, range.first);
-  const int64_t end = days.empty() ? day1 + history_whole_days(other, day1) * kSecondsPerDay : day_start(day1, range.second + 1);
+  const int64_t begin = fleet.days ? day_start(day1, fleet.days->first) : day1;
+  const int64_t end = fleet.days ? day_start(day1, fleet.days->second + 1)
+                                 : day1 + history_whole_days(other, day1) * kSecondsPerDay;
   const int64_t shift = lay_under(other, begin, end, target_begin, target_end);
+  const std::string days = format_day(begin) + " .. " + format_day(end - 1);
   if (other.empty())
-    throw InputError("--also '" + spec + "': no samples in its days " + format_utc(begin) + " .. " + format_utc(end) +
-                     " that fit under the training days");
-  std::cerr << "also training on " << other.size() << " series of " << path << ", " << format_day(begin) << " .. "
-            << format_day(end - 1) << " moved by " << shift / kSecondsPerDay << " days\n";
+    throw InputError("--also '" + fleet.spec + "': no samples in its days " + days + " that fit under the training days");
+  std::cerr << "also training on " << other.size() << " series of " << fleet.path << ", " << days << " moved by "
+            << shift / kSecondsPerDay << " days\n";
   series.insert(series.end(), std::make_move_iterator(other.begin()), std::make_move_iterator(other.end()));
 }
 
@@ -290,18 +304,20 @@ void add_train(CLI::App& app, int& exit_code) {
       if (options.validation_days < 1) throw InputError("--validation-days must be at least 1");
       std::pair<int, int> range{0, 0};
       if (!days->empty()) range = parse_day_range(*days);
+      std::vector<OtherFleet> others;
+      for (const auto& spec : *also) others.push_back(parse_other_fleet(spec));
       auto series = read_source(*f);
       const int64_t day1 = day_one(series);
       if (!days->empty()) {
         options.train_begin = day_start(day1, range.first);
         options.train_end = day_start(day1, range.second + 1);
-      } else if (!also->empty()) {  // the whole days of this data, which the other fleets' days go under
+      } else if (!others.empty()) {  // the whole days of this data, which the other fleets' days go under
         options.train_begin = day1;
         options.train_end = day1 + history_whole_days(series, day1) * kSecondsPerDay;
       }
-      if (!also->empty()) options.fleet_of_series.assign(series.size(), 0);
-      for (const auto& spec : *also) {
-        add_other_fleet(series, spec, options.train_begin, options.train_end);
+      if (!others.empty()) options.fleet_of_series.assign(series.size(), 0);
+      for (const auto& other : others) {
+        add_other_fleet(series, other, options.train_begin, options.train_end);
         options.fleet_of_series.resize(series.size(), options.fleet_of_series.back() + 1);
       }
       const auto started = Clock::now();
