@@ -349,29 +349,20 @@ double mean_pinball(const float* pred, const Dataset& d, int memory) {
   return weight > 0 ? sum / weight : 0.0;
 }
 
-void normalise_weights(Dataset& d) {
-  for (int memory = 0; memory < 2; ++memory) {
-    double sum = 0;
-    size_t n = 0;
-    for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) sum += d.w[i], ++n;
-    if (sum <= 0) continue;
-    const double scale = static_cast<double>(n) / sum;
-    for (size_t i = static_cast<size_t>(memory); i < d.rows(); i += 2) d.w[i] = static_cast<float>(d.w[i] * scale);
-  }
-}
-
-// normalise_weights over each fleet's parts (one Dataset per series) together.
-void normalise_weights_per_fleet(std::vector<Dataset>& parts, const std::vector<int>& fleet_of) {
+// Row weights to mean 1 per resource within each fleet (fleet_of[i]: series i's; empty: one
+// fleet), over the per-series parts before they are joined: a fleet counts by its rows.
+void normalise_weights(std::vector<Dataset>& parts, const std::vector<int>& fleet_of) {
+  auto fleet = [&](size_t i) { return fleet_of.empty() ? 0 : fleet_of[i]; };
   std::map<int, std::array<std::pair<double, size_t>, 2>> totals;  // fleet -> per resource (sum, rows)
   for (size_t i = 0; i < parts.size(); ++i)
     for (size_t r = 0; r < parts[i].rows(); ++r) {
-      auto& [sum, n] = totals[fleet_of[i]][r % 2];
+      auto& [sum, n] = totals[fleet(i)][r % 2];
       sum += parts[i].w[r], ++n;
     }
   for (size_t i = 0; i < parts.size(); ++i)
     for (size_t r = 0; r < parts[i].rows(); ++r) {
-      const auto& [sum, n] = totals[fleet_of[i]][r % 2];
-      if (sum > 0) parts[i].w[r] = static_cast<float>(parts[i].w[r] * static_cast<double>(n) / sum);
+      const auto& [sum, n] = totals[fleet(i)][r % 2];
+      if (sum > 0) parts[i].w[r] = static_cast<float>(parts[i].w[r] * (static_cast<double>(n) / sum));
     }
 }
 
@@ -616,10 +607,9 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
       });
     for (auto& t : pool) t.join();
   }
-  if (!o.fleet_of_series.empty()) {
-    if (o.fleet_of_series.size() != series.size()) throw ModelError("fleet_of_series must name one fleet per series", true);
-    for (auto* parts : {&train_parts, &valid_parts}) normalise_weights_per_fleet(*parts, o.fleet_of_series);
-  }
+  if (!o.fleet_of_series.empty() && o.fleet_of_series.size() != series.size())
+    throw ModelError("fleet_of_series must name one fleet per series", true);
+  for (auto* parts : {&train_parts, &valid_parts}) normalise_weights(*parts, o.fleet_of_series);
   Dataset train, valid;
   for (size_t i = 0; i < series.size(); ++i) train.append(train_parts[i]), valid.append(valid_parts[i]);
   train_parts.clear(), valid_parts.clear();
@@ -629,8 +619,6 @@ QuantileModel QuantileModel::train(const std::vector<UsageSeries>& series, const
                      true);
   if (valid.rows() == 0) throw ModelError("no validation rows: the training period is too short for "
                                           + std::to_string(o.validation_days) + " validation days", true);
-  normalise_weights(train);
-  normalise_weights(valid);
   meta.rows_train = train.rows() / 2;
   meta.rows_valid = valid.rows() / 2;
   if (!train.cold_cpu.empty()) meta.cold_cpu_request_ratio = quantile_of(train.cold_cpu, 0.9);

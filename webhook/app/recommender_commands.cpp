@@ -165,12 +165,12 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out || !(out << text) || !out.flush()) throw std::runtime_error(path + ": cannot write");
 }
 
-// Whole UTC days from day1 to the last sample.
-int64_t history_whole_days(const std::vector<UsageSeries>& series, int64_t day1) {
+// The end of the last whole UTC day (from day1) that the samples reach.
+int64_t whole_days_end(const std::vector<UsageSeries>& series, int64_t day1) {
   int64_t last = day1;
   for (const auto& s : series)
     if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
-  return (last - day1) / kSecondsPerDay;
+  return day1 + (last - day1) / kSecondsPerDay * kSecondsPerDay;
 }
 
 std::string fmt_eta(double seconds) {
@@ -218,8 +218,7 @@ void add_other_fleet(std::vector<UsageSeries>& series, const OtherFleet& fleet, 
   auto other = read_source(fleet.source);
   const int64_t day1 = day_one(other);
   const int64_t begin = fleet.days ? day_start(day1, fleet.days->first) : day1;
-  const int64_t end = fleet.days ? day_start(day1, fleet.days->second + 1)
-                                 : day1 + history_whole_days(other, day1) * kSecondsPerDay;
+  const int64_t end = fleet.days ? day_start(day1, fleet.days->second + 1) : whole_days_end(other, day1);
   const int64_t shift = lay_under(other, begin, end, target_begin, target_end);
   const std::string days = format_day(begin) + " .. " + format_day(end - 1);
   if (other.empty())
@@ -313,7 +312,7 @@ void add_train(CLI::App& app, int& exit_code) {
         options.train_end = day_start(day1, range.second + 1);
       } else if (!others.empty()) {  // the whole days of this data, which the other fleets' days go under
         options.train_begin = day1;
-        options.train_end = day1 + history_whole_days(series, day1) * kSecondsPerDay;
+        options.train_end = whole_days_end(series, day1);
       }
       if (!others.empty()) options.fleet_of_series.assign(series.size(), 0);
       for (const auto& other : others) {
@@ -350,7 +349,7 @@ void add_train(CLI::App& app, int& exit_code) {
       // last --validation-days of --train-days (default: every whole day).
       const int64_t train_end = from_model->empty()                   ? model.metadata().train_end
                                 : options.train_end ? options.train_end
-                                                    : day1 + history_whole_days(series, day1) * kSecondsPerDay;
+                                                    : whole_days_end(series, day1);
       const int last_day = static_cast<int>((train_end - day1) / kSecondsPerDay);
       const int first = from_model->empty()
                             ? std::max(1, static_cast<int>((model.metadata().valid_begin - day1) / kSecondsPerDay) + 1)
