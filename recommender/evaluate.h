@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "recommender/model.h"
+#include "recommender/recommendation.h"
 #include "recommender/usage.h"
 
 namespace sizeguard {

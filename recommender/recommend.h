@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "recommender/model.h"
+#include "recommender/recommendation.h"
 
 namespace sizeguard {
 

@@ -12,6 +12,7 @@
 #include "recommender/baselines.h"
 #include "recommender/features.h"
 #include "recommender/model.h"
+#include "recommender/recommendation.h"
 
 namespace sizeguard {
 namespace {

@@ -1,6 +1,7 @@
 // The XGBoost quantile model: pinball objective, training on synthetic data with a known
 // quantile, save/load round trip, metadata checks, recommendation rounding and cold start.
 #include "recommender/model.h"
+#include "recommender/recommendation.h"
 #include "recommender/baselines.h"
 
 #include <gtest/gtest.h>
