@@ -74,6 +74,13 @@ int64_t day_one(const std::vector<UsageSeries>& series) {
   return m == first ? m : m + kSecondsPerDay;
 }
 
+int64_t data_end(const std::vector<UsageSeries>& series) {
+  int64_t end = 0;
+  for (const auto& s : series)
+    if (!s.samples.empty()) end = std::max(end, s.samples.back().timestamp + 1);
+  return end;
+}
+
 std::pair<int, int> parse_day_range(const std::string& text) {
   const auto bad = [&] {
     return std::invalid_argument("bad day range '" + text + "': expected FIRST-LAST with 1 <= FIRST <= LAST, e.g. 1-20");
@@ -208,7 +215,7 @@ Evaluation run_backtest(const std::vector<UsageSeries>& series, const QuantileMo
   std::vector<std::vector<bool>> has_history(ns, std::vector<bool>(days, false));
 
   // Phase 1, parallel over series: baselines, oracle and model features.
-  const int threads = o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = hardware_threads(o.threads);
   std::atomic<size_t> next{0}, done{0};
   auto work = [&] {
     for (size_t i; (i = next++) < ns;) {
@@ -430,9 +437,7 @@ RecentGate gate_on_recent_days(const QuantileModel& model, ModelMetadata& meta, 
                                int64_t before, int max_days, int min_days) {
   RecentGate r;
   const int64_t day1 = day_one(series);
-  int64_t end = 0;
-  for (const auto& s : series)
-    if (!s.samples.empty()) end = std::max(end, s.samples.back().timestamp + 1);
+  int64_t end = data_end(series);
   if (before > 0) end = std::min(end, before);
   const ModelMetadata& own = model.metadata();
   auto trained_on = [&](int day) {  // the day overlaps the model's training period

@@ -35,6 +35,8 @@ namespace sizeguard {
 
 // Start (epoch) of day 1: the first UTC midnight at or after the earliest sample (0 if none).
 int64_t day_one(const std::vector<UsageSeries>& series);
+// Just after the latest sample (epoch; 0 if none): where the data ends, and "now" for it.
+int64_t data_end(const std::vector<UsageSeries>& series);
 // Start (epoch) of day `day` (1-based) when day 1 starts at `day1`.
 inline int64_t day_start(int64_t day1, int day) { return day1 + static_cast<int64_t>(day - 1) * kSecondsPerDay; }
 // How the backtest and the snapshot's decision print a day and a share: the UTC date of an

@@ -98,11 +98,6 @@ std::string xgboost_version() {
   return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
 }
 
-int hardware_threads(int requested) {
-  if (requested > 0) return requested;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-}
-
 uint64_t fnv1a(const char* data, size_t n) {
   uint64_t h = 1469598103934665603ULL;
   for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 1099511628211ULL;
@@ -482,6 +477,11 @@ struct QuantileModel::Impl {
     version = std::string("xgb-") + std::string(hex).substr(0, 12);
   }
 };
+
+int hardware_threads(int requested) {
+  if (requested > 0) return requested;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
 
 QuantileModel::QuantileModel() : impl_(std::make_unique<Impl>()) {}
 QuantileModel::~QuantileModel() = default;

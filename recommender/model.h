@@ -157,6 +157,9 @@ std::vector<std::string> model_inputs();  // feature_names() + "target_is_memory
 
 inline constexpr size_t kMaxCpuTails = 4;
 
+// Threads for XGBoost and the recommender's own loops: `requested` when > 0, else every core.
+int hardware_threads(int requested);
+
 struct Prediction {
   double cpu_cores = 0;
   double memory_bytes = 0;

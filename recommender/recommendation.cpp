@@ -152,7 +152,7 @@ std::vector<Recommendation> recommend_batch(const QuantileModel& model, const st
         if (need_vpa && all[i].history_samples > 0) vpa[i] = vpa_recommend(series[i], now);
       }
     };
-    const int n = std::max(1, std::min(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), static_cast<int>(series.size() / 16 + 1)));
+    const int n = std::max(1, std::min(hardware_threads(threads), static_cast<int>(series.size() / 16 + 1)));
     std::vector<std::thread> pool;
     for (int k = 1; k < n; ++k) pool.emplace_back(work);
     work();

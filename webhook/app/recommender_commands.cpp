@@ -167,10 +167,7 @@ void write_file(const std::string& path, const std::string& text) {
 
 // The end of the last whole UTC day (from day1) that the samples reach.
 int64_t whole_days_end(const std::vector<UsageSeries>& series, int64_t day1) {
-  int64_t last = day1;
-  for (const auto& s : series)
-    if (!s.samples.empty()) last = std::max(last, s.samples.back().timestamp + 1);
-  return day1 + (last - day1) / kSecondsPerDay * kSecondsPerDay;
+  return day1 + std::max<int64_t>(0, data_end(series) - day1) / kSecondsPerDay * kSecondsPerDay;
 }
 
 std::string fmt_eta(double seconds) {
@@ -438,13 +435,7 @@ void add_recommend(CLI::App& app, int& exit_code) {
       if (!(*min_default_days >= 0 && *min_train_days >= *min_default_days))
         throw InputError("--min-train-days must be at least --min-default-days (and both non-negative)");
       const auto series = read_source(*f);
-      int64_t now = 0;
-      if (!at->empty()) {
-        now = parse_time(*at, "--at");
-      } else {
-        for (const auto& s : series)
-          if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
-      }
+      const int64_t now = at->empty() ? data_end(series) : parse_time(*at, "--at");
       QuantileModel model;
       ModelMetadata meta;  // the gate and margins what ships follows
       std::string model_choice;

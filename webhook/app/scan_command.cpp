@@ -464,10 +464,7 @@ std::shared_ptr<const RecommendationSnapshot> recommendations(const ScanFlags& f
     policy.margin = model->metadata().calibrated_cpu_margin;
     policy.memory_margin = model->metadata().calibrated_memory_margin;
   }
-  int64_t now = 0;
-  for (const auto& s : usage) {
-    if (!s.samples.empty()) now = std::max(now, s.samples.back().timestamp + 1);
-  }
+  const int64_t now = data_end(usage);
   const auto recs = recommend_batch(*model, usage, now, policy, 3);
   std::cerr << "recommended " << recs.size() << " containers from " << usage.size() << " usage series" << std::endl;
   return std::make_shared<const RecommendationSnapshot>(make_snapshot(usage, recs, model->version(), now));

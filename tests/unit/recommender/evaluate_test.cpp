@@ -79,6 +79,10 @@ TEST(Days, RangesAndDayOne) {
   s[1].samples.insert(s[1].samples.begin(), {kStart, 1, 1});
   EXPECT_EQ(day_one(s), kStart);  // exactly midnight
   EXPECT_EQ(day_one({}), 0);
+  EXPECT_EQ(data_end(s), kStart + 51);  // just after the latest sample, whichever series has it
+  s[0].samples.push_back({kStart - 10, 1, 1});
+  EXPECT_EQ(data_end(s), kStart + 51);
+  EXPECT_EQ(data_end({}), 0);
 }
 
 std::vector<UsageSeries> synthetic(int count, int days) {
